@@ -1,0 +1,138 @@
+"""The pretext-task protocol and the data container every data kind returns.
+
+Batches are dicts of tensors. Keys shared by all data kinds:
+
+* ``"x"``: the input, ``(B, C, D, H, W)`` for volumes or ``(B, C, T)`` for signals;
+* ``"label"``: ``(B,)`` int64 class index, or ``(B, K)`` float multi-hot; ``-1`` where unknown;
+* ``"patient"``: ``(B,)`` int64 patient index (into ``SSLSplit.patient_names``);
+* ``"index"``: ``(B,)`` int64 item index in the split.
+
+Tasks may ask a dataset wrapper for more (PCLR's ``"x2"`` second view of the same patient).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+Batch = dict[str, torch.Tensor]
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What every encoder offers (an ``nn.Module``).
+
+    * ``num_features``: width F of the pooled feature;
+    * ``forward_features(x) -> (B, F)``: pooled features, what probes and heads consume;
+    * optionally ``forward_tokens(x) -> (B, N, F)`` (patch/time tokens) and
+      ``forward_maps(x) -> list[(B, C_i, ...)]`` (multi-scale feature maps for decoders).
+    """
+
+    num_features: int
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class PretextTask(nn.Module):
+    """Base class of a pretext task: an ``nn.Module`` built around an encoder.
+
+    Subclasses define a frozen ``Config`` dataclass and ``forward(batch, generator)``, which
+    makes the views and targets itself, batched on the batch's device. Random parameters are
+    drawn from ``generator`` (a CPU ``torch.Generator`` the engine seeds per step) and then
+    moved to the device, so one seed gives the same corruption on CPU and GPU.
+    After pretraining, ``task.encoder`` is what downstream uses.
+    """
+
+    Config: ClassVar[type] = dataclasses.make_dataclass("Config", [], frozen=True)
+    name: ClassVar[str] = ""
+    modality: ClassVar[str] = ""
+
+    def __init__(self, encoder: nn.Module, cfg: Any = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.cfg = cfg if cfg is not None else self.Config()
+
+    def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Return a dict with a scalar ``"loss"`` (fp32) and any other scalars to log."""
+        raise NotImplementedError
+
+    @classmethod
+    def wrap_dataset(cls, split: SSLSplit, cfg: Any, seed: int = 0) -> Dataset:
+        """Dataset the engine iterates for pretraining; override to pair items (PCLR)."""
+        return split
+
+    @classmethod
+    def check_input(cls, cfg: Any, input_shape: Sequence[int]) -> None:
+        """Raise a :class:`pretext.errors.UserError` when ``input_shape`` (C, ...) cannot work."""
+
+
+class SSLSplit(Dataset):
+    """One split of a data kind: items are dicts with ``"x"``, ``"label"``, ``"patient"``, ``"index"``.
+
+    Subclasses implement ``__len__`` and ``load(i) -> torch.Tensor``; labels and patients are
+    arrays so that splits, label fractions and leakage checks never touch the data.
+
+    Attributes:
+        labels: ``(N,)`` int class indices (``-1`` unknown) or ``(N, K)`` float multi-hot.
+        patients: ``(N,)`` int64 patient index into ``patient_names``.
+        patient_names: patient identifiers as strings.
+        meta: optional per-item metadata table (``pandas.DataFrame``: sex, age, site, ...).
+    """
+
+    labels: np.ndarray
+    patients: np.ndarray
+    patient_names: list[str]
+    meta: Any = None
+
+    def load(self, i: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> Batch:
+        label = self.labels[i]
+        return {
+            "x": self.load(i),
+            "label": torch.as_tensor(label, dtype=torch.float32 if np.ndim(label) else torch.int64),
+            "patient": torch.as_tensor(int(self.patients[i]), dtype=torch.int64),
+            "index": torch.as_tensor(i, dtype=torch.int64),
+        }
+
+
+@dataclasses.dataclass
+class SSLData:
+    """What a data kind (``KIND:PATH``) loads: named splits plus what a model needs to know.
+
+    Attributes:
+        modality: "volume" or "signal".
+        splits: "train", and where defined "val" and "test".
+        input_shape: ``(C, D, H, W)`` or ``(C, T)`` of one item.
+        num_classes: classes of the label (None when unlabelled).
+        class_names: names of the classes.
+        multilabel: labels are multi-hot.
+        sfreq: sampling rate in Hz (signals).
+        channel_names: lead/channel names in order (signals) or modality channel names.
+        source: the spec it was loaded from, for reports.
+        meta: anything else (spacing, normalisation used, official split name ...).
+    """
+
+    modality: str
+    splits: dict[str, SSLSplit]
+    input_shape: tuple[int, ...]
+    num_classes: int | None = None
+    class_names: list[str] = dataclasses.field(default_factory=list)
+    multilabel: bool = False
+    sfreq: float | None = None
+    channel_names: list[str] = dataclasses.field(default_factory=list)
+    source: str = ""
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def encoder_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments that size an encoder for this data (braindecode/MONAI names)."""
+        if self.modality == "volume":
+            return {"in_channels": self.input_shape[0], "img_size": tuple(self.input_shape[1:])}
+        return {"n_chans": self.input_shape[0], "n_times": self.input_shape[-1], "sfreq": self.sfreq}

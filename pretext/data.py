@@ -1,0 +1,70 @@
+"""Data specs (``KIND:PATH[?key=value&...]``) and sizing encoders to data."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import yaml
+
+from pretext.base import SSLData
+from pretext.errors import ConfigError, DataError
+from pretext.registry import DATA, ENCODERS, create_encoder
+
+
+def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """Split ``"medmnist3d:data/x.npz?size=28"`` into ``("medmnist3d", "data/x.npz", {"size": 28})``."""
+    if ":" not in spec:
+        raise ConfigError(
+            f"data spec {spec!r} must read KIND:PATH, e.g. medmnist3d:path/to/adrenalmnist3d.npz; "
+            f"known kinds: {', '.join(DATA.names())}"
+        )
+    kind, rest = spec.split(":", 1)
+    path, _, query = rest.partition("?")
+    options = {k: yaml.safe_load(v) for k, v in parse_qsl(query, keep_blank_values=True)}
+    return kind, path, options
+
+
+def load_data(spec: str, **overrides: Any) -> SSLData:
+    """Load a data spec through the data-kind registry.
+
+    Raises:
+        ConfigError: the kind is unknown (the message lists the known kinds).
+        DataError: the path does not exist.
+    """
+    kind, path, options = parse_spec(spec)
+    loader = DATA.get(kind)
+    if path and not DATA.meta(kind).get("virtual", False) and not Path(path).exists():
+        raise DataError(f"data path {path!r} (from spec {spec!r}) does not exist; check the path after '{kind}:'")
+    options.update(overrides)
+    sig = inspect.signature(loader)
+    if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        bad = sorted(set(options) - set(sig.parameters))
+        if bad:
+            valid = [p for p in sig.parameters if p != "path"]
+            raise ConfigError(f"data kind {kind!r} got unknown option(s) {bad}; valid options: {valid}")
+    data = loader(path, **options)
+    data.source = data.source or spec
+    return data
+
+
+def encoder_for_data(name: str, data: SSLData, **kwargs: Any) -> Any:
+    """Create encoder ``name`` sized for ``data`` (channels, image size / n_times, sfreq).
+
+    Raises:
+        ConfigError: the encoder is of another modality than the data.
+    """
+    meta = ENCODERS.meta(name)
+    if meta.get("modality") and meta["modality"] != data.modality:
+        raise ConfigError(
+            f"encoder {name!r} is a {meta['modality']} encoder but the data is {data.modality}; "
+            f"pick one of: {', '.join(ENCODERS.names(modality=data.modality))}"
+        )
+    factory = ENCODERS.get(name)
+    params = inspect.signature(factory).parameters
+    has_var = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    sized = {k: v for k, v in data.encoder_kwargs().items() if has_var or k in params}
+    sized.update(kwargs)
+    return create_encoder(name, **sized)

@@ -1,0 +1,198 @@
+"""Name -> component registries for pretext tasks, encoders and data kinds.
+
+Components register with a decorator, as in timm::
+
+    @register_task("rotation", modality="volume")
+    class Rotation(PretextTask): ...
+
+    @register_encoder("resnet18_3d", modality="volume")
+    def resnet18_3d(in_channels: int = 1, img_size=(32, 32, 32), **kw) -> nn.Module: ...
+
+    @register_data("medmnist3d", modality="volume")
+    def load_medmnist3d(path: str, **options) -> SSLData: ...
+
+A separate package adds its own components without editing this one, through the
+entry-point groups ``medssl.tasks``, ``medssl.encoders`` and ``medssl.data``::
+
+    [project.entry-points."medssl.tasks"]
+    my_task = "my_pkg.tasks:MyTask"      # a class/function (registered under "my_task")
+    more = "my_pkg.more_tasks"             # or a module whose decorators register on import
+
+Built-in components live in the modules named in ``_BUILTIN`` and are imported the first
+time a registry is read, so importing :mod:`pretext` stays cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
+
+from pretext.errors import ConfigError
+
+T = TypeVar("T")
+
+_BUILTIN: dict[str, tuple[str, ...]] = {
+    "task": ("pretext.volume", "pretext.signal"),
+    "encoder": ("volssl.encoders", "signalssl.encoders"),
+    "data": ("volssl.data", "signalssl.data"),
+}
+_GROUPS = {"task": "medssl.tasks", "encoder": "medssl.encoders", "data": "medssl.data"}
+
+
+class Registry:
+    """A name -> object table with lazily loaded built-ins and entry-point plugins."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.group = _GROUPS[kind]
+        self._items: dict[str, Any] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
+        self._loaded = False
+
+    # -- registration ------------------------------------------------------------------
+    def register(self, name: str, obj: T, **meta: Any) -> T:
+        if not name or not isinstance(name, str):
+            raise ConfigError(f"{self.kind} name must be a non-empty string, got {name!r}")
+        if name in self._items and self._items[name] is not obj:
+            raise ConfigError(
+                f"{self.kind} {name!r} is already registered by {_qualname(self._items[name])}; "
+                f"pick another name for {_qualname(obj)}"
+            )
+        self._items[name] = obj
+        self._meta[name] = dict(meta)
+        return obj
+
+    def decorator(self, name: str, **meta: Any) -> Callable[[T], T]:
+        def wrap(obj: T) -> T:
+            return self.register(name, obj, **meta)
+
+        return wrap
+
+    # -- loading -----------------------------------------------------------------------
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for module in _BUILTIN[self.kind]:
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as err:  # a sub-package not installed in this build
+                if err.name is None or not module.startswith(err.name):
+                    raise
+        for ep in _entry_points(self.group):
+            obj = ep.load()
+            if inspect.ismodule(obj):
+                continue  # its decorators registered what it has
+            if obj not in self._items.values():
+                meta = getattr(obj, "registry_meta", {})
+                self.register(ep.name, obj, plugin=ep.value, **meta)
+
+    # -- lookup ------------------------------------------------------------------------
+    def get(self, name: str) -> Any:
+        self._load()
+        if name not in self._items:
+            valid = ", ".join(sorted(self._items)) or "(none registered)"
+            raise ConfigError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {valid}")
+        return self._items[name]
+
+    def meta(self, name: str) -> dict[str, Any]:
+        self.get(name)
+        return dict(self._meta[name])
+
+    def names(self, **where: Any) -> list[str]:
+        self._load()
+        return sorted(n for n in self._items if all(self._meta[n].get(k) == v for k, v in where.items()))
+
+    def __contains__(self, name: str) -> bool:
+        self._load()
+        return name in self._items
+
+
+def _entry_points(group: str) -> Iterable[Any]:
+    return entry_points(group=group)
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+TASKS = Registry("task")
+ENCODERS = Registry("encoder")
+DATA = Registry("data")
+
+
+def register_task(name: str, **meta: Any) -> Callable[[T], T]:
+    """Class decorator: register a :class:`pretext.base.PretextTask` subclass under ``name``.
+
+    ``meta`` is free-form; ``modality="volume"|"signal"`` is used by ``sslbench list``.
+    """
+    return TASKS.decorator(name, **meta)
+
+
+def register_encoder(name: str, **meta: Any) -> Callable[[T], T]:
+    """Decorator: register an encoder class or factory function under ``name``."""
+    return ENCODERS.decorator(name, **meta)
+
+
+def register_data(kind: str, **meta: Any) -> Callable[[T], T]:
+    """Decorator: register a data loader ``fn(path: str, **options) -> SSLData`` under ``kind``."""
+    return DATA.decorator(kind, **meta)
+
+
+def list_tasks(modality: str | None = None) -> list[str]:
+    """Names of the registered pretext tasks (optionally of one modality)."""
+    return TASKS.names(**({"modality": modality} if modality else {}))
+
+
+def list_encoders(modality: str | None = None) -> list[str]:
+    """Names of the registered encoders (optionally of one modality)."""
+    return ENCODERS.names(**({"modality": modality} if modality else {}))
+
+
+def list_data_kinds(modality: str | None = None) -> list[str]:
+    """Names of the registered data kinds (the ``KIND`` of a ``KIND:PATH`` data spec)."""
+    return DATA.names(**({"modality": modality} if modality else {}))
+
+
+def get_data_kind(kind: str) -> Callable[..., Any]:
+    return DATA.get(kind)
+
+
+def check_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:
+    """Raise a :class:`ConfigError` naming any keyword ``fn`` does not accept."""
+    sig = inspect.signature(fn)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    bad = sorted(set(kwargs) - set(sig.parameters))
+    if bad:
+        valid = ", ".join(p for p in sig.parameters if p != "self")
+        raise ConfigError(f"{what} got unknown option(s) {bad}; valid options: {valid}")
+
+
+def create_encoder(name: str, **kwargs: Any) -> Any:
+    """Build a registered encoder: ``create_encoder("resnet18_3d", in_channels=1, img_size=(28,)*3)``."""
+    factory = ENCODERS.get(name)
+    check_kwargs(factory, kwargs, f"encoder {name!r}")
+    return factory(**kwargs)
+
+
+def create_task(name: str, encoder: Any, **cfg: Any) -> Any:
+    """Wrap ``encoder`` in a registered pretext task; ``cfg`` fills the task's ``Config`` dataclass.
+
+    ``encoder`` is an encoder module or the name of a registered encoder (then built with
+    the defaults; pass a module to choose its options).
+    """
+    cls = TASKS.get(name)
+    if isinstance(encoder, str):
+        encoder = create_encoder(encoder)
+    config_cls = getattr(cls, "Config", None)
+    if config_cls is not None and dataclasses.is_dataclass(config_cls):
+        from pretext.config import build_dataclass
+
+        return cls(encoder, build_dataclass(config_cls, cfg, what=f"task {name!r}"))
+    check_kwargs(cls, cfg, f"task {name!r}")
+    return cls(encoder, **cfg)

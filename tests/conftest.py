@@ -1,0 +1,37 @@
+"""Shared fixtures. Real data is read in place from ../shared/data through ``shared_data``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MEDSSL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real public datasets (``../shared/data``); skips the test where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(
+            f"real data folder {SHARED_DATA} not found: put the shared datasets there "
+            "or set MEDSSL_SHARED_DATA to their folder"
+        )
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads() -> None:
+    torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
