@@ -38,7 +38,7 @@ T = TypeVar("T")
 _BUILTIN: dict[str, tuple[str, ...]] = {
     "task": ("pretext.volume", "pretext.signal"),
     "encoder": ("volssl.encoders", "signalssl.encoders"),
-    "data": ("volssl.data", "signalssl.data"),
+    "data": ("volssl.data", "signalssl.data", "volssl.synthetic", "signalssl.synthetic"),
 }
 _GROUPS = {"task": "medssl.tasks", "encoder": "medssl.encoders", "data": "medssl.data"}
 

@@ -1,0 +1,6 @@
+"""The mixed-precision training engine (on Lightning Fabric)."""
+
+from pretext.engine.checkpoint import load_checkpoint, save_checkpoint
+from pretext.engine.loop import FitResult, fit, make_fabric
+
+__all__ = ["FitResult", "fit", "load_checkpoint", "make_fabric", "save_checkpoint"]

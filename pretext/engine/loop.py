@@ -1,0 +1,347 @@
+"""``fit``: the training loop shared by every pretext task and by fine-tuning.
+
+Built on Lightning Fabric, which gives devices, precision plugins (bf16 autocast, fp16 with
+a GradScaler), DDP/FSDP strategies and the torchrun / SLURM / subprocess launchers. Around it
+this module adds what SSL pretraining needs: gradient accumulation, clipping, warmup+cosine
+LR, optional EMA of weights, a non-finite-loss guard, deterministic resumable data order,
+per-step seeded views, atomic checkpoints, and logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from pretext.config import TrainConfig, to_dict, to_yaml
+from pretext.engine.checkpoint import (
+    atomic_write_text,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+    save_safetensors,
+)
+from pretext.engine.monitor import RunLogger, Throughput, progress_bar
+from pretext.engine.precision import resolve_accelerator, resolve_precision
+from pretext.engine.sampler import ResumableBatchSampler, step_generator
+from pretext.engine.schedule import WarmupCosine
+from pretext.errors import ConfigError, NonFiniteLossError, UserError
+
+CKPT_NAME = "last.ckpt"
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        history: one dict per logged step (step, loss, lr, task scalars, samples_per_s, data_wait_frac).
+        evals: one dict per ``evaluate`` call (step plus the callback's metrics).
+        steps: the last optimizer step reached.
+        nonfinite_skipped: optimizer steps skipped because the loss was not finite.
+        out_dir: the run folder (None for in-memory runs).
+        elapsed_s: wall time of this call.
+    """
+
+    history: list[dict[str, float]]
+    evals: list[dict[str, float]]
+    steps: int
+    nonfinite_skipped: int
+    out_dir: Path | None
+    elapsed_s: float
+
+
+def _check_out_dir(out_dir: Path, resume: bool) -> Path | None:
+    """Create/validate the run folder; return the checkpoint to resume from (or None)."""
+    ckpt = out_dir / "checkpoints" / CKPT_NAME
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"output folder {str(out_dir)!r} is not writable ({err.strerror}); choose another --out") from err
+    if resume:
+        if not ckpt.is_file():
+            raise UserError(f"--resume given but {str(ckpt)!r} does not exist; drop --resume to start a new run")
+        return ckpt
+    if ckpt.is_file():
+        raise UserError(f"output folder {str(out_dir)!r} already holds a run ({ckpt.name}); "
+                        "pass --resume to continue it or choose a new --out")
+    return None
+
+
+def _devices(cfg: TrainConfig) -> Any:
+    if cfg.devices != "auto":
+        return [int(d) for d in cfg.devices.split(",") if d] if "," in cfg.devices else int(cfg.devices)
+    # "auto": the world a launcher (torchrun / SLURM) made, else one device.
+    for var in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 1
+
+
+def make_fabric(cfg: TrainConfig) -> Any:
+    """A launched ``lightning.fabric.Fabric`` for ``cfg`` (precision resolved and checked)."""
+    from lightning_fabric import Fabric
+
+    accelerator = resolve_accelerator(cfg.accelerator)
+    precision = resolve_precision(cfg.precision, accelerator)
+    fabric = Fabric(accelerator=accelerator, devices=_devices(cfg), num_nodes=cfg.num_nodes,
+                    strategy=cfg.strategy, precision=precision)  # type: ignore[arg-type]
+    fabric.launch()
+    return fabric
+
+
+def param_groups_with_decay(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices/kernels, none on biases, norms and embeddings' 1-D params."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or name.endswith(".bias") or "pos_embed" in name or "token" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def fit(
+    task: nn.Module,
+    dataset: Dataset,
+    cfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    run_config: dict[str, Any] | None = None,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    eval_every: int = 0,
+    param_groups: Sequence[dict[str, Any]] | None = None,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+) -> FitResult:
+    """Train ``task`` (any module whose ``forward(batch, generator)`` returns ``{"loss": ...}``).
+
+    Args:
+        task: a :class:`pretext.base.PretextTask` or any module with that forward contract.
+        dataset: items are dicts of tensors; if ``task`` has ``wrap_dataset`` it is applied first.
+        cfg: engine settings.
+        out_dir: run folder for ``config.yaml``, ``metrics.csv``, TensorBoard logs,
+            ``checkpoints/last.ckpt`` and ``encoder.safetensors``; None trains in memory.
+        resume: continue from ``out_dir/checkpoints/last.ckpt``; the result equals an
+            uninterrupted run (same data order, same views, same RNG and optimizer state).
+        run_config: the resolved configuration to embed in ``config.yaml`` and checkpoints
+            (task, task_cfg, encoder, encoder_cfg, data, ...); also checked on resume.
+        evaluate: called as ``evaluate(module)`` (eval mode, no grad) every ``eval_every`` steps
+            and at the end, on rank 0; its dict is logged with prefix ``val/``.
+        param_groups: optimizer groups instead of the default decay/no-decay split; a group's
+            ``lr_scale`` multiplies the peak LR (layer-wise LR decay).
+        collate_fn: DataLoader collate function.
+
+    Returns:
+        A :class:`FitResult`.
+
+    Raises:
+        UserError: bad output folder / resume mismatch; ConfigError: a precision the device
+        cannot do; NonFiniteLossError: ``cfg.max_nonfinite`` non-finite losses in a row.
+    """
+    t_start = time.perf_counter()
+    run_config = dict(run_config or {})
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt_path = _check_out_dir(out, resume) if out is not None else None
+    if resume and out is None:
+        raise UserError("resume=True needs an out_dir holding the run to continue")
+
+    precision = resolve_precision(cfg.precision, resolve_accelerator(cfg.accelerator))
+    fabric = make_fabric(cfg)
+    resolved = {**run_config, "train": {**to_dict(cfg), "precision": str(precision)}}
+
+    state: dict[str, Any] | None = None
+    if ckpt_path is not None:
+        state = load_checkpoint(ckpt_path)
+        _check_same_run(state.get("run_config", {}), run_config, ckpt_path)
+        task.load_state_dict(state["model"])
+    start_step = int(state["step"]) if state else 0
+
+    wrap = getattr(task, "wrap_dataset", None)
+    if callable(wrap):
+        dataset = wrap(dataset, getattr(task, "cfg", None), seed=cfg.seed)
+
+    groups = [dict(g) for g in param_groups] if param_groups is not None else param_groups_with_decay(task, cfg.weight_decay)
+    for g in groups:
+        g["lr"] = cfg.lr * float(g.pop("lr_scale", 1.0))
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(cfg.warmup_steps, cfg.steps, cfg.min_lr / cfg.lr))
+
+    ema = None
+    if cfg.ema > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(task, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+        ema.to(fabric.device)
+
+    module = torch.compile(task) if cfg.compile else task
+    model, optimizer = fabric.setup(module, optimizer)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            fabric.strategy.precision.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        restore_rng(state["rng"])
+
+    sampler = ResumableBatchSampler(len(dataset), cfg.batch_size, seed=cfg.seed, start=start_step * cfg.accumulate,
+                                    rank=fabric.global_rank, world_size=fabric.world_size)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate_fn,
+                        pin_memory=fabric.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed),
+                        persistent_workers=cfg.num_workers > 0)
+    loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
+    batches = iter(loader)
+
+    is_main = fabric.is_global_zero
+    logger = RunLogger(out, start_step=start_step, enabled=is_main)
+    if out is not None and is_main:
+        atomic_write_text(out / "config.yaml", to_yaml(resolved))
+    nonfinite = dict(state.get("nonfinite", {"skipped": 0, "consecutive": 0})) if state else {"skipped": 0, "consecutive": 0}
+    history: list[dict[str, float]] = []
+    evals: list[dict[str, float]] = []
+    window: dict[str, list[float]] = defaultdict(list)
+    meter = Throughput()
+    bar = progress_bar(cfg.steps, start_step, cfg.progress and is_main)
+
+    def checkpoint(step: int) -> None:
+        if out is None:
+            return
+        if is_main:
+            save_checkpoint(out / "checkpoints" / CKPT_NAME, {
+                "model": _unwrap(task).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": fabric.strategy.precision.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "rng": capture_rng(),
+                "step": step,
+                "nonfinite": dict(nonfinite),
+                "run_config": resolved,
+            })
+        fabric.barrier()
+
+    def run_eval(step: int) -> None:
+        if evaluate is None:
+            return
+        model.eval()
+        with torch.no_grad():
+            metrics = evaluate(_unwrap(task)) if is_main else {}
+        model.train()
+        metrics = fabric.broadcast(metrics, src=0)
+        evals.append({"step": step, **metrics})
+        logger.log(step, {f"val/{k}": v for k, v in metrics.items()})
+
+    model.train()
+    step = start_step
+    try:
+        while step < cfg.steps:
+            bad = False
+            for a in range(cfg.accumulate):
+                t0 = time.perf_counter()
+                batch = next(batches)
+                meter.add(_batch_size(batch) * fabric.world_size, time.perf_counter() - t0)
+                gen = step_generator(cfg.seed, step * cfg.accumulate + a, fabric.global_rank)
+                with fabric.no_backward_sync(model, enabled=a < cfg.accumulate - 1):
+                    outputs = model(batch, generator=gen)
+                    loss = outputs["loss"].float()
+                    flag = fabric.all_reduce((~torch.isfinite(loss.detach())).float(), reduce_op="sum")
+                    if float(flag) > 0:
+                        bad = True
+                        break
+                    fabric.backward(loss / cfg.accumulate)
+                for k, v in outputs.items():
+                    if torch.is_tensor(v) and v.numel() == 1:
+                        window[k].append(float(v.detach().float()))
+            if bad:
+                optimizer.zero_grad(set_to_none=True)
+                nonfinite["skipped"] += 1
+                nonfinite["consecutive"] += 1
+                if nonfinite["consecutive"] >= cfg.max_nonfinite:
+                    raise NonFiniteLossError(
+                        f"loss was non-finite for {nonfinite['consecutive']} steps in a row (at step {step}); "
+                        "lower --lr, use --precision 32 or bf16-mixed instead of 16-mixed, or check the data for NaN"
+                    )
+            else:
+                nonfinite["consecutive"] = 0
+                if cfg.clip_grad > 0:
+                    gn = fabric.clip_gradients(model, optimizer, max_norm=cfg.clip_grad, error_if_nonfinite=False)
+                    if gn is not None:
+                        window["grad_norm"].append(float(gn))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.update_parameters(_unwrap(task))
+            scheduler.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                row = {k: sum(v) / len(v) for k, v in window.items() if v}
+                row.update(meter.read(), lr=scheduler.get_last_lr()[0], nonfinite_skipped=nonfinite["skipped"])
+                window.clear()
+                meter.reset()
+                history.append({"step": step, **row})
+                logger.log(step, row)
+                bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}", sps=f"{row['samples_per_s']:.1f}",
+                                wait=f"{row['data_wait_frac']:.0%}")
+            if eval_every and step % eval_every == 0 and step != cfg.steps:
+                run_eval(step)
+            if step % cfg.ckpt_every == 0 and step != cfg.steps:
+                checkpoint(step)
+    except KeyboardInterrupt:
+        bar.close()
+        checkpoint(step)  # a step boundary: the run resumes exactly from here
+        logger.close()
+        raise
+    bar.close()
+    run_eval(step)
+    checkpoint(step)
+    if out is not None and is_main:
+        encoder = getattr(_unwrap(task), "encoder", None)
+        meta = {"run_config": json.dumps(resolved, default=str)}
+        if encoder is not None:
+            save_safetensors(out / "encoder.safetensors", encoder.state_dict(), meta)
+            if ema is not None:
+                ema_encoder = getattr(ema.module, "encoder", None)
+                if ema_encoder is not None:
+                    save_safetensors(out / "encoder_ema.safetensors", ema_encoder.state_dict(), meta)
+        summary = {"steps": step, "nonfinite_skipped": nonfinite["skipped"], "elapsed_s": time.perf_counter() - t_start,
+                   "final": history[-1] if history else {}, "precision": str(precision)}
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float))
+    logger.close()
+    return FitResult(history, evals, step, nonfinite["skipped"], out, time.perf_counter() - t_start)
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return getattr(module, "_orig_mod", module)
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, dict):
+        for v in batch.values():
+            if torch.is_tensor(v) and v.ndim > 0:
+                return int(v.shape[0])
+    if isinstance(batch, (list, tuple)) and batch and torch.is_tensor(batch[0]):
+        return int(batch[0].shape[0])
+    return 0
+
+
+def _check_same_run(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    for key in ("task", "encoder"):
+        if key in saved and key in current and saved[key] != current[key]:
+            raise ConfigError(
+                f"checkpoint {str(path)!r} is from {key} {saved[key]!r}, not {current[key]!r}; "
+                f"resume with --{key} {saved[key]} or choose a new --out"
+            )

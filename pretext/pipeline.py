@@ -1,0 +1,72 @@
+"""One-call pretraining: data spec -> sized encoder -> task -> ``fit`` (what ``sslbench pretrain`` runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pretext.config import TrainConfig, build_dataclass, to_dict
+from pretext.data import encoder_for_data, load_data
+from pretext.engine.loop import FitResult, fit
+from pretext.errors import ConfigError
+from pretext.registry import TASKS, create_task
+
+
+def seed_everything(seed: int) -> None:
+    from lightning_fabric.utilities.seed import seed_everything as _seed
+
+    _seed(seed, verbose=False)
+
+
+def build_run(task: str, encoder: str, data: str, task_cfg: dict[str, Any] | None = None,
+              encoder_cfg: dict[str, Any] | None = None, seed: int = 0, split: str = "train") -> tuple[Any, Any, dict[str, Any]]:
+    """Load ``data``, build encoder and task, and return ``(task_module, dataset, run_config)``.
+
+    Raises:
+        ConfigError: unknown names/options, or a task whose modality differs from the data's.
+    """
+    task_cfg, encoder_cfg = dict(task_cfg or {}), dict(encoder_cfg or {})
+    task_cls = TASKS.get(task)
+    ds = load_data(data)
+    t_mod = TASKS.meta(task).get("modality") or getattr(task_cls, "modality", "")
+    if t_mod and t_mod not in (ds.modality, "any"):
+        raise ConfigError(f"task {task!r} is for {t_mod} data but {data!r} is {ds.modality}; "
+                          f"pick one of: {', '.join(TASKS.names(modality=ds.modality))}")
+    if split not in ds.splits:
+        raise ConfigError(f"data {data!r} has no split {split!r}; it has {sorted(ds.splits)}")
+    seed_everything(seed)
+    enc = encoder_for_data(encoder, ds, **encoder_cfg)
+    module = create_task(task, enc, **task_cfg)
+    check = getattr(type(module), "check_input", None)
+    if callable(check):
+        check(module.cfg, ds.input_shape)
+    run_config = {
+        "task": task,
+        "task_cfg": to_dict(module.cfg) if module.cfg is not None else task_cfg,
+        "encoder": encoder,
+        "encoder_cfg": {**{k: v for k, v in ds.encoder_kwargs().items() if v is not None}, **encoder_cfg},
+        "data": data,
+        "modality": ds.modality,
+        "input_shape": list(ds.input_shape),
+        "sfreq": ds.sfreq,
+        "channel_names": list(ds.channel_names),
+        "seed": seed,
+    }
+    return module, ds.splits[split], run_config
+
+
+def pretrain(task: str, encoder: str, data: str, out: str | Path | None, train: TrainConfig | dict[str, Any] | None = None,
+             task_cfg: dict[str, Any] | None = None, encoder_cfg: dict[str, Any] | None = None,
+             resume: bool = False) -> tuple[Any, FitResult]:
+    """Pretrain ``task`` with ``encoder`` on ``data``; returns ``(task_module, FitResult)``.
+
+    ``task_module.encoder`` is the pretrained encoder; ``out/encoder.safetensors`` holds its weights and
+    ``out/checkpoints/last.ckpt`` the full resumable state with the resolved config.
+    """
+    train_cfg = train if isinstance(train, TrainConfig) else build_dataclass(TrainConfig, train or {})
+    module, dataset, run_config = build_run(task, encoder, data, task_cfg, encoder_cfg, seed=train_cfg.seed)
+    result = fit(module, dataset, train_cfg, out_dir=out, resume=resume, run_config=run_config)
+    return module, result
+
+
+__all__ = ["build_run", "pretrain", "seed_everything", "to_dict"]
