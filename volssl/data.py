@@ -1,0 +1,477 @@
+"""Volume data kinds: ``medmnist3d``, ``nifti`` (folder or manifest) and ``manifest3d``.
+
+Each returns an :class:`pretext.base.SSLData` whose splits are :class:`VolumeSplit` views of a
+compact memory-mapped cache (see :mod:`volssl.store`)::
+
+    medmnist3d:../shared/data/adrenalmnist3d?size=64
+    nifti:/data/ct_folder?spacing=1.5&window=-1000,1000&size=96,96,96&val_fraction=0.1
+    manifest3d:/data/manifest.csv?normalise=zscore&size=128,128,64
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pretext.base import SSLData, SSLSplit
+from pretext.config import build_dataclass, to_dict
+from pretext.errors import ConfigError, DataError
+from pretext.registry import register_data
+from volssl.io import list_volume_files, read_manifest, read_medmnist, read_volume
+from volssl.preprocess import PreprocessConfig, preprocess_volume
+from volssl.store import ArrayStore, LazyArray, cache_key, default_cache_dir
+
+log = logging.getLogger(__name__)
+
+# Class names from the official MedMNIST ``info.py`` (3D sets).
+MEDMNIST3D_CLASSES: dict[str, list[str]] = {
+    "organmnist3d": ["liver", "kidney-right", "kidney-left", "femur-right", "femur-left", "bladder",
+                     "heart", "lung-right", "lung-left", "spleen", "pancreas"],
+    "nodulemnist3d": ["benign", "malignant"],
+    "adrenalmnist3d": ["normal", "hyperplasia"],
+    "fracturemnist3d": ["buckle rib fracture", "nondisplaced rib fracture", "displaced rib fracture"],
+    "vesselmnist3d": ["vessel", "aneurysm"],
+    "synapsemnist3d": ["inhibitory synapse", "excitatory synapse"],
+}
+
+
+class VolumeSplit(SSLSplit):
+    """One split: items ``(C, D, H, W)`` float32 from a ``(N, C, D, H, W)`` store.
+
+    Args:
+        store: the stored voxels (lazy memory map or in-memory array).
+        labels: ``(N,)`` int (-1 unknown) or ``(N, K)`` multi-hot.
+        patients: ``(N,)`` patient index into ``patient_names``.
+        patient_names: patient identifiers.
+        scale, shift: ``x = stored * scale + shift`` (uint8 stores -> [0, 1]; z-scoring).
+        crop_pad: final ``(D, H, W)`` by centre crop/zero pad at load time, or None.
+        meta: per-item ``pandas.DataFrame`` (path, spacing_d/h/w, ...).
+    """
+
+    def __init__(
+        self,
+        store: LazyArray,
+        labels: np.ndarray,
+        patients: np.ndarray,
+        patient_names: list[str],
+        scale: float = 1.0,
+        shift: float = 0.0,
+        crop_pad: tuple[int, int, int] | None = None,
+        meta: Any = None,
+    ) -> None:
+        self.store = store
+        self.labels = labels
+        self.patients = np.asarray(patients, dtype=np.int64)
+        self.patient_names = list(patient_names)
+        self.scale = float(scale)
+        self.shift = float(shift)
+        self.crop_pad = crop_pad
+        self.meta = meta
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        c, *spatial = self.store.array.shape[1:]
+        return (c, *(self.crop_pad or spatial))
+
+    def load(self, i: int) -> torch.Tensor:
+        x = torch.from_numpy(np.asarray(self.store.array[i], dtype=np.float32))
+        if self.scale != 1.0 or self.shift != 0.0:
+            x = x * self.scale + self.shift
+        if self.crop_pad is not None:
+            x = centre_crop_pad(x, self.crop_pad)
+        return x
+
+
+def centre_crop_pad(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Centre crop / zero pad the trailing ``len(size)`` axes of ``x`` to ``size``."""
+    spatial = x.shape[-len(size):]
+    pads: list[int] = []
+    slices = [slice(None)] * (x.ndim - len(size))
+    for have, want in zip(spatial, size):
+        if have >= want:
+            start = (have - want) // 2
+            slices.append(slice(start, start + want))
+        else:
+            slices.append(slice(None))
+    x = x[tuple(slices)]
+    for have, want in reversed(list(zip(x.shape[-len(size):], size))):
+        extra = max(want - have, 0)
+        pads += [extra // 2, extra - extra // 2]
+    return torch.nn.functional.pad(x, pads) if any(pads) else x
+
+
+def patient_split(
+    patients: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> np.ndarray:
+    """Assign each item to train/val/test by patient (seeded shuffle of unique patients)."""
+    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= f < 1.0:
+            raise ConfigError(f"{name}={f!r} must be in [0, 1)")
+    if val_fraction + test_fraction >= 1.0:
+        raise ConfigError(f"{val_fraction=} + {test_fraction=} must leave patients for training")
+    uniq = np.unique(patients)
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    n_test = int(round(test_fraction * len(uniq)))
+    n_val = int(round(val_fraction * len(uniq)))
+    role = np.empty(len(uniq), dtype=object)
+    role[order[:n_test]] = "test"
+    role[order[n_test:n_test + n_val]] = "val"
+    role[order[n_test + n_val:]] = "train"
+    lookup = dict(zip(uniq.tolist(), role.tolist()))
+    return np.array([lookup[p] for p in patients.tolist()], dtype=object)
+
+
+def _resolve_cache(cache: Any) -> Path | None:
+    if cache in (None, False, "none", "off", "false", ""):
+        return None
+    if cache in (True, "auto", "true", "on"):
+        return default_cache_dir()
+    return Path(str(cache))
+
+
+def _as_size(size: Any, what: str) -> tuple[int, int, int] | None:
+    if size is None:
+        return None
+    if isinstance(size, (int, float)):
+        return (int(size),) * 3
+    if isinstance(size, str):
+        size = [s for s in re.split(r"[,x ]", size) if s]
+    vals = tuple(int(s) for s in size)
+    if len(vals) == 1:
+        vals = vals * 3
+    if len(vals) != 3 or min(vals) < 1:
+        raise ConfigError(f"{what}={size!r} must be one or three positive integers, e.g. 64 or 96,96,64")
+    return vals  # type: ignore[return-value]
+
+
+# -- MedMNIST 3D ------------------------------------------------------------------------------------
+
+
+def _find_medmnist_file(path: Path, size: int | None) -> Path:
+    if path.is_file():
+        m = re.search(r"_(\d+)\.npz$", path.name)
+        file_size = int(m.group(1)) if m else 28
+        if size is not None and size != file_size:
+            raise ConfigError(
+                f"{str(path)!r} holds {file_size}^3 volumes but size={size} was asked; point at the "
+                f"folder (then the file is chosen by size) or drop ?size"
+            )
+        return path
+    candidates = sorted(path.glob("*.npz"))
+    want = size or 28
+    pick = [p for p in candidates if (re.search(r"_(\d+)\.npz$", p.name) is None) == (want == 28)
+            and (want == 28 or p.name.endswith(f"_{want}.npz"))]
+    if len(pick) != 1:
+        raise DataError(
+            f"no single MedMNIST file for size={want} in folder {str(path)!r} (found {[p.name for p in candidates]}); "
+            "expected NAME.npz for 28^3 or NAME_64.npz for 64^3, or pass the .npz file itself"
+        )
+    return pick[0]
+
+
+@register_data("medmnist3d", modality="volume")
+def load_medmnist3d(
+    path: str,
+    size: int | None = None,
+    normalise: str = "unit",
+    pad_to: Any = None,
+    cache: Any = "auto",
+) -> SSLData:
+    """A MedMNIST 3D ``.npz`` (or a folder holding ``NAME.npz`` / ``NAME_64.npz``) with its official splits.
+
+    Args:
+        path: the ``.npz`` file or its folder.
+        size: 28 or 64 (picks the file when ``path`` is a folder; checked when it is a file).
+        normalise: "unit" (uint8 / 255 -> [0, 1]), "zscore" (train-split mean/std), "none" (0..255).
+        pad_to: centre crop / zero pad each volume to this side (e.g. 32 so that 8^3 patches fit).
+        cache: "auto" (``$MEDSSL_CACHE`` or ``~/.cache/medssl``), a folder, or "none" (in memory).
+
+    MedMNIST ships no patient ids: every volume is its own pseudo-patient (the official split is
+    already patient-level, so no leakage arises across train/val/test); ``meta`` says so.
+    """
+    if normalise not in ("unit", "zscore", "none"):
+        raise ConfigError(f"normalise={normalise!r} must be one of unit, zscore, none")
+    file = _find_medmnist_file(Path(path), None if size is None else int(size))
+    name = re.sub(r"(_\d+)?\.npz$", "", file.name).lower()
+    crop = _as_size(pad_to, "pad_to")
+    root = _resolve_cache(cache)
+    key = cache_key("medmnist3d", [file], {})
+    if root is not None and ArrayStore.exists(root / key):
+        store = ArrayStore(root / key)
+        arrays = {s: LazyArray(store.path(f"{s}_images")) for s in ("train", "val", "test")}
+        labels = {s: np.asarray(store.open(f"{s}_labels")) for s in ("train", "val", "test")}
+    else:
+        raw = read_medmnist(file)
+        if root is not None:
+            spec = {}
+            for s, (img, lab) in raw.items():
+                img5 = img if img.ndim == 5 else img[:, None]
+                spec[f"{s}_images"] = (img5.shape, str(img5.dtype), lambda mm, a=img5: mm.__setitem__(..., a))
+                spec[f"{s}_labels"] = (lab.shape, str(lab.dtype), lambda mm, a=lab: mm.__setitem__(..., a))
+            store = ArrayStore.build(root / key, spec, {"source": str(file), "kind": "medmnist3d"})
+            arrays = {s: LazyArray(store.path(f"{s}_images")) for s in raw}
+        else:
+            arrays = {s: LazyArray(array=img if img.ndim == 5 else img[:, None]) for s, (img, _) in raw.items()}
+        labels = {s: lab for s, (_, lab) in raw.items()}
+
+    scale, shift = 1.0, 0.0
+    if normalise == "unit":
+        scale = 1.0 / 255.0
+    elif normalise == "zscore":
+        tr = arrays["train"].array
+        mean = float(np.mean(tr, dtype=np.float64))
+        std = float(np.std(tr, dtype=np.float64)) or 1.0
+        scale, shift = 1.0 / std, -mean / std
+    all_labels = np.concatenate([labels[s] for s in ("train", "val", "test")])
+    multilabel = all_labels.shape[1] > 1
+    num_classes = all_labels.shape[1] if multilabel else int(all_labels.max()) + 1
+    class_names = MEDMNIST3D_CLASSES.get(name, [f"class_{i}" for i in range(num_classes)])
+    splits: dict[str, SSLSplit] = {}
+    import pandas as pd
+
+    for s in ("train", "val", "test"):
+        lab = labels[s].astype(np.float32) if multilabel else labels[s][:, 0].astype(np.int64)
+        n = len(lab)
+        names = [f"{name}-{s}-{i:05d}" for i in range(n)]
+        meta = pd.DataFrame({"official_split": s, "official_index": np.arange(n)})
+        splits[s] = VolumeSplit(arrays[s], lab, np.arange(n), names, scale, shift, crop, meta)
+    side = arrays["train"].array.shape[2:]
+    shape = (arrays["train"].array.shape[1], *(crop or side))
+    mm = 64.0 / side[0]  # MedMNIST 3D: a 64 mm cube resampled to `side`
+    return SSLData(
+        modality="volume",
+        splits=splits,
+        input_shape=shape,
+        num_classes=num_classes,
+        class_names=class_names,
+        multilabel=multilabel,
+        source=str(file),
+        meta={
+            "dataset": name,
+            "official_split": True,
+            "spacing": (mm, mm, mm),
+            "normalise": normalise,
+            "patients": "pseudo: one per volume (MedMNIST ships no patient ids; its official "
+                        "train/val/test split is patient-level)",
+        },
+    )
+
+
+# -- NIfTI folders and manifests --------------------------------------------------------------------
+
+_PREP_FIELDS = ("orientation", "spacing", "window", "normalise", "percentiles", "foreground_crop",
+                "foreground_threshold", "foreground_margin", "size", "resize")
+
+
+def _prep_config(options: dict[str, Any]) -> PreprocessConfig:
+    opts = {k: v for k, v in options.items() if v is not None}
+    if "size" in opts:
+        opts["size"] = _as_size(opts["size"], "size")
+    if isinstance(opts.get("orientation"), str) and opts["orientation"].lower() in ("none", "keep"):
+        opts["orientation"] = None
+    return build_dataclass(PreprocessConfig, opts, what="volume preprocessing")
+
+
+def _ingest(paths: list[str], prep: PreprocessConfig, cache: Any, skip_broken: bool) -> tuple[LazyArray, np.ndarray, list[str]]:
+    """Read + preprocess every file once into a ``(N, C, D, H, W)`` float16 store.
+
+    Returns:
+        (store, spacings (N, 3), skipped paths). A broken file raises a :class:`DataError` naming
+        every broken file, unless ``skip_broken`` (then each is named in a warning and in meta).
+    """
+    root = _resolve_cache(cache)
+    key = cache_key("volumes", paths, {"prep": to_dict(prep), "skip_broken": skip_broken})
+    if root is not None and ArrayStore.exists(root / key):
+        st = ArrayStore(root / key)
+        return LazyArray(st.path("images")), np.asarray(st.open("spacing")), list(st.index.get("skipped", []))
+    arrays, spacings, broken, kept = [], [], [], []
+    for p in paths:
+        try:
+            arr, sp = preprocess_volume(read_volume(p), prep)
+        except DataError as err:
+            broken.append((p, str(err)))
+            continue
+        arrays.append(arr)
+        spacings.append(sp)
+        kept.append(p)
+    if broken and not skip_broken:
+        lines = "; ".join(msg for _, msg in broken[:10])
+        raise DataError(
+            f"{len(broken)} of {len(paths)} volume(s) could not be read: {lines}. Fix or remove them, or pass "
+            "?skip_broken=true to leave them out (they are then listed in the warning and in data.meta)"
+        )
+    for p, msg in broken:
+        warnings.warn(f"skipping broken volume {p}: {msg}", stacklevel=3)
+    if not arrays:
+        raise DataError(f"none of the {len(paths)} volume(s) could be read")
+    shapes = sorted({a.shape for a in arrays})
+    if len(shapes) > 1:
+        raise DataError(
+            f"volumes have different shapes after preprocessing {shapes[:4]}; pass ?size=D,H,W to crop/pad "
+            "them to one shape (and ?spacing=MM to resample to one voxel size)"
+        )
+    stack_shape = (len(arrays), *arrays[0].shape)
+    spacing_arr = np.asarray(spacings, dtype=np.float32)
+
+    def fill(mm: np.ndarray) -> None:
+        for i, a in enumerate(arrays):
+            mm[i] = a.astype(np.float16)
+
+    if root is None:
+        buf = np.empty(stack_shape, dtype=np.float16)
+        fill(buf)
+        return LazyArray(array=buf), spacing_arr, [p for p, _ in broken]
+    st = ArrayStore.build(
+        root / key,
+        {"images": (stack_shape, "float16", fill),
+         "spacing": (spacing_arr.shape, "float32", lambda mm: mm.__setitem__(..., spacing_arr)),
+         "order": ((len(kept),), "int64", lambda mm: mm.__setitem__(..., np.array([paths.index(k) for k in kept])))},
+        {"kind": "volumes", "paths": kept, "skipped": [p for p, _ in broken], "prep": to_dict(prep)},
+    )
+    return LazyArray(st.path("images")), spacing_arr, [p for p, _ in broken]
+
+
+def _build_volume_data(df: Any, prep: PreprocessConfig, cache: Any, skip_broken: bool, source: str,
+                       val_fraction: float, test_fraction: float, seed: int) -> SSLData:
+    import pandas as pd
+
+    store, spacing, skipped = _ingest(list(df["path"]), prep, cache, skip_broken)
+    df = df[~df["path"].isin(skipped)].reset_index(drop=True)
+    df["spacing_d"], df["spacing_h"], df["spacing_w"] = spacing[:, 0], spacing[:, 1], spacing[:, 2]
+    raw = df["label"] if "label" in df.columns else pd.Series([None] * len(df))
+    known = raw.dropna()
+    numeric = pd.to_numeric(known, errors="coerce").notna().all()
+    if len(known) == 0:
+        class_names: list[str] = []
+        labels = np.full(len(df), -1, dtype=np.int64)
+    elif numeric:
+        vals = pd.to_numeric(raw, errors="coerce")
+        if (vals.dropna() % 1 != 0).any() or (vals.dropna() < 0).any():
+            raise DataError(f"{source}: labels must be class indices 0..K-1 or class names; got {sorted(set(known))[:5]}")
+        labels = vals.fillna(-1).astype(np.int64).to_numpy()
+        class_names = [str(i) for i in range(int(labels.max()) + 1)]
+    else:
+        class_names = sorted(set(known.astype(str)))
+        lookup = {c: i for i, c in enumerate(class_names)}
+        labels = np.array([lookup[str(v)] if pd.notna(v) else -1 for v in raw], dtype=np.int64)
+    names = sorted(set(df["patient_id"].astype(str)))
+    pid = {n: i for i, n in enumerate(names)}
+    patients = np.array([pid[str(p)] for p in df["patient_id"]], dtype=np.int64)
+    if "split" in df.columns:
+        roles = df["split"].to_numpy(dtype=object)
+    else:
+        roles = patient_split(patients, val_fraction, test_fraction, seed)
+    splits: dict[str, SSLSplit] = {}
+    full = store.array if store.path is None else None
+    for s in ("train", "val", "test"):
+        idx = np.flatnonzero(roles == s)
+        if len(idx) == 0 and s != "train":
+            continue
+        sub = LazyArray(array=full[idx]) if full is not None else _IndexedLazy(store.path, idx)
+        splits[s] = VolumeSplit(sub, labels[idx], patients[idx], names, meta=df.iloc[idx].reset_index(drop=True))
+    if len(splits["train"]) == 0:
+        raise DataError(f"{source}: no volume is in the train split; check the split column / fractions")
+    sp = np.unique(np.round(spacing, 3), axis=0)
+    return SSLData(
+        modality="volume",
+        splits=splits,
+        input_shape=tuple(store.array.shape[1:]),
+        num_classes=len(class_names) or None,
+        class_names=class_names,
+        source=source,
+        meta={"preprocess": to_dict(prep), "spacing": tuple(map(float, sp[0])) if len(sp) == 1 else "mixed",
+              "skipped": skipped},
+    )
+
+
+class _IndexedLazy(LazyArray):
+    """Rows ``idx`` of a memory-mapped store, opened lazily (picklable for DataLoader workers)."""
+
+    def __init__(self, path: Path | None, idx: np.ndarray) -> None:
+        super().__init__(path)
+        self.idx = idx
+
+    @property
+    def array(self) -> Any:
+        return _Rows(super().array, self.idx)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+
+class _Rows:
+    def __init__(self, base: np.ndarray, idx: np.ndarray) -> None:
+        self.base, self.idx = base, idx
+        self.shape = (len(idx), *base.shape[1:])
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.base[self.idx[i]]
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+
+@register_data("manifest3d", modality="volume")
+def load_manifest3d(path: str, cache: Any = "auto", skip_broken: bool = False, val_fraction: float = 0.0,
+                    test_fraction: float = 0.0, seed: int = 0, **preprocess: Any) -> SSLData:
+    """Bring-your-own volumes listed in a CSV ``path,label,patient_id[,split]``.
+
+    Args:
+        path: the manifest; relative image paths are resolved against its folder.
+        cache: "auto", a folder, or "none" (see :func:`load_medmnist3d`).
+        skip_broken: leave unreadable files out (named in a warning and in ``meta["skipped"]``)
+            instead of stopping with an error that lists them.
+        val_fraction, test_fraction, seed: patient-level split when the manifest has no ``split`` column.
+        **preprocess: fields of :class:`volssl.preprocess.PreprocessConfig` (orientation, spacing,
+            window, normalise, percentiles, foreground_crop, foreground_threshold,
+            foreground_margin, size, resize).
+    """
+    _check_prep_options(preprocess)
+    df = read_manifest(path)
+    return _build_volume_data(df, _prep_config(preprocess), cache, bool(skip_broken), path,
+                              float(val_fraction), float(test_fraction), int(seed))
+
+
+@register_data("nifti", modality="volume")
+def load_nifti(path: str, cache: Any = "auto", skip_broken: bool = False, patient_from: str = "file",
+               val_fraction: float = 0.0, test_fraction: float = 0.0, seed: int = 0, **preprocess: Any) -> SSLData:
+    """A folder of images (NIfTI, NRRD, MHA, DICOM series; searched recursively), or a manifest CSV.
+
+    Unlabelled (labels -1) unless a manifest is given. ``patient_from`` = "file" (each file its own
+    patient) or "parent" (the parent folder's name is the patient id). Other options as
+    :func:`load_manifest3d`.
+    """
+    import pandas as pd
+
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() == ".csv":
+        return load_manifest3d(path, cache=cache, skip_broken=skip_broken, val_fraction=val_fraction,
+                               test_fraction=test_fraction, seed=seed, **preprocess)
+    _check_prep_options(preprocess)
+    files = [p] if p.is_file() else list_volume_files(p)
+    if not files:
+        raise DataError(f"no image files (.nii, .nii.gz, .nrrd, .mha, DICOM) found under {path!r}")
+    if patient_from not in ("file", "parent"):
+        raise ConfigError(f"patient_from={patient_from!r} must be 'file' or 'parent'")
+    pids = [re.sub(r"(\.nii)?(\.gz)?$|\.[a-z]+$", "", f.name) if patient_from == "file" else f.parent.name for f in files]
+    df = pd.DataFrame({"path": [str(f) for f in files], "patient_id": pids})
+    return _build_volume_data(df, _prep_config(preprocess), cache, bool(skip_broken), path,
+                              float(val_fraction), float(test_fraction), int(seed))
+
+
+def _check_prep_options(options: dict[str, Any]) -> None:
+    bad = sorted(set(options) - set(_PREP_FIELDS))
+    if bad:
+        raise ConfigError(
+            f"unknown volume data option(s) {bad}; valid: cache, skip_broken, val_fraction, test_fraction, seed, "
+            f"patient_from (nifti), {', '.join(_PREP_FIELDS)}"
+        )

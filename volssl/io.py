@@ -1,0 +1,266 @@
+"""Readers: one record -> array + metadata. No preprocessing here (see :mod:`volssl.preprocess`).
+
+* :func:`read_volume` reads NIfTI through nibabel (affine and spacing kept) and everything torchio
+  reads (NRRD, MHA/MHD, a DICOM series folder, ...), returning ``(C, D, H, W)`` float32.
+* :func:`read_medmnist` reads a MedMNIST ``.npz`` with its official keys and splits.
+* :func:`read_manifest` reads a bring-your-own manifest CSV ``path,label,patient_id[,split]``.
+
+Every failure raises :class:`pretext.errors.DataError` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pretext.errors import DataError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+TORCHIO_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".img", ".hdr", ".tif", ".tiff")
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + TORCHIO_SUFFIXES
+MEDMNIST_SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass
+class Volume:
+    """One image read from disk.
+
+    Attributes:
+        array: ``(C, D, H, W)`` float32 voxels in the file's own axis order.
+        affine: ``(4, 4)`` voxel -> world (RAS+, mm) matrix.
+        spacing: voxel size in mm along the three array axes.
+        path: where it came from.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+    path: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+
+def has_volume_suffix(path: str | Path) -> bool:
+    name = str(path).lower()
+    return name.endswith(VOLUME_SUFFIXES)
+
+
+def is_dicom_dir(path: Path) -> bool:
+    return path.is_dir() and any(p.suffix.lower() == ".dcm" for p in path.iterdir())
+
+
+def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size (mm) along each array axis: the column norms of the affine's 3x3 part."""
+    sp = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    return (float(sp[0]), float(sp[1]), float(sp[2]))
+
+
+def _to_channels_first(data: np.ndarray, path: str) -> np.ndarray:
+    if data.ndim == 3:
+        return data[None]
+    if data.ndim == 4:  # NIfTI stores channels/time last: (D, H, W, C)
+        return np.moveaxis(data, -1, 0)
+    if data.ndim == 5 and data.shape[3] == 1:  # (D, H, W, 1, C) NIfTI vector images
+        return np.moveaxis(data[:, :, :, 0], -1, 0)
+    raise DataError(
+        f"{path}: image has shape {data.shape}; a 3D volume needs 3 spatial axes (plus optional channels). "
+        "A 2D image cannot be used by the 3D tasks: convert it to a volume or use a 2D pipeline."
+    )
+
+
+def read_nifti(path: str | Path) -> Volume:
+    """Read a ``.nii``/``.nii.gz`` file with nibabel.
+
+    Raises:
+        DataError: the file is missing, corrupt or truncated, or not 3D.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"NIfTI file {str(path)!r} does not exist; check the path")
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except Exception as err:  # nibabel raises many types for damaged files (EOFError, ImageFileError, zlib)
+        raise DataError(
+            f"cannot read NIfTI file {str(path)!r} ({type(err).__name__}: {err}); the file is corrupt or "
+            "truncated: re-export or re-download it, or remove it from the folder/manifest"
+        ) from err
+    arr = _to_channels_first(data, str(path))
+    zooms = img.header.get_zooms()[:3]
+    spacing = tuple(float(z) for z in zooms) if all(z > 0 for z in zooms) else spacing_from_affine(affine)
+    return Volume(arr, affine, spacing, str(path))  # type: ignore[arg-type]
+
+
+def read_torchio(path: str | Path) -> Volume:
+    """Read anything torchio/SimpleITK reads (NRRD, MHA/MHD, DICOM series folder)."""
+    import torchio as tio
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"image {str(path)!r} does not exist; check the path")
+    try:
+        img = tio.ScalarImage(path)
+        img.load()
+        data = img.data.numpy().astype(np.float32, copy=False)  # (C, W?, ...): torchio gives (C, I, J, K)
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except Exception as err:
+        raise DataError(
+            f"cannot read image {str(path)!r} with torchio ({type(err).__name__}: {err}); "
+            "the file is corrupt or in an unsupported format"
+        ) from err
+    if data.ndim != 4:
+        raise DataError(f"{path}: expected a 3D image, got array of shape {data.shape}")
+    if min(data.shape[1:]) == 1:
+        raise DataError(
+            f"{path}: image of shape {tuple(data.shape[1:])} is 2D; the 3D tasks need a volume"
+        )
+    return Volume(data, affine, spacing_from_affine(affine), str(path))
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read one volume, choosing the reader from the suffix (NIfTI -> nibabel, else torchio)."""
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        vol = read_nifti(p)
+    elif name.endswith(TORCHIO_SUFFIXES) or is_dicom_dir(p):
+        vol = read_torchio(p)
+    else:
+        raise DataError(
+            f"{str(p)!r}: unknown image format; supported suffixes: {', '.join(VOLUME_SUFFIXES)} "
+            "or a folder of DICOM (.dcm) slices"
+        )
+    if min(vol.array.shape[1:]) < 2:
+        raise DataError(f"{str(p)!r}: image of shape {vol.array.shape[1:]} is 2D; the 3D tasks need a volume")
+    if not np.isfinite(vol.array).all():
+        n_bad = int((~np.isfinite(vol.array)).sum())
+        raise DataError(
+            f"{str(p)!r}: {n_bad} voxels are NaN or infinite; fix the file or mask them before use"
+        )
+    return vol
+
+
+def list_volume_files(folder: str | Path) -> list[Path]:
+    """Image files (and DICOM series folders) directly or recursively under ``folder``, sorted."""
+    folder = Path(folder)
+    found: list[Path] = []
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and has_volume_suffix(p) and not p.name.lower().endswith(".dcm"):
+            found.append(p)
+        elif is_dicom_dir(p):
+            found.append(p)
+    return found
+
+
+# -- MedMNIST -------------------------------------------------------------------------------------
+
+
+def read_medmnist(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Read a MedMNIST 3D ``.npz`` (``{split}_images``, ``{split}_labels`` for train/val/test).
+
+    Returns:
+        ``{"train": (images (N, D, H, W) uint8, labels (N, K)), "val": ..., "test": ...}``.
+
+    Raises:
+        DataError: file unreadable, keys missing, or images not 3D.
+    """
+    path = Path(path)
+    try:
+        npz = np.load(path, allow_pickle=False)
+        keys = set(npz.files)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise DataError(f"cannot read MedMNIST file {str(path)!r} ({err}); it is corrupt or not an .npz") from err
+    need = [f"{s}_{k}" for s in MEDMNIST_SPLITS for k in ("images", "labels")]
+    missing = [k for k in need if k not in keys]
+    if missing:
+        raise DataError(
+            f"{str(path)!r} is not a MedMNIST file: missing keys {missing} (found {sorted(keys)}); "
+            "a MedMNIST .npz has train_images, train_labels, val_images, val_labels, test_images, test_labels"
+        )
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for s in MEDMNIST_SPLITS:
+        try:
+            images, labels = npz[f"{s}_images"], npz[f"{s}_labels"]
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+            raise DataError(f"{str(path)!r}: cannot read {s}_images/{s}_labels ({err}); the file is truncated") from err
+        if images.ndim == 5 and images.shape[-1] in (1, 3):  # (N, D, H, W, C) colour variants
+            images = np.moveaxis(images, -1, 1)
+        elif images.ndim != 4:
+            raise DataError(
+                f"{str(path)!r}: {s}_images has shape {images.shape}; MedMNIST 3D images are (N, D, H, W). "
+                "Is this a 2D MedMNIST file? The 3D tasks need the *3d.npz files"
+            )
+        if len(labels) != len(images):
+            raise DataError(f"{str(path)!r}: {s}_labels has {len(labels)} rows but {s}_images has {len(images)}")
+        out[s] = (images, labels.reshape(len(labels), -1))
+    return out
+
+
+# -- manifest -------------------------------------------------------------------------------------
+
+
+MANIFEST_COLUMNS = ("path", "label", "patient_id")
+
+
+def read_manifest(path: str | Path, require_label: bool = True) -> Any:
+    """Read a manifest CSV with columns ``path,label,patient_id[,split]`` (extra columns kept as meta).
+
+    Relative paths are resolved against the manifest's folder. ``label`` may be empty (unknown, -1).
+
+    Returns:
+        A ``pandas.DataFrame`` with an absolute ``path`` column.
+
+    Raises:
+        DataError: file unreadable or empty, a required column missing, a split name unknown.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype={"patient_id": str, "split": str})
+    except pd.errors.EmptyDataError as err:
+        raise DataError(f"manifest {str(path)!r} is empty; it needs a header path,label,patient_id[,split]") from err
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read manifest {str(path)!r} as CSV ({err})") from err
+    df.columns = [str(c).strip() for c in df.columns]
+    need = MANIFEST_COLUMNS if require_label else ("path", "patient_id")
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"manifest {str(path)!r} lacks column(s) {missing} (has {list(df.columns)}); "
+            "the header must be path,label,patient_id with an optional split column"
+        )
+    if len(df) == 0:
+        raise DataError(f"manifest {str(path)!r} has a header but no rows; add one row per volume")
+    if df["path"].isna().any():
+        rows = [int(i) + 2 for i in np.flatnonzero(df["path"].isna().to_numpy())]
+        raise DataError(f"manifest {str(path)!r}: empty path on line(s) {rows[:10]}")
+    if df["patient_id"].isna().any():
+        rows = [int(i) + 2 for i in np.flatnonzero(df["patient_id"].isna().to_numpy())]
+        raise DataError(
+            f"manifest {str(path)!r}: empty patient_id on line(s) {rows[:10]}; splits are by patient, "
+            "so every row needs one (use the file name if each volume is its own patient)"
+        )
+    if "split" in df.columns:
+        df["split"] = df["split"].fillna("train").str.strip().str.lower()
+        bad = sorted(set(df["split"]) - set(MEDMNIST_SPLITS))
+        if bad:
+            raise DataError(f"manifest {str(path)!r}: unknown split name(s) {bad}; use train, val or test")
+        mixed = df.groupby("patient_id")["split"].nunique()
+        if (mixed > 1).any():
+            raise DataError(
+                f"manifest {str(path)!r}: patient(s) {list(mixed[mixed > 1].index[:5])} appear in more than one "
+                "split; splits must be by patient"
+            )
+    base = path.resolve().parent
+    df["path"] = [str(p if Path(p).is_absolute() else base / p) for p in df["path"].astype(str)]
+    return df
