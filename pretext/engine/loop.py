@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -284,7 +285,9 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 if ema is not None:
                     ema.update_parameters(_unwrap(task))
-            scheduler.step()
+            with warnings.catch_warnings():  # a skipped step still advances the schedule
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                scheduler.step()
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:

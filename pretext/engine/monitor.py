@@ -33,7 +33,7 @@ class Throughput:
 class RunLogger:
     """Appends one row per logged step to ``metrics.csv`` and mirrors scalars to TensorBoard.
 
-    On resume the CSV is truncated to rows before ``start_step`` so the file stays one clean curve.
+    On resume the CSV keeps only rows up to ``start_step`` so the file stays one clean curve.
     """
 
     def __init__(self, out_dir: Path | None, start_step: int = 0, enabled: bool = True) -> None:
@@ -46,7 +46,7 @@ class RunLogger:
         assert self.path is not None
         if self.path.exists():
             with self.path.open(newline="") as fh:
-                rows = [r for r in csv.DictReader(fh) if int(float(r.get("step", 0))) < start_step]
+                rows = [r for r in csv.DictReader(fh) if int(float(r.get("step", 0))) <= start_step]
             self.columns = list(rows[0].keys()) if rows else []
             with self.path.open("w", newline="") as fh:
                 if rows:
@@ -56,7 +56,7 @@ class RunLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=start_step or None)
+            self.tb = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=start_step + 1 if start_step else None)
         except ImportError:  # tensorboard is a dependency, but stay usable without it
             self.tb = None
 

@@ -1,0 +1,115 @@
+"""Registry: decorators, lookups with helpful errors, and third-party plugins via entry points."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pretext.errors import ConfigError
+from pretext.registry import Registry, check_kwargs, create_encoder, create_task, list_encoders, list_tasks
+from pretext.testing import TinyEncoder, ToyTask
+
+
+def test_register_and_lookup() -> None:
+    reg = Registry("task")
+    reg._loaded = True  # no built-ins for this private table
+    reg.register("toy", ToyTask, modality="signal")
+    assert reg.get("toy") is ToyTask and reg.names(modality="signal") == ["toy"]
+    with pytest.raises(ConfigError, match="unknown task 'nope'; valid tasks: toy"):
+        reg.get("nope")
+    with pytest.raises(ConfigError, match="already registered"):
+        reg.register("toy", TinyEncoder)
+
+
+def test_unknown_names_list_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="unknown task 'no_such_task'; valid tasks: "):
+        create_task("no_such_task", TinyEncoder())
+    with pytest.raises(ConfigError, match="unknown encoder 'no_such_encoder'; valid encoders: "):
+        create_encoder("no_such_encoder")
+
+
+def test_builtin_components_are_registered() -> None:
+    tasks, encoders = list_tasks(), list_encoders()
+    for name in ("slice_order", "rotation", "pixel_shuffle", "mae3d", "combined", "cpc", "pclr"):
+        assert name in tasks, f"task {name} not registered"
+    assert list_encoders("volume") and list_encoders("signal")
+    assert set(list_encoders("volume")) | set(list_encoders("signal")) <= set(encoders)
+
+
+def test_check_kwargs_names_the_bad_option() -> None:
+    def f(a: int, b: int = 1) -> None: ...
+
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['c'\]; valid options: a, b"):
+        check_kwargs(f, {"c": 1}, "encoder 'f'")
+
+
+def test_task_config_unknown_field_lists_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pretext import registry
+
+    monkeypatch.setitem(registry.TASKS._items, "toy_cfg", ToyTask)
+    monkeypatch.setitem(registry.TASKS._meta, "toy_cfg", {})
+    task = create_task("toy_cfg", TinyEncoder(), noise=0.25)
+    assert task.cfg.noise == 0.25
+    with pytest.raises(ConfigError, match="unknown option.*'nosie'.*valid options: noise"):
+        create_task("toy_cfg", TinyEncoder(), nosie=0.1)
+
+
+PLUGIN_PY = '''
+import dataclasses
+from torch import nn
+from pretext.base import PretextTask
+from pretext.testing import TinyEncoder
+
+
+class JigsawToy(PretextTask):
+    """A third-party task added through the medssl.tasks entry point."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        pieces: int = 4
+
+    modality = "signal"
+
+
+def tiny(in_features: int = 16):
+    """A third-party encoder."""
+    return TinyEncoder(in_features)
+'''
+
+
+@pytest.mark.slow
+def test_installed_plugin_adds_task_and_encoder(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "medssl_toy_plugin").mkdir(parents=True)
+    (src / "medssl_toy_plugin" / "__init__.py").write_text(PLUGIN_PY)
+    (src / "pyproject.toml").write_text(textwrap.dedent('''
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "medssl-toy-plugin"
+        version = "0.1"
+        [project.entry-points."medssl.tasks"]
+        jigsaw_toy = "medssl_toy_plugin:JigsawToy"
+        [project.entry-points."medssl.encoders"]
+        tiny_plugin = "medssl_toy_plugin:tiny"
+        '''))
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(site), str(src)], check=True, capture_output=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.cli", "list"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "jigsaw_toy" in out.stdout and "plugin medssl_toy_plugin:JigsawToy" in out.stdout
+    assert "tiny_plugin" in out.stdout
+    code = ("from pretext import create_task, create_encoder\n"
+            "t = create_task('jigsaw_toy', create_encoder('tiny_plugin', in_features=8), pieces=9)\n"
+            "print(type(t).__name__, t.cfg.pieces, t.encoder.num_features)")
+    made = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert made.stdout.split() == ["JigsawToy", "9", "8"], made.stderr
