@@ -1,0 +1,332 @@
+"""Signal data kinds: layouts -> ingest-once store -> windows -> :class:`SSLData`.
+
+Registered kinds (``KIND:PATH?option=value&...``):
+
+* ``wfdb:FOLDER``      any WFDB records (``.dat``/``.mat``), unlabelled; ``patient_pattern=`` regex.
+* ``ptbxl:FOLDER``     PTB-XL; ``rate=100|500``, ``labels=superclass|subclass|diagnostic|form|rhythm|all``;
+  official split strat_fold 1-8 / 9 / 10.
+* ``cinc2017:FOLDER``  CinC 2017 (REFERENCE.csv); ``classes=4`` (N, A, O, ~) or ``af`` (AF vs rest).
+* ``cinc2021:FOLDER``  CinC 2020/2021 (``# Dx:`` SNOMED codes, multi-label); resampled to 500 Hz.
+* ``edf:FOLDER``       EDF/BDF/FIF files; ``pattern=`` regex with ``(?P<patient>)`` and ``(?P<label>)``,
+  ``label_map=1:rest,2:task``, ``subject_info=subject-info.csv``.
+* ``eegmat:FOLDER``    ``edf`` preset for EEGMAT: rest (``_1``) vs task (``_2``), subject = patient.
+* ``sleepedf:FOLDER``  Sleep-EDF PSG + hypnograms -> 30 s epochs labelled W/N1/N2/N3/REM.
+* ``manifest:CSV``     ``path,label,patient_id[,sfreq][,split]``.
+
+Options common to all: ``sfreq`` (resample), ``channels`` (explicit order), ``bandpass=low,high``,
+``notch``, ``window``/``stride`` (seconds), ``normalize=none|zscore``, ``dtype=float16|float32``,
+``cache`` (store folder root), ``on_error=raise|skip``, ``split=auto|official|patient|none``,
+``val_frac``, ``test_frac``, ``seed``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from pretext.base import SSLData, SSLSplit
+from pretext.errors import DataError, UserError
+from pretext.registry import register_data
+from signalssl import layouts
+from signalssl.io import Record
+from signalssl.layouts import RecordSpec
+from signalssl.store import SignalStore, ingest
+from signalssl.windows import seconds_to_samples, sliding_windows
+
+__all__ = ["SignalSplit", "build_signal_data", "patient_split"]
+
+NORMALIZE = ("none", "zscore")
+
+
+class SignalSplit(SSLSplit):
+    """Windows over a :class:`SignalStore`; item ``i`` is ``store.read(records[i], starts[i], window)``.
+
+    Attributes:
+        store: the ingested store (memmap opened lazily per worker).
+        records: ``(N,)`` store record index of each window.
+        starts: ``(N,)`` first sample of each window.
+        window: window length in samples.
+        normalize: "none" or "zscore" (per window and channel).
+    """
+
+    def __init__(self, store: SignalStore, records: np.ndarray, starts: np.ndarray, window: int,
+                 labels: np.ndarray, patients: np.ndarray, patient_names: list[str], normalize: str = "none",
+                 meta: Any = None) -> None:
+        self.store, self.records, self.starts, self.window = store, records, starts, int(window)
+        self.labels, self.patients, self.patient_names = labels, patients, patient_names
+        self.normalize, self.meta = normalize, meta
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, i: int) -> torch.Tensor:
+        """``(C, window)`` float32."""
+        x = self.store.read(int(self.records[i]), int(self.starts[i]), self.window)
+        if self.normalize == "zscore":
+            x = (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-6)
+        return torch.from_numpy(x)
+
+
+def patient_split(patients: np.ndarray, strata: list[str], val_frac: float, test_frac: float, seed: int) -> np.ndarray:
+    """Assign each record to train/val/test so that a patient lies on one side only.
+
+    Patients are shuffled within strata (a patient's stratum = its first record's label); the
+    overall test and val counts are ``round(n * frac)``, shared out over strata in proportion
+    (largest remainders), so small strata (multi-label sets) do not round every split away.
+
+    Returns:
+        ``(R,)`` array of "train"/"val"/"test".
+    """
+    if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
+        raise UserError(f"{val_frac=} and {test_frac=} must be in [0, 1) with a sum below 1")
+    first: dict[Any, str] = {}
+    for p, s in zip(patients, strata):
+        first.setdefault(p, s)
+    rng = np.random.default_rng(seed)
+    groups = {st: sorted(p for p, s in first.items() if s == st) for st in sorted(set(first.values()))}
+    for members in groups.values():
+        rng.shuffle(members)
+    sizes = np.array([len(m) for m in groups.values()])
+    n = int(sizes.sum())
+
+    def quota(frac: float, cap: np.ndarray) -> np.ndarray:
+        want = sizes * frac
+        q = np.minimum(np.floor(want).astype(int), cap)
+        order = np.argsort(-(want - np.floor(want)) + rng.random(len(sizes)) * 1e-9)
+        for k in order[: max(0, int(round(n * frac)) - int(q.sum()))]:
+            if q[k] < cap[k]:
+                q[k] += 1
+        return q
+
+    q_test = quota(test_frac, sizes)
+    q_val = quota(val_frac, sizes - q_test)
+    side: dict[Any, str] = {}
+    for (members, nt, nv) in zip(groups.values(), q_test, q_val):
+        for k, p in enumerate(members):
+            side[p] = "test" if k < nt else "val" if k < nt + nv else "train"
+    return np.array([side[p] for p in patients])
+
+
+def _list(v: Any) -> list[Any] | None:
+    if v is None or v == "" or v == []:
+        return None
+    if isinstance(v, str):
+        return [x.strip() for x in v.split(",") if x.strip()]
+    return list(v)
+
+
+def _label_map(v: Any) -> dict[str, str] | None:
+    if v is None or isinstance(v, dict):
+        return None if v is None else {str(k): str(x) for k, x in v.items()}
+    out = {}
+    for part in str(v).split(","):
+        k, sep, x = part.partition(":")
+        if not sep:
+            raise UserError(f"label_map={v!r}: write it as key:name,key:name (e.g. 1:rest,2:task)")
+        out[k.strip()] = x.strip()
+    return out
+
+
+def build_signal_data(
+    kind: str, path: str, specs: list[RecordSpec], *, classes: list[str] | None = None, multilabel: bool = False,
+    min_count: int = 0, drop_empty: bool = False, window: float | None = 10.0, stride: float | None = None,
+    sfreq: float | None = None, channels: Any = None, bandpass: Any = None, notch: float | None = None,
+    normalize: str = "none", dtype: str = "float16", cache: str | None = None, on_error: str = "raise",
+    split: str = "auto", val_frac: float = 0.1, test_frac: float = 0.2, seed: int = 0,
+    events_fn: Callable[[RecordSpec, Record], Any] | None = None, extra_key: dict[str, Any] | None = None,
+) -> SSLData:
+    """Ingest ``specs`` (cached), cut windows, map labels and patients, split by patient.
+
+    ``window=None`` uses whole records (all must have one length). With ``events_fn`` the
+    windows are the labelled epochs instead of a sliding grid. See the module docstring for
+    the other options.
+    """
+    if normalize not in NORMALIZE:
+        raise UserError(f"{normalize=} must be one of {NORMALIZE}")
+    if split not in ("auto", "official", "patient", "none"):
+        raise UserError(f"{split=} must be auto, official, patient or none")
+    bp = _list(bandpass)
+    if bp is not None and len(bp) != 2:
+        raise UserError(f"bandpass={bandpass!r} needs two edges low,high in Hz (use none for an open edge)")
+    bp_t = None if bp is None else tuple(None if str(b).lower() in ("none", "null") else float(b) for b in bp)
+    store = ingest(specs, kind, sfreq=sfreq, channels=_list(channels), bandpass=bp_t, notch=notch, dtype=dtype,
+                   on_error=on_error, cache=cache, events_fn=events_fn, extra_key=extra_key)
+    idx = store.index
+    rec_labels = [json.loads(s) for s in idx["label"]]
+    lengths = store.lengths
+    if events_fn is not None:
+        win = seconds_to_samples(window or 30.0, store.sfreq)
+        ev = store.events
+        ev = ev[ev["start"].to_numpy() + win <= lengths[ev["record"].to_numpy()]]
+        recs, starts = ev["record"].to_numpy(np.int64), ev["start"].to_numpy(np.int64)
+        item_labels: list[Any] = list(ev["label"])
+        n_padded = 0
+    else:
+        if window is None:
+            if len(set(lengths.tolist())) != 1:
+                raise UserError(f"{kind}:{path}: records have {len(set(lengths.tolist()))} different lengths "
+                                f"({lengths.min()}-{lengths.max()} samples); pass window=SECONDS")
+            win = int(lengths[0])
+        else:
+            win = seconds_to_samples(window, store.sfreq)
+        hop = seconds_to_samples(stride, store.sfreq, "stride") if stride else win
+        recs, starts = sliding_windows(lengths, win, hop)
+        item_labels = [rec_labels[r] for r in recs]
+        n_padded = int((lengths < win).sum())
+    # classes
+    if multilabel:
+        counts: dict[str, int] = {}
+        for lab in rec_labels:
+            for c in lab or []:
+                counts[c] = counts.get(c, 0) + 1
+        class_names = list(classes) if classes else sorted(c for c, n in counts.items() if n >= max(min_count, 1))
+        pos = {c: k for k, c in enumerate(class_names)}
+        labels = np.zeros((len(recs), len(class_names)), dtype=np.float32)
+        for i, lab in enumerate(item_labels):
+            for c in lab or []:
+                if c in pos:
+                    labels[i, pos[c]] = 1.0
+        keep = labels.any(1) if drop_empty else np.ones(len(recs), bool)
+    else:
+        present = sorted({lab for lab in item_labels if lab is not None})
+        class_names = list(classes) if classes else present
+        unknown = sorted(set(present) - set(class_names))
+        if unknown:
+            raise DataError(f"{kind}:{path}: label(s) {unknown} are not among the classes {class_names}")
+        pos = {c: k for k, c in enumerate(class_names)}
+        labels = np.array([pos[lab] if lab is not None else -1 for lab in item_labels], dtype=np.int64)
+        keep = np.ones(len(recs), bool)
+    # patients and splits (by record, so all windows of a patient stay together)
+    rec_patients = idx["patient"].astype(str).to_numpy()
+    patient_names = sorted(set(rec_patients.tolist()))
+    pid = {p: k for k, p in enumerate(patient_names)}
+    rec_pid = np.array([pid[p] for p in rec_patients], dtype=np.int64)
+    official = idx["split"].astype(str).to_numpy()
+    has_official = bool((official != "").all())
+    mode = ("official" if has_official else "patient") if split == "auto" else split
+    if mode == "official":
+        if not has_official:
+            raise DataError(f"{kind}:{path}: split=official but {int((official == '').sum())} record(s) have no split")
+        rec_split = official
+    elif mode == "patient":
+        strata = [json.dumps(lab) for lab in rec_labels]
+        rec_split = patient_split(rec_pid, strata, val_frac, test_frac, seed)
+    else:
+        rec_split = np.array(["train"] * len(idx))
+    item_split = rec_split[recs]
+    splits: dict[str, SSLSplit] = {}
+    for name in ("train", "val", "test"):
+        sel = np.flatnonzero((item_split == name) & keep)
+        if len(sel):
+            splits[name] = SignalSplit(store, recs[sel], starts[sel], win, labels[sel], rec_pid[recs[sel]],
+                                       patient_names, normalize)
+    if "train" not in splits:
+        raise DataError(f"{kind}:{path}: the train split is empty; check split/val_frac/test_frac")
+    n_rec_per_patient = np.bincount(rec_pid, minlength=len(patient_names))
+    meta = {
+        "store": str(store.root), "window": win, "window_s": win / store.sfreq, "n_records": len(idx),
+        "n_patients": len(patient_names), "n_padded_records": n_padded, "split_mode": mode,
+        "skipped": store.meta.get("skipped", []), "n_items": {k: len(v) for k, v in splits.items()},
+        "patients_with_one_record": int((n_rec_per_patient == 1).sum()), "channel_units": None,
+    }
+    return SSLData("signal", splits, (store.n_chans, win), num_classes=len(class_names) or None,
+                   class_names=class_names, multilabel=multilabel, sfreq=store.sfreq,
+                   channel_names=store.channels, source=f"{kind}:{path}", meta=meta)
+
+
+# ------------------------------------------------------------------------------ data kinds
+@register_data("wfdb", modality="signal")
+def load_wfdb(path: str, patient_pattern: str | None = None, **options: Any) -> SSLData:
+    """A folder of WFDB records (unlabelled); one patient per record unless ``patient_pattern``."""
+    return build_signal_data("wfdb", path, layouts.scan_wfdb(path, patient_pattern), extra_key={"pp": patient_pattern},
+                             **options)
+
+
+@register_data("ptbxl", modality="signal")
+def load_ptbxl(path: str, rate: int = 100, labels: str = "superclass", min_count: int = 0, drop_empty: bool = True,
+               window: float | None = None, **options: Any) -> SSLData:
+    """PTB-XL (native layout), 12 leads at ``rate`` Hz, multi-hot ``labels``; official folds."""
+    specs = layouts.scan_ptbxl(path, int(rate), labels)
+    return build_signal_data("ptbxl", path, specs, multilabel=True, min_count=min_count, drop_empty=drop_empty,
+                             window=window, extra_key={"rate": rate, "labels": labels}, **options)
+
+
+@register_data("cinc2017", modality="signal")
+def load_cinc2017(path: str, classes: str = "4", **options: Any) -> SSLData:
+    """PhysioNet/CinC 2017 single-lead ECG (300 Hz): ``classes=4`` (N, A, O, ~) or ``af`` (non-AF, AF)."""
+    specs = layouts.scan_cinc2017(path)
+    if str(classes) == "af":
+        for s in specs:
+            s.label = "AF" if s.label == "A" else "non-AF"
+        names = ["non-AF", "AF"]
+    elif str(classes) == "4":
+        names = ["N", "A", "O", "~"]
+    else:
+        raise UserError(f"cinc2017 classes={classes!r} must be 4 or af")
+    return build_signal_data("cinc2017", path, specs, classes=names, extra_key={"classes": str(classes)}, **options)
+
+
+@register_data("cinc2021", modality="signal")
+def load_cinc2021(path: str, classes: Any = None, min_count: int = 1, sfreq: float = 500.0, **options: Any) -> SSLData:
+    """PhysioNet/CinC 2020/2021 12-lead ECG, multi-hot SNOMED codes from ``# Dx:`` (resampled to ``sfreq``)."""
+    return build_signal_data("cinc2021", path, layouts.scan_cinc2021(path), classes=_list(classes), multilabel=True,
+                             min_count=min_count, sfreq=sfreq, **options)
+
+
+@register_data("edf", modality="signal")
+def load_edf(path: str, pattern: str | None = None, label_map: Any = None, subject_info: str | None = None,
+             classes: Any = None, **options: Any) -> SSLData:
+    """A folder of EDF/BDF/FIF recordings; patient and label parsed from file names by ``pattern``."""
+    lm = _label_map(label_map)
+    specs = layouts.scan_edf(path, pattern, lm, subject_info)
+    return build_signal_data("edf", path, specs, classes=_list(classes), extra_key={"pattern": pattern, "lm": lm},
+                             **options)
+
+
+@register_data("eegmat", modality="signal")
+def load_eegmat(path: str, **options: Any) -> SSLData:
+    """EEG during mental arithmetic (PhysioNet eegmat): 36 subjects x (rest ``_1``, task ``_2``), 8 EEG leads."""
+    data = load_edf(path, pattern=r"(?P<patient>Subject\d+)_(?P<label>\d)", label_map={"1": "rest", "2": "task"},
+                    subject_info="subject-info.csv", classes=["rest", "task"], **options)
+    data.source = f"eegmat:{path}"
+    return data
+
+
+@register_data("sleepedf", modality="signal")
+def load_sleepedf(path: str, channels: Any = "EEG Fpz-Cz", trim_wake_min: float | None = 30.0,
+                  **options: Any) -> SSLData:
+    """Sleep-EDF: 30 s epochs labelled W, N1, N2, N3 (stages 3+4), REM from the hypnograms."""
+    if options.get("window", 30.0) != 30.0:
+        raise UserError("sleepedf windows are the 30 s scored epochs; drop the window option")
+    options.pop("window", None)
+
+    def events(spec: RecordSpec, rec: Record) -> list[tuple[float, str]]:
+        import mne
+
+        ann = rec.meta.get("annotations", [])
+        if spec.events_path:
+            a = mne.read_annotations(spec.events_path)
+            ann = [(float(o), float(d), str(s)) for o, d, s in zip(a.onset, a.duration, a.description)]
+        ev = layouts.sleep_events(ann, 30.0, trim_wake_min)
+        if not ev:
+            raise DataError(f"{spec.events_path or spec.path}: no scored sleep stages found in the annotations")
+        return ev
+
+    return build_signal_data("sleepedf", path, layouts.scan_sleepedf(path), classes=layouts.SLEEP_CLASSES,
+                             channels=channels, window=30.0, events_fn=events, extra_key={"trim": trim_wake_min},
+                             **options)
+
+
+@register_data("manifest", modality="signal")
+def load_manifest(path: str, multilabel: bool = False, **options: Any) -> SSLData:
+    """Bring-your-own signals from a CSV ``path,label,patient_id[,sfreq][,split]``."""
+    specs = layouts.scan_manifest(path)
+    multi = multilabel or any(isinstance(s.label, list) for s in specs)
+    if multi:
+        for s in specs:
+            s.label = [s.label] if isinstance(s.label, str) else s.label
+    return build_signal_data("manifest", path, specs, multilabel=multi, **options)

@@ -1,0 +1,413 @@
+"""Readers for one signal record (WFDB, EDF/BDF/FIF, ``.npy``) and preprocessing.
+
+Every reader returns a :class:`Record`: a ``(C, T)`` float32 array in physical units with its
+rate, channel names and units. WFDB signals are converted to millivolts; EDF/BDF/FIF voltage
+channels to microvolts (EEG scale); other units are kept as stored.
+
+>>> rec = read_record("validation/A00001")            # WFDB (.hea + .dat or .mat)
+>>> rec = preprocess(rec, sfreq=100, bandpass=(0.5, 40), channels=["I"])
+>>> rec.signal.shape                                   # (C, T)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pretext.errors import DataError, UserError
+
+__all__ = [
+    "Record", "read_record", "read_wfdb", "read_edf", "read_npy", "check_wfdb_size", "check_edf_size",
+    "preprocess", "resample", "bandpass", "notch", "select_channels", "match_channels",
+]
+
+WFDB_EXTS = (".hea", ".dat", ".mat")
+MNE_EXTS = (".edf", ".bdf", ".fif", ".fif.gz")
+_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nv": 1e-6}
+# bits per sample of the WFDB storage formats (310/311 pack 3 samples in 32 bits)
+_WFDB_BITS = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12,
+              "310": 32 / 3, "311": 32 / 3}
+
+
+@dataclasses.dataclass
+class Record:
+    """One recording.
+
+    Attributes:
+        signal: ``(C, T)`` float32 samples in physical units.
+        sfreq: sampling rate in Hz.
+        channels: channel (lead) names, length C.
+        units: unit of each channel ("mV", "uV", ...).
+        path: the file it was read from.
+        meta: header comments, annotations ``[(onset_s, duration_s, description), ...]``, etc.
+    """
+
+    signal: np.ndarray
+    sfreq: float
+    channels: list[str]
+    units: list[str]
+    path: str
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def n_times(self) -> int:
+        return int(self.signal.shape[1])
+
+
+def _strip_ext(path: str | Path) -> str:
+    p = str(path)
+    for ext in WFDB_EXTS:
+        if p.endswith(ext):
+            return p[: -len(ext)]
+    return p
+
+
+def read_record(path: str | Path, sfreq: float | None = None, channels: list[str] | None = None) -> Record:
+    """Read a record by extension: WFDB (``.hea``/``.dat``/``.mat`` or no extension), EDF/BDF/FIF, ``.npy``.
+
+    Args:
+        path: the file (for WFDB the record path with or without extension).
+        sfreq: sampling rate, required for ``.npy`` (which stores none); for other formats it is
+            checked against the header (a mismatch raises).
+        channels: channel names for ``.npy`` arrays (default ``ch0, ch1, ...``).
+
+    Raises:
+        DataError: unknown extension, missing/truncated file, NaN samples, rate mismatch.
+    """
+    p = str(path)
+    low = p.lower()
+    if low.endswith(".npy"):
+        if sfreq is None:
+            raise DataError(f"{p}: a .npy array stores no sampling rate; give it (manifest column 'sfreq' or option sfreq=)")
+        return read_npy(p, sfreq, channels)
+    if low.endswith(MNE_EXTS):
+        rec = read_edf(p)
+    elif low.endswith(WFDB_EXTS) or Path(p + ".hea").exists():
+        rec = read_wfdb(p)
+    else:
+        raise DataError(f"{p}: unknown signal format; use WFDB (.hea/.dat/.mat), EDF/BDF/FIF or .npy (channels, samples)")
+    if sfreq is not None and not math.isclose(float(sfreq), rec.sfreq, rel_tol=1e-6):
+        raise DataError(
+            f"{p}: sampling-rate mismatch: the file says {rec.sfreq:g} Hz but {sfreq=:g} was declared; "
+            "fix the declared rate (manifest column 'sfreq') or leave it empty"
+        )
+    return rec
+
+
+# --------------------------------------------------------------------------------------- WFDB
+def check_wfdb_size(record: str | Path, header: Any) -> None:
+    """Raise :class:`DataError` when a WFDB signal file is shorter than its header implies."""
+    if header.sig_len is None or header.file_name is None:
+        return
+    folder = Path(record).parent
+    per_file: dict[str, list[int]] = {}
+    for i, fname in enumerate(header.file_name):
+        per_file.setdefault(fname, []).append(i)
+    for fname, idx in per_file.items():
+        fmt = str(header.fmt[idx[0]])
+        if fmt not in _WFDB_BITS:
+            continue  # compressed formats (FLAC 508/516/524): size not implied
+        spf = sum(int((header.samps_per_frame or [1] * len(header.file_name))[i] or 1) for i in idx)
+        offset = int((header.byte_offset or [0] * len(idx))[idx[0]] or 0)
+        need = offset + math.ceil(header.sig_len * spf * _WFDB_BITS[fmt] / 8)
+        f = folder / fname
+        if not f.exists():
+            raise DataError(f"{f}: signal file named in header {record}.hea is missing; restore it or drop the record")
+        have = f.stat().st_size
+        if have < need:
+            raise DataError(
+                f"{f}: truncated WFDB signal file: {have} bytes but header {record}.hea implies {need} "
+                f"({header.sig_len} samples x {spf} signals, format {fmt}); re-download the record"
+            )
+
+
+def _rdheader(record: str) -> tuple[Any, str | None]:
+    """``wfdb.rdheader`` that also accepts headers whose base date/time wfdb cannot parse.
+
+    Returns the header and, when the header had to be repaired, a temporary folder holding a
+    repaired copy (with the signal files linked) that the caller reads from and removes.
+    """
+    import wfdb
+
+    try:
+        return wfdb.rdheader(record), None
+    except FileNotFoundError as err:
+        raise DataError(f"{record}.hea: WFDB header not found; check the record path") from err
+    except ValueError:
+        # e.g. the CinC 2017 headers write "date time" where WFDB expects "time date":
+        # keep the first four fields of the record line (name, n_sig, fs, sig_len).
+        text = Path(record + ".hea").read_text(errors="replace").splitlines()
+        text[0] = " ".join(text[0].split()[:4])
+        tmp = tempfile.mkdtemp(prefix="medssl_wfdb_")
+        name = Path(record).name
+        Path(tmp, name + ".hea").write_text("\n".join(text) + "\n")
+        for f in Path(record).parent.glob(name + ".*"):
+            if f.suffix != ".hea":
+                os.symlink(f.resolve(), Path(tmp, f.name))
+        try:
+            return wfdb.rdheader(os.path.join(tmp, name)), tmp
+        except Exception as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DataError(f"{record}.hea: unreadable WFDB header ({err}); fix or remove the record") from err
+
+
+def read_wfdb(path: str | Path) -> Record:
+    """Read a WFDB record (``.dat`` or ``.mat`` signal files); samples in mV, leads named.
+
+    Raises:
+        DataError: missing header, truncated signal file, unknown units, NaN samples.
+    """
+    import wfdb
+
+    record = _strip_ext(path)
+    header, tmp = _rdheader(record)
+    try:
+        check_wfdb_size(record, header)
+        src = os.path.join(tmp, Path(record).name) if tmp else record
+        try:
+            rec = wfdb.rdrecord(src, physical=True)
+        except Exception as err:
+            raise DataError(f"{record}: WFDB could not read the signal ({type(err).__name__}: {err})") from err
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if rec.p_signal is None:
+        raise DataError(f"{record}: multi-frequency/segmented WFDB records are not supported; convert it to one rate")
+    sig = np.asarray(rec.p_signal, dtype=np.float64).T
+    units = [str(u or "mV") for u in (rec.units or ["mV"] * sig.shape[0])]
+    for i, u in enumerate(units):
+        scale = _TO_MV.get(u.strip().lower())
+        if scale is None:
+            continue  # not a voltage: keep as stored
+        sig[i] *= scale
+        units[i] = "mV"
+    names = [str(n) for n in (rec.sig_name or [f"ch{i}" for i in range(sig.shape[0])])]
+    out = Record(sig.astype(np.float32), float(rec.fs), names, units, str(record),
+                 {"comments": list(rec.comments or [])})
+    _check_finite(out)
+    return out
+
+
+# ------------------------------------------------------------------------------ EDF / BDF / FIF
+def check_edf_size(path: str | Path) -> None:
+    """Raise :class:`DataError` when an EDF/BDF file's size differs from what its header implies.
+
+    EDF stores 2 bytes per sample, BDF 3. Files cut short (aborted copies) or altered (line-ending
+    conversion in git) are caught here instead of yielding garbage samples.
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            head = f.read(256)
+            if len(head) < 256:
+                raise DataError(f"{p}: {len(head)} bytes, shorter than an EDF header (256 bytes); the file is truncated")
+            ns = int(head[252:256].decode("ascii").strip())
+            n_rec = int(head[236:244].decode("ascii").strip())
+            sig_head = f.read(256 * ns)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(f"{p}: not a valid EDF/BDF header ({err}); check the file") from err
+    if len(sig_head) < 256 * ns:
+        raise DataError(f"{p}: header declares {ns} signals but the file ends inside the header; the file is truncated")
+    if n_rec < 0:
+        return  # unknown number of records (allowed while recording): nothing implied
+    start = 216 * ns
+    per_rec = sum(int(sig_head[start + 8 * i: start + 8 * i + 8].decode("ascii").strip()) for i in range(ns))
+    bps = 3 if head[:1] == b"\xff" else 2
+    need = 256 * (ns + 1) + n_rec * per_rec * bps
+    have = p.stat().st_size
+    if have != need:
+        what = "truncated" if have < need else "longer than its header implies (altered, e.g. by line-ending conversion)"
+        raise DataError(
+            f"{p}: {have} bytes but the header implies {need} ({n_rec} records x {per_rec} samples x {bps} bytes "
+            f"+ {256 * (ns + 1)} header bytes): the file is {what}; re-download it (and mark *.edf binary in .gitattributes)"
+        )
+
+
+def read_edf(path: str | Path) -> Record:
+    """Read EDF/EDF+/BDF/FIF through mne; voltage channels in µV, annotations in ``meta``.
+
+    Raises:
+        DataError: truncated or altered file, unreadable file, NaN samples.
+    """
+    import mne
+
+    p = str(path)
+    low = p.lower()
+    if not Path(p).exists():
+        raise DataError(f"{p}: file not found")
+    if low.endswith((".edf", ".bdf")):
+        check_edf_size(p)
+    reader = {".edf": mne.io.read_raw_edf, ".bdf": mne.io.read_raw_bdf}.get(Path(low).suffix, mne.io.read_raw_fif)
+    try:
+        raw = reader(p, preload=True, verbose="error")
+    except Exception as err:
+        raise DataError(f"{p}: mne could not read it ({type(err).__name__}: {err})") from err
+    data = raw.get_data().astype(np.float64)
+    units = []
+    for i, ch in enumerate(raw.info["chs"]):
+        if int(ch["unit"]) == 107:  # FIFF_UNIT_V
+            data[i] *= 1e6
+            units.append("uV")
+        else:
+            units.append(str(ch["unit"]).split()[-1].strip("()").lower().replace("fiff_unit_", ""))
+    ann = [(float(a["onset"]), float(a["duration"]), str(a["description"])) for a in raw.annotations]
+    out = Record(data.astype(np.float32), float(raw.info["sfreq"]), list(raw.ch_names), units, p,
+                 {"annotations": ann, "channel_types": raw.get_channel_types()})
+    _check_finite(out)
+    return out
+
+
+def read_npy(path: str | Path, sfreq: float, channels: list[str] | None = None) -> Record:
+    """Read a ``.npy`` array of shape ``(channels, samples)``.
+
+    Raises:
+        DataError: wrong number of dimensions, channel names that do not match, NaN samples.
+    """
+    p = str(path)
+    try:
+        arr = np.load(p, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{p}: cannot read the .npy array ({err}); it may be truncated") from err
+    if arr.ndim != 2:
+        raise DataError(f"{p}: a .npy signal must be (channels, samples), got shape {arr.shape}")
+    if arr.shape[0] > arr.shape[1]:
+        raise DataError(f"{p}: shape {arr.shape} has more channels than samples; save it as (channels, samples) (transpose it)")
+    names = list(channels) if channels else [f"ch{i}" for i in range(arr.shape[0])]
+    if len(names) != arr.shape[0]:
+        raise DataError(f"{p}: {arr.shape[0]} channels but {len(names)} channel names were given")
+    out = Record(np.asarray(arr, dtype=np.float32), float(sfreq), names, [""] * len(names), p)
+    _check_finite(out)
+    return out
+
+
+def _check_finite(rec: Record) -> None:
+    bad = ~np.isfinite(rec.signal)
+    if bad.any():
+        chans = [rec.channels[i] for i in np.flatnonzero(bad.any(1))]
+        raise DataError(
+            f"{rec.path}: {int(bad.sum())} NaN/inf samples in channel(s) {chans}; repair the file or "
+            "exclude it (a manifest row, or on_error='skip' to skip and report broken records)"
+        )
+
+
+# ----------------------------------------------------------------------------- preprocessing
+def _norm_name(name: str) -> str:
+    n = name.strip().lower()
+    for prefix in ("eeg ", "ecg ", "eog ", "emg ", "ekg "):
+        if n.startswith(prefix):
+            n = n[len(prefix):]
+    for suffix in ("-ref", "-le", "-ar"):
+        if n.endswith(suffix):
+            n = n[: -len(suffix)]
+    return n.replace(" ", "")
+
+
+def match_channels(available: list[str], wanted: list[str], where: str = "") -> list[int]:
+    """Indices of ``wanted`` channels in ``available``: exact, then case/prefix-insensitive.
+
+    ``"F3"`` matches ``"EEG F3"`` and ``"avr"`` matches ``"aVR"``.
+
+    Raises:
+        DataError: a wanted channel is absent or ambiguous (the message lists what is there).
+    """
+    out = []
+    norm = [_norm_name(a) for a in available]
+    for w in wanted:
+        if w in available:
+            out.append(available.index(w))
+            continue
+        hits = [i for i, n in enumerate(norm) if n == _norm_name(w)]
+        if len(hits) != 1:
+            what = "is missing" if not hits else f"is ambiguous ({[available[i] for i in hits]})"
+            raise DataError(f"{where or 'record'}: channel {w!r} {what}; available channels: {available}; "
+                            "fix the channel list (option channels=...)")
+        out.append(hits[0])
+    return out
+
+
+def select_channels(rec: Record, channels: list[str]) -> Record:
+    """Keep ``channels`` in the given order (names matched by :func:`match_channels`)."""
+    idx = match_channels(rec.channels, list(channels), rec.path)
+    return dataclasses.replace(rec, signal=rec.signal[idx], channels=[rec.channels[i] for i in idx],
+                               units=[rec.units[i] for i in idx])
+
+
+def resample(x: np.ndarray, sfreq: float, target: float) -> np.ndarray:
+    """Polyphase resampling of ``(C, T)`` from ``sfreq`` to ``target`` Hz (anti-aliased)."""
+    from scipy.signal import resample_poly
+
+    if math.isclose(sfreq, target):
+        return x
+    frac = Fraction(target / sfreq).limit_denominator(1000)
+    return resample_poly(x, frac.numerator, frac.denominator, axis=-1).astype(np.float32)
+
+
+def bandpass(x: np.ndarray, sfreq: float, low: float | None, high: float | None, order: int = 4) -> np.ndarray:
+    """Zero-phase Butterworth band-pass (or high/low-pass when one edge is ``None``) of ``(C, T)``."""
+    from scipy.signal import butter, sosfiltfilt
+
+    nyq = sfreq / 2
+    if high is not None and high >= nyq:
+        raise UserError(f"band-pass high edge {high} Hz must be below Nyquist ({nyq:g} Hz at {sfreq:g} Hz)")
+    if low is not None and high is not None and low >= high:
+        raise UserError(f"band-pass edges must satisfy low < high, got ({low}, {high})")
+    if low is None and high is None:
+        return x
+    if low is None:
+        sos = butter(order, high, "lowpass", fs=sfreq, output="sos")
+    elif high is None:
+        sos = butter(order, low, "highpass", fs=sfreq, output="sos")
+    else:
+        sos = butter(order, [low, high], "bandpass", fs=sfreq, output="sos")
+    return sosfiltfilt(sos, x, axis=-1).astype(np.float32)
+
+
+def notch(x: np.ndarray, sfreq: float, freq: float, quality: float = 30.0) -> np.ndarray:
+    """Zero-phase IIR notch at ``freq`` Hz (mains: 50 or 60) of ``(C, T)``."""
+    from scipy.signal import filtfilt, iirnotch
+
+    if not 0 < freq < sfreq / 2:
+        raise UserError(f"notch frequency {freq} Hz must lie in (0, {sfreq / 2:g}) at {sfreq:g} Hz")
+    b, a = iirnotch(freq, quality, fs=sfreq)
+    return filtfilt(b, a, x, axis=-1).astype(np.float32)
+
+
+def preprocess(
+    rec: Record,
+    sfreq: float | None = None,
+    channels: list[str] | None = None,
+    bandpass_hz: tuple[float | None, float | None] | None = None,
+    notch_hz: float | None = None,
+) -> Record:
+    """Channel order, filters (at the native rate), then resampling to ``sfreq``.
+
+    Args:
+        rec: the record.
+        sfreq: target rate in Hz (``None`` keeps the native one).
+        channels: explicit channel order (names; see :func:`match_channels`).
+        bandpass_hz: ``(low, high)`` edges in Hz, either may be ``None``.
+        notch_hz: mains frequency to notch out.
+    """
+    if channels:
+        rec = select_channels(rec, channels)
+    x = rec.signal
+    min_len = 3 * 9  # filtfilt padding needs a few samples
+    if (bandpass_hz or notch_hz) and x.shape[1] <= min_len:
+        raise DataError(f"{rec.path}: {x.shape[1]} samples are too few to filter")
+    if notch_hz:
+        x = notch(x, rec.sfreq, float(notch_hz))
+    if bandpass_hz:
+        x = bandpass(x, rec.sfreq, *bandpass_hz)
+    new_rate = rec.sfreq
+    if sfreq is not None and not math.isclose(float(sfreq), rec.sfreq):
+        x = resample(x, rec.sfreq, float(sfreq))
+        new_rate = float(sfreq)
+    return dataclasses.replace(rec, signal=np.ascontiguousarray(x, dtype=np.float32), sfreq=new_rate)

@@ -1,0 +1,254 @@
+"""Ingest once: records -> one compact memmap + an index table, cached on disk.
+
+A store is a folder::
+
+    signals.bin   all samples, time-major (T_total, C), float16 or float32
+    index.csv     record, path, patient, label (JSON), split, offset, length, native_sfreq, meta (JSON)
+    events.csv    labelled epochs (record, start sample, label), e.g. Sleep-EDF stages; may be empty
+    meta.json     channels, sfreq, dtype, options, source signature, skipped records
+
+The folder name is a hash of the source (paths, sizes, mtimes), the data kind and every
+option that changes the samples, so a second load with the same options reads only the
+index. Windows are then index arithmetic on the memmap (:mod:`signalssl.windows`).
+The memmap is opened lazily in each process, so the store is safe in DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pretext.errors import DataError, UserError
+from signalssl.io import Record, preprocess, read_record
+from signalssl.layouts import RecordSpec
+
+__all__ = ["SignalStore", "ingest", "default_cache_dir", "STORE_VERSION"]
+
+STORE_VERSION = 1
+DTYPES = ("float16", "float32")
+EventsFn = Callable[[RecordSpec, Record], "list[tuple[float, str]] | None"]
+
+
+def default_cache_dir() -> Path:
+    """``$MEDSSL_CACHE`` or ``~/.cache/medssl``."""
+    return Path(os.environ.get("MEDSSL_CACHE", Path.home() / ".cache" / "medssl"))
+
+
+def _source_signature(specs: list[RecordSpec]) -> str:
+    h = hashlib.sha256()
+    for s in specs:
+        h.update(json.dumps([s.name, s.path, s.patient, s.label, s.split, s.sfreq, s.events_path], default=str).encode())
+        base = Path(s.path)
+        files = [base] if base.exists() else sorted(base.parent.glob(base.name + ".*"))
+        if s.events_path:
+            files.append(Path(s.events_path))
+        for f in files:
+            try:
+                st = f.stat()
+                h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+            except OSError:
+                h.update(f"{f}:missing".encode())
+    return h.hexdigest()
+
+
+class SignalStore:
+    """A read-only ingested dataset: ``read(record, start, length) -> (C, length)`` float32.
+
+    Attributes:
+        root: the store folder.
+        index: one row per record (see module docstring).
+        events: labelled epochs (may be empty).
+        channels: channel names in order.
+        sfreq: sampling rate of the stored samples (Hz).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        meta_path = self.root / "meta.json"
+        if not meta_path.exists():
+            raise DataError(f"{self.root}: not a signal store (no meta.json); delete it and load the data again")
+        self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        if self.meta.get("version") != STORE_VERSION:
+            raise DataError(f"{self.root}: store version {self.meta.get('version')} != {STORE_VERSION}; delete the folder")
+        self.index = pd.read_csv(self.root / "index.csv", dtype={"record": str, "patient": str, "split": str},
+                                 keep_default_na=False)
+        ev = self.root / "events.csv"
+        self.events = pd.read_csv(ev, dtype={"label": str}) if ev.stat().st_size > 0 else pd.DataFrame(
+            columns=["record", "start", "label"])
+        self.channels: list[str] = list(self.meta["channels"])
+        self.sfreq = float(self.meta["sfreq"])
+        self.dtype = np.dtype(self.meta["dtype"])
+        self.offsets = self.index["offset"].to_numpy(np.int64)
+        self.lengths = self.index["length"].to_numpy(np.int64)
+        self._mm: np.memmap | None = None
+        self._pid: int | None = None
+
+    @property
+    def n_chans(self) -> int:
+        return len(self.channels)
+
+    @property
+    def data(self) -> np.memmap:
+        """The ``(T_total, C)`` memmap, opened once per process (fork/spawn safe)."""
+        if self._mm is None or self._pid != os.getpid():
+            total = int(self.meta["total_samples"])
+            self._mm = np.memmap(self.root / "signals.bin", dtype=self.dtype, mode="r", shape=(total, self.n_chans))
+            self._pid = os.getpid()
+        return self._mm
+
+    def read(self, rec: int, start: int, length: int) -> np.ndarray:
+        """Samples ``[start, start + length)`` of record ``rec`` as ``(C, length)`` float32, zero-padded past its end."""
+        n = int(self.lengths[rec])
+        lo, hi = max(0, start), min(n, start + length)
+        out = np.zeros((self.n_chans, length), dtype=np.float32)
+        if hi > lo:
+            off = int(self.offsets[rec])
+            out[:, lo - start: hi - start] = self.data[off + lo: off + hi].T
+        return out
+
+    def record(self, rec: int) -> np.ndarray:
+        """The whole record ``rec`` as ``(C, T)`` float32."""
+        return self.read(rec, 0, int(self.lengths[rec]))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_mm"], state["_pid"] = None, None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def ingest(
+    specs: list[RecordSpec],
+    kind: str,
+    *,
+    sfreq: float | None = None,
+    channels: list[str] | None = None,
+    bandpass: tuple[float | None, float | None] | None = None,
+    notch: float | None = None,
+    dtype: str = "float16",
+    on_error: str = "raise",
+    cache: str | Path | None = None,
+    events_fn: EventsFn | None = None,
+    extra_key: dict[str, Any] | None = None,
+) -> SignalStore:
+    """Read every record once, preprocess, and write a :class:`SignalStore` (or reuse a cached one).
+
+    Args:
+        specs: the records (from :mod:`signalssl.layouts`).
+        kind: data kind name (part of the cache key).
+        sfreq: resample every record to this rate; ``None`` requires one common native rate.
+        channels: explicit channel order; ``None`` requires the same channels in every record.
+        bandpass: ``(low, high)`` Hz edges (either may be ``None``), applied at the native rate.
+        notch: mains frequency to remove.
+        dtype: "float16" (half the disk and page cache) or "float32".
+        on_error: "raise" (default): any broken record stops ingest, all broken ones named;
+            "skip": broken records are left out, named in a warning and in ``meta["skipped"]``.
+        cache: cache root (default :func:`default_cache_dir`).
+        events_fn: ``(spec, record) -> [(onset_s, label), ...]`` labelled epochs, or ``None``.
+        extra_key: other options that change the content (part of the cache key).
+
+    Raises:
+        DataError: broken records (all named), inconsistent rates/channels, float16 overflow.
+    """
+    if dtype not in DTYPES:
+        raise UserError(f"{dtype=} must be one of {DTYPES}")
+    if on_error not in ("raise", "skip"):
+        raise UserError(f"{on_error=} must be 'raise' or 'skip'")
+    if not specs:
+        raise DataError(f"{kind}: no records to ingest")
+    opts = {"sfreq": sfreq, "channels": list(channels) if channels else None,
+            "bandpass": list(bandpass) if bandpass else None, "notch": notch, "dtype": dtype,
+            "on_error": on_error, **(extra_key or {})}
+    sig = _source_signature(specs)
+    key = hashlib.sha256(json.dumps([kind, STORE_VERSION, sig, opts], sort_keys=True, default=str).encode()).hexdigest()[:20]
+    root = Path(cache) if cache else default_cache_dir()
+    final = root / "signal" / f"{kind}-{key}"
+    if (final / "meta.json").exists():
+        return SignalStore(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-{key}-", dir=final.parent))
+    try:
+        _write_store(tmp, specs, kind, opts, sig, events_fn)
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process finished first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return SignalStore(final)
+
+
+def _write_store(tmp: Path, specs: list[RecordSpec], kind: str, opts: dict[str, Any], sig: str,
+                 events_fn: EventsFn | None) -> None:
+    dt = np.dtype(opts["dtype"])
+    rows: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    errors: list[tuple[str, str]] = []
+    ref_chans: list[str] | None = opts["channels"]
+    ref_rate: float | None = opts["sfreq"]
+    offset = 0
+    bp = tuple(opts["bandpass"]) if opts["bandpass"] else None
+    with open(tmp / "signals.bin", "wb") as fh:
+        for s in specs:
+            try:
+                rec = read_record(s.path, sfreq=s.sfreq)
+                if ref_rate is None:
+                    ref_rate = rec.sfreq
+                elif opts["sfreq"] is None and not math.isclose(rec.sfreq, ref_rate):
+                    raise DataError(f"{s.path}: sampling-rate mismatch: {rec.sfreq:g} Hz but earlier records have "
+                                    f"{ref_rate:g} Hz; pass sfreq={ref_rate:g} (or another rate) to resample all")
+                out = preprocess(rec, sfreq=opts["sfreq"], channels=ref_chans, bandpass_hz=bp, notch_hz=opts["notch"])
+                if ref_chans is None:
+                    ref_chans = list(out.channels)
+                elif opts["channels"] is None and out.channels != ref_chans:
+                    raise DataError(f"{s.path}: channels {out.channels} differ from the first record's {ref_chans}; "
+                                    "pass channels=... to pick one common set in one order")
+                x = out.signal
+                if dt == np.float16 and float(np.abs(x).max(initial=0.0)) > 6.0e4:
+                    raise DataError(f"{s.path}: |sample| up to {float(np.abs(x).max()):.3g} overflows float16; "
+                                    "pass dtype=float32")
+                ev = events_fn(s, rec) if events_fn else None
+            except DataError as err:
+                errors.append((s.name, str(err)))
+                continue
+            except Exception as err:  # any reader failure names the record
+                errors.append((s.name, f"{s.path}: {type(err).__name__}: {err}"))
+                continue
+            fh.write(np.ascontiguousarray(x.T, dtype=dt).tobytes())
+            ri = len(rows)
+            rows.append({"record": s.name, "path": s.path, "patient": s.patient,
+                         "label": json.dumps(s.label), "split": s.split or "", "offset": offset,
+                         "length": x.shape[1], "native_sfreq": rec.sfreq, "meta": json.dumps(s.meta, default=str)})
+            for onset, lab in ev or []:
+                start = int(round(onset * out.sfreq))
+                events.append({"record": ri, "start": start, "label": lab})
+            offset += x.shape[1]
+    if errors:
+        listing = "\n".join(f"  {n}: {m}" for n, m in errors[:50])
+        more = f"\n  ... and {len(errors) - 50} more" if len(errors) > 50 else ""
+        if opts["on_error"] == "raise" or not rows:
+            raise DataError(f"{kind}: {len(errors)} of {len(specs)} record(s) could not be ingested:\n{listing}{more}\n"
+                            "fix or remove them, or pass on_error=skip to leave them out (they stay listed)")
+        warnings.warn(f"{kind}: skipped {len(errors)} broken record(s):\n{listing}{more}", stacklevel=3)
+    assert ref_chans is not None and ref_rate is not None
+    pd.DataFrame(rows).to_csv(tmp / "index.csv", index=False)
+    ev_df = pd.DataFrame(events, columns=["record", "start", "label"])
+    (tmp / "events.csv").write_text(ev_df.to_csv(index=False) if len(ev_df) else "")
+    meta = {"version": STORE_VERSION, "kind": kind, "channels": ref_chans, "sfreq": float(ref_rate),
+            "dtype": dt.name, "total_samples": offset, "options": opts, "source_signature": sig,
+            "skipped": [{"record": n, "error": m} for n, m in errors]}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
