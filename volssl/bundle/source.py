@@ -1,0 +1,194 @@
+"""Read what a bundle is made from: a medssl checkpoint and the ``run_config`` inside it.
+
+A pretraining checkpoint (``sslbench pretrain``) holds ``{"model": task.state_dict(),
+"run_config": {"task", "task_cfg", "encoder", "encoder_cfg", "data", "train"}}``; the encoder's
+weights are the ``encoder.*`` entries. A fine-tuned classifier holds ``encoder.*`` and
+``head.*`` entries and describes its head in ``run_config["head"]`` (``{"kind", "num_classes",
+...options}``, optional: a plain ``nn.Linear`` or :class:`pretext.heads.LinearHead` is recognised
+from its keys), with ``class_names`` and ``multilabel`` where known.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pretext.errors import ConfigError, DataError, UserError
+from pretext.registry import ENCODERS
+
+VOLUME_SIZE_KEYS = ("in_channels", "img_size")
+SIGNAL_SIZE_KEYS = ("n_chans", "n_times", "sfreq")
+
+
+@dataclasses.dataclass
+class ExportSource:
+    """Everything the bundle writer needs, read from one checkpoint.
+
+    Attributes:
+        path: the checkpoint file.
+        run_config: the checkpoint's ``run_config``.
+        modality: "volume" or "signal" (from the encoder registry, else the shape of the config).
+        encoder: registered encoder name.
+        encoder_kwargs: factory keyword arguments, sized (channels, image size / n_times, sfreq).
+        input_shape: ``(C, D, H, W)`` or ``(C, T)`` the network takes.
+        encoder_state: encoder weights (keys without the ``encoder.`` prefix).
+        head: head kind (``None`` for a pretrained encoder), ``head_kwargs`` its options.
+        head_state: head weights (keys without ``head.``).
+        num_classes, class_names, multilabel: classifier outputs.
+        modules: plugin modules that register the encoder (not one of the built-ins).
+    """
+
+    path: Path
+    run_config: dict[str, Any]
+    modality: str
+    encoder: str
+    encoder_kwargs: dict[str, Any]
+    input_shape: tuple[int, ...]
+    encoder_state: dict[str, torch.Tensor]
+    head: str | None = None
+    head_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    head_state: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    num_classes: int | None = None
+    class_names: list[str] = dataclasses.field(default_factory=list)
+    multilabel: bool = False
+    modules: list[str] = dataclasses.field(default_factory=list)
+    step: int | None = None
+    num_features: int = 0
+    results: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.head is not None
+
+    @property
+    def sfreq(self) -> float | None:
+        value = self.encoder_kwargs.get("sfreq")
+        return None if value is None else float(value)
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    try:
+        from pretext.engine.checkpoint import load_checkpoint
+    except ImportError:  # engine not installed in this build: same safe load
+        load_checkpoint = None
+    if load_checkpoint is not None:
+        return load_checkpoint(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {str(path)!r} does not exist; pass the path of a .ckpt written by sslbench")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "model" not in state:
+        raise DataError(f"checkpoint {str(path)!r} has no 'model' entry; it was not written by medssl")
+    return state
+
+
+def _plugin_modules(name: str) -> list[str]:
+    from pretext.registry import _BUILTIN
+
+    module = getattr(ENCODERS.get(name), "__module__", "") or ""
+    builtin = _BUILTIN["encoder"]
+    if not module or any(module == b or module.startswith(b + ".") for b in builtin):
+        return []
+    if ENCODERS.meta(name).get("plugin"):  # an entry point loads it by itself
+        return []
+    return [module]
+
+
+def _sized_kwargs(name: str, cfg: dict[str, Any], run_config: dict[str, Any], path: Path) -> tuple[str, dict[str, Any], tuple[int, ...]]:
+    factory = ENCODERS.get(name)
+    params = inspect.signature(factory).parameters
+    defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    modality = ENCODERS.meta(name).get("modality") or ("signal" if "n_chans" in {**defaults, **cfg} else "volume")
+    kwargs = dict(cfg)
+    shape = run_config.get("input_shape")
+    keys = VOLUME_SIZE_KEYS if modality == "volume" else SIGNAL_SIZE_KEYS
+    if shape is not None:  # the data's (C, ...) shape, where the run recorded it
+        shape = [int(s) for s in shape]
+        sized = {"in_channels": shape[0], "img_size": tuple(shape[1:])} if modality == "volume" else \
+            {"n_chans": shape[0], "n_times": shape[-1]}
+        for k, v in sized.items():
+            kwargs.setdefault(k, v)
+    for k in keys:
+        if k not in kwargs and k in defaults and defaults[k] is not None:
+            kwargs[k] = defaults[k]
+    if modality == "volume":
+        missing = [k for k in VOLUME_SIZE_KEYS if k not in kwargs]
+        if missing:
+            raise ConfigError(
+                f"checkpoint {str(path)!r}: encoder {name!r} config has no {missing} and no input_shape; "
+                "the bundle needs the input size: pass --encoder.in_channels/--encoder.img_size when exporting"
+            )
+        img = kwargs["img_size"]
+        img = tuple(int(s) for s in ([img] * 3 if isinstance(img, int) else img))
+        kwargs["img_size"] = img
+        return modality, kwargs, (int(kwargs["in_channels"]), *img)
+    missing = [k for k in ("n_chans", "n_times") if k not in kwargs]
+    if missing:
+        raise ConfigError(
+            f"checkpoint {str(path)!r}: encoder {name!r} config has no {missing} and no input_shape; "
+            "the bundle needs the window: pass --encoder.n_chans/--encoder.n_times when exporting"
+        )
+    return modality, kwargs, (int(kwargs["n_chans"]), int(kwargs["n_times"]))
+
+
+def _detect_head(head_state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any], int]:
+    if set(head_state) == {"weight", "bias"}:
+        return "linear", {}, int(head_state["weight"].shape[0])
+    if "fc.weight" in head_state:
+        return "linear_head", {"batch_norm": "norm.running_mean" in head_state}, int(head_state["fc.weight"].shape[0])
+    raise ConfigError(
+        f"cannot tell the head from its keys {sorted(head_state)}; record run_config['head'] = "
+        "{'kind': 'linear'|'linear_head'|'mlp', 'num_classes': K, ...} in the checkpoint"
+    )
+
+
+def read_source(path: str | Path, overrides: dict[str, Any] | None = None) -> ExportSource:
+    """Read a checkpoint for export.
+
+    Args:
+        path: a ``.ckpt`` written by ``sslbench pretrain`` or by the fine-tuning harness.
+        overrides: encoder keyword arguments that replace the recorded ones (``--encoder.KW``).
+
+    Raises:
+        DataError: the file is missing or not a medssl checkpoint.
+        UserError: the checkpoint has no ``run_config`` naming its encoder.
+    """
+    path = Path(path)
+    state = _load_state(path)
+    run_config = state.get("run_config")
+    if not isinstance(run_config, dict) or not run_config.get("encoder"):
+        raise UserError(
+            f"checkpoint {str(path)!r} has no run_config with an 'encoder' entry, so the network cannot be rebuilt; "
+            "export a checkpoint written by `sslbench pretrain` or the fine-tuning harness (they embed run_config)"
+        )
+    name = str(run_config["encoder"])
+    cfg = dict(run_config.get("encoder_cfg") or {})
+    cfg.update(overrides or {})
+    modality, kwargs, input_shape = _sized_kwargs(name, cfg, run_config, path)
+    model = state["model"]
+    enc_state = {k[len("encoder."):]: v for k, v in model.items() if k.startswith("encoder.")}
+    if not enc_state:
+        raise DataError(f"checkpoint {str(path)!r} has no 'encoder.*' weights in its model state; keys start with "
+                        f"{sorted({k.split('.')[0] for k in model})}")
+    head_state = {k[len("head."):]: v for k, v in model.items() if k.startswith("head.")}
+    src = ExportSource(path=path, run_config=run_config, modality=modality, encoder=name, encoder_kwargs=kwargs,
+                       input_shape=input_shape, encoder_state=enc_state, modules=_plugin_modules(name),
+                       step=int(state["step"]) if isinstance(state.get("step"), (int, float)) else None,
+                       results=dict(run_config.get("results") or {}))
+    head_cfg = run_config.get("head")
+    if head_cfg or head_state:
+        if not head_state:
+            raise DataError(f"checkpoint {str(path)!r} describes a head {head_cfg} but holds no 'head.*' weights")
+        kind, options, num_classes = _detect_head(head_state) if not head_cfg else ("", {}, 0)
+        if head_cfg:
+            head_cfg = dict(head_cfg)
+            kind = str(head_cfg.pop("kind", "linear"))
+            num_classes = int(head_cfg.pop("num_classes", 0)) or _detect_head(head_state)[2]
+            options = head_cfg
+        src.head, src.head_kwargs, src.head_state, src.num_classes = kind, options, head_state, num_classes
+        src.class_names = [str(c) for c in run_config.get("class_names") or []] or [f"class {i}" for i in range(num_classes)]
+        src.multilabel = bool(run_config.get("multilabel", False))
+    return src
