@@ -1,0 +1,290 @@
+"""Label-efficiency evaluation of a pretrained encoder, with the random-init and scratch baselines on every cell.
+
+>>> from benchmarks import evaluate
+>>> df = evaluate(checkpoint="runs/rot/checkpoints/last.ckpt",
+...               data="medmnist3d:../shared/data/adrenalmnist3d/adrenalmnist3d.npz",
+...               protocol="linear", fractions=(0.01, 0.1, 1.0), seeds=(0, 1, 2), out="runs/eval")
+
+A *cell* is (dataset, task, encoder, arm, protocol, fraction, seed, fold). Arms:
+
+* ``ssl``: the pretrained encoder under the protocol;
+* ``random``: the same encoder architecture randomly initialised (seeded by the cell's seed), same protocol
+  (for ``finetune`` this is the same procedure as ``scratch`` and is not run twice);
+* ``scratch``: the randomly initialised encoder trained end to end on the labelled fraction (supervised).
+
+Each cell draws its labelled patients (:func:`benchmarks.splits.sample_fraction`), selects hyper-parameters /
+the training step on validation, then predicts the test split once and reports metrics with patient-level
+bootstrap CIs, ECE, reliability bins and subgroup metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from benchmarks.features import cached_features, weights_id
+from benchmarks.metrics import summarize
+from benchmarks.probes import FinetuneConfig, check_protocol, finetune, knn_probe, linear_probe
+from benchmarks.splits import EvalSplits, check_classes, make_eval_splits, sample_fraction
+from benchmarks.store import ResultStore, cell_key
+from pretext.base import SSLData
+from pretext.config import build_dataclass
+from pretext.data import encoder_for_data, load_data
+from pretext.errors import ConfigError, DataError, UserError
+
+ARMS = ("ssl", "random", "scratch")
+_SIZE_KEYS = ("img_size", "n_times", "sfreq", "spatial_dims")
+_CHANNEL_KEYS = ("in_channels", "n_chans")
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------------
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
+    """Encoder weights and run config of a pretraining run.
+
+    ``path`` is a ``.ckpt`` (loaded with ``weights_only=True``), an ``encoder.safetensors`` (config from its
+    metadata), or a run folder (its ``checkpoints/last.ckpt``).
+
+    Returns:
+        ``(encoder state dict, run_config, resolved file path)``.
+    """
+    from pretext.engine.checkpoint import load_checkpoint
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "checkpoints" / "last.ckpt"
+    if p.suffix == ".safetensors":
+        if not p.is_file():
+            raise DataError(f"checkpoint {str(p)!r} does not exist")
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(str(p), "pt") as fh:
+            meta = fh.metadata() or {}
+        if "run_config" not in meta:
+            raise DataError(f"{str(p)!r} has no run_config metadata; pass the run's checkpoints/last.ckpt instead")
+        return load_file(str(p)), json.loads(meta["run_config"]), p
+    state = load_checkpoint(p)
+    run_config = state.get("run_config") or {}
+    if not run_config.get("encoder"):
+        raise DataError(f"checkpoint {str(p)!r} has no run_config naming its encoder; it was not written by "
+                        "sslbench pretrain")
+    model = state["model"]
+    enc = {k[len("encoder."):]: v for k, v in model.items() if k.startswith("encoder.")}
+    return (enc or model), run_config, p
+
+
+def encoder_from_checkpoint(path: str | Path, data: SSLData) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the pretrained encoder for ``data`` and load its weights.
+
+    The encoder is re-sized to the data (image size / length / rate) where its weights allow; the channel
+    count must match.
+
+    Raises:
+        ConfigError: modality or channel count differs from the data's, or the weights do not fit.
+    """
+    state, rc, p = read_checkpoint(path)
+    name = rc["encoder"]
+    cfg = dict(rc.get("encoder_cfg") or {})
+    if rc.get("modality") and rc["modality"] != data.modality:
+        raise ConfigError(f"checkpoint {str(p)!r} holds a {rc['modality']} encoder but data {data.source!r} is "
+                          f"{data.modality}; use a {data.modality} checkpoint")
+    want = data.encoder_kwargs()
+    for key in _CHANNEL_KEYS:
+        if key in cfg and key in want and int(cfg[key]) != int(want[key]):
+            raise ConfigError(
+                f"checkpoint {str(p)!r} encoder {name!r} was pretrained with {key}={cfg[key]} but data "
+                f"{data.source!r} has {want[key]} channel(s) (input shape {tuple(data.input_shape)}); select "
+                f"{cfg[key]} channel(s) in the data spec or pretrain on data with {want[key]} channel(s)"
+            )
+    for key in _SIZE_KEYS + _CHANNEL_KEYS:
+        cfg.pop(key, None)
+    encoder = encoder_for_data(name, data, **cfg)
+    try:
+        encoder.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ConfigError(f"the weights in {str(p)!r} do not fit encoder {name!r} built for {data.source!r} "
+                          f"(input shape {tuple(data.input_shape)}): {str(err).splitlines()[0]}") from err
+    return encoder, {"task": rc.get("task", "?"), "encoder": name, "encoder_cfg": cfg,
+                     "weights": weights_id(p), "checkpoint": str(p)}
+
+
+# -- one dataset, many cells ---------------------------------------------------------------------------------
+class Evaluator:
+    """Runs cells on one dataset + encoder architecture, caching features per weights.
+
+    Args:
+        data: the loaded data.
+        splits: its patient-level train/val/test views.
+        dataset: a short name for tables.
+        encoder: registered encoder name (for the random/scratch arms).
+        encoder_cfg: its options besides the data sizing.
+        cache_dir: feature cache folder (None: no cache).
+        finetune_cfg: fine-tuning budget.
+        n_boot: bootstrap resamples for the test CIs.
+        strict_fractions: error instead of the one-patient-per-class fallback.
+    """
+
+    def __init__(self, data: SSLData, splits: EvalSplits, *, dataset: str, encoder: str,
+                 encoder_cfg: dict[str, Any] | None = None, cache_dir: str | Path | None = None,
+                 finetune_cfg: FinetuneConfig = FinetuneConfig(), n_boot: int = 1000,
+                 strict_fractions: bool = False, device: str = "cpu") -> None:
+        if data.num_classes is None:
+            raise DataError(f"{data.source!r} has no labels (num_classes is None); evaluation needs labelled data")
+        check_classes(splits.train, data.num_classes, data.class_names, data.source)
+        self.data, self.splits, self.dataset = data, splits, dataset
+        self.encoder_name, self.encoder_cfg = encoder, dict(encoder_cfg or {})
+        self.cache_dir, self.ft, self.n_boot = cache_dir, finetune_cfg, n_boot
+        self.strict, self.device = strict_fractions, device
+        self.multilabel = bool(data.multilabel)
+        self.n_classes = int(data.num_classes)
+
+    def random_encoder(self, seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return encoder_for_data(self.encoder_name, self.data, **self.encoder_cfg)
+
+    def run_cell(self, *, arm: str, protocol: str, fraction: float, seed: int, task: str = "-",
+                 encoder: nn.Module | None = None, weights: str = "") -> dict[str, Any]:
+        """Run one cell and return its row (metrics, CIs, selection, sizes, timing)."""
+        check_protocol(protocol)
+        if arm not in ARMS:
+            raise ConfigError(f"arm {arm!r} must be one of {ARMS}")
+        t0 = time.perf_counter()
+        s = self.splits
+        draw = sample_fraction(s.train.labels, s.train.patient_ids, fraction, seed, strict=self.strict,
+                               class_names=self.data.class_names)
+        train = s.train.subset(draw.positions)
+        if arm == "ssl":
+            if encoder is None:
+                raise ConfigError("the ssl arm needs the pretrained encoder")
+        else:
+            encoder = self.random_encoder(seed)
+            weights = f"random:{self.encoder_name}:{json.dumps(self.encoder_cfg, sort_keys=True, default=str)}:{seed}"
+        if arm == "scratch":
+            protocol = "finetune"
+        selected: dict[str, Any]
+        if protocol in ("linear", "knn"):
+            feats = {v: cached_features(encoder, getattr(s, v), weights=weights, source=self.data.source,
+                                        cache_dir=self.cache_dir, device=self.device) for v in ("train", "val", "test")}
+            probe = linear_probe if protocol == "linear" else knn_probe
+            predict, selected = probe(feats["train"][draw.positions], train.labels, feats["val"], s.val.labels,
+                                      n_classes=self.n_classes, multilabel=self.multilabel,
+                                      **({"seed": seed} if protocol == "linear" else {}))
+            proba = predict(feats["test"])
+        else:
+            model, selected = finetune(copy.deepcopy(encoder), train, s.val, num_classes=self.n_classes,
+                                       multilabel=self.multilabel, mode=protocol, cfg=self.ft, seed=seed)
+            proba = model.predict_proba(s.test)  # the test split, once
+        res = summarize(s.test.labels, proba, groups=s.test.patient_ids, meta=s.test.meta,
+                        multilabel=self.multilabel, n_boot=self.n_boot, seed=seed)
+        return {
+            "dataset": self.dataset, "task": task, "encoder": self.encoder_name, "arm": arm, "protocol": protocol,
+            "fraction": float(fraction), "seed": int(seed), "fold": s.fold, **s.describe(),
+            "n_labelled": len(train), "n_patients_labelled": draw.n_patients,
+            "fallback_classes": [self.data.class_names[c] if c < len(self.data.class_names) else c
+                                 for c in draw.fallback_classes],
+            "selected": selected, **res, "elapsed_s": round(time.perf_counter() - t0, 2),
+        }
+
+
+def plan_arms(protocol: str, baselines: Sequence[str]) -> list[tuple[str, str]]:
+    """The (arm, protocol) pairs of a protocol's cells; random-init fine-tune is the scratch baseline."""
+    out = [("ssl", protocol)]
+    if "random" in baselines and protocol != "finetune":
+        out.append(("random", protocol))
+    if "scratch" in baselines:
+        out.append(("scratch", "finetune"))
+    return out
+
+
+def _as_list(x: Any, cast: type) -> list[Any]:
+    if isinstance(x, str):
+        x = [v for v in x.split(",") if v.strip()]
+    if not isinstance(x, (list, tuple)):
+        x = [x]
+    return [cast(v) for v in x]
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: str | SSLData,
+    protocol: str | Sequence[str] = "linear",
+    fractions: Sequence[float] = (0.01, 0.1, 1.0),
+    seeds: Sequence[int] = (0, 1, 2),
+    out: str | Path | None = None,
+    *,
+    baselines: Sequence[str] = ("random", "scratch"),
+    finetune: FinetuneConfig | dict[str, Any] | None = None,
+    k: int | None = None,
+    fold: int = 0,
+    n_boot: int = 1000,
+    drop_unlabelled: bool = False,
+    strict_fractions: bool = False,
+    dataset: str | None = None,
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """Evaluate a pretrained checkpoint on labelled data at several label fractions and seeds.
+
+    Args:
+        checkpoint: ``last.ckpt`` / ``encoder.safetensors`` / run folder of ``sslbench pretrain``.
+        data: a data spec ``KIND:PATH?opt=val`` (or loaded :class:`SSLData`).
+        protocol: "linear", "knn", "partial", "finetune", or several.
+        fractions: label fractions in (0, 1], drawn by patient.
+        seeds: seeds of the label draws (and of the random inits / fine-tuning).
+        out: folder for ``results.jsonl`` (finished cells are skipped on a rerun) and the feature cache.
+        baselines: any of "random", "scratch".
+        finetune: fine-tuning budget (:class:`FinetuneConfig` fields).
+        k, fold: patient-wise k-fold (fold ``fold`` is the test set) when the data has no official test split.
+        n_boot: bootstrap resamples for the CIs.
+        drop_unlabelled: leave records without a label out instead of failing.
+        strict_fractions: fail when a fraction leaves a class empty instead of adding a patient.
+        dataset: name used in tables (default: the data file's stem).
+
+    Returns:
+        One row per cell (see :meth:`Evaluator.run_cell`), including cells already in ``out``.
+    """
+    for b in baselines:
+        if b not in ("random", "scratch"):
+            raise ConfigError(f"baseline {b!r} must be 'random' or 'scratch'")
+    protocols = [check_protocol(p) for p in _as_list(protocol, str)]
+    fracs, seed_list = _as_list(fractions, float), _as_list(seeds, int)
+    ft = finetune if isinstance(finetune, FinetuneConfig) else build_dataclass(FinetuneConfig, finetune or {}, "finetune")
+    ds = load_data(data) if isinstance(data, str) else data
+    encoder, info = encoder_from_checkpoint(checkpoint, ds)
+    name = dataset or Path(ds.source.split(":", 1)[-1].split("?")[0]).stem or "data"
+    splits = make_eval_splits(ds, k=k, fold=fold, drop_unlabelled=drop_unlabelled)
+    ev = Evaluator(ds, splits, dataset=name, encoder=info["encoder"], encoder_cfg=info["encoder_cfg"],
+                   cache_dir=Path(out) / "features" if out else None, finetune_cfg=ft, n_boot=n_boot,
+                   strict_fractions=strict_fractions, device=device)
+    store = ResultStore(out) if out else None
+    done = store.done() if store else set()
+    rows: list[dict[str, Any]] = []
+    for proto in protocols:
+        for arm, p in plan_arms(proto, baselines):
+            for frac in fracs:
+                for seed in seed_list:
+                    task = info["task"] if arm == "ssl" else "-"
+                    key = cell_key({"dataset": name, "task": task, "encoder": info["encoder"], "arm": arm,
+                                    "protocol": p, "fraction": float(frac), "seed": seed, "fold": splits.fold})
+                    if key in done or any(cell_key(r) == key for r in rows):
+                        continue
+                    row = ev.run_cell(arm=arm, protocol=p, fraction=frac, seed=seed, task=task,
+                                      encoder=encoder if arm == "ssl" else None, weights=info["weights"])
+                    row["checkpoint"] = info["checkpoint"] if arm == "ssl" else ""
+                    row["data"] = ds.source
+                    if store:
+                        store.append(row)
+                    rows.append(row)
+    all_rows = store.rows() if store else rows
+    return pd.DataFrame(all_rows)
+
+
+__all__ = ["ARMS", "Evaluator", "encoder_from_checkpoint", "evaluate", "plan_arms", "read_checkpoint"]

@@ -1,0 +1,75 @@
+"""``benchmarks.evaluate``: checkpoint loading, the baselines on every cell, resumable results, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import evaluate
+from benchmarks.evaluate import encoder_from_checkpoint, plan_arms, read_checkpoint
+from pretext.config import TrainConfig
+from pretext.data import load_data
+from pretext.errors import ConfigError, DataError
+from pretext.pipeline import pretrain
+from tests.benchmarks import _tiny as T
+
+SPEC = f"{T.DATA_KIND}:"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre") / "run"
+    pretrain(T.TASK, T.ENCODER, SPEC, out, TrainConfig(steps=4, batch_size=8, progress=False, precision="32"))
+    return out
+
+
+def test_checkpoint_round_trip(run_dir):
+    state, rc, path = read_checkpoint(run_dir)
+    assert rc["task"] == T.TASK and rc["encoder"] == T.ENCODER and path.name == "last.ckpt"
+    enc, info = encoder_from_checkpoint(run_dir / "encoder.safetensors", load_data(SPEC))
+    for k, v in enc.state_dict().items():
+        assert torch.equal(v, state[k])
+    assert info["task"] == T.TASK
+
+
+def test_channel_mismatch_is_a_clear_error(run_dir):
+    with pytest.raises(ConfigError, match=r"in_channels=1 but data .* has 3 channel"):
+        encoder_from_checkpoint(run_dir, load_data(SPEC + "?channels=3"))
+    with pytest.raises(DataError, match="does not exist"):
+        read_checkpoint(run_dir / "nope.ckpt")
+
+
+def test_plan_arms():
+    assert plan_arms("linear", ("random", "scratch")) == [("ssl", "linear"), ("random", "linear"), ("scratch", "finetune")]
+    assert plan_arms("finetune", ("random", "scratch")) == [("ssl", "finetune"), ("scratch", "finetune")]
+
+
+def test_evaluate_runs_cells_with_baselines_and_resumes(run_dir, tmp_path):
+    kw = dict(protocol="linear,knn", fractions=(0.1, 1.0), seeds=(0, 1), out=tmp_path, n_boot=50,
+              finetune={"steps": 10, "eval_every": 5, "batch_size": 8})
+    df = evaluate(run_dir, SPEC, **kw)
+    # ssl + random for 2 protocols, scratch once per (fraction, seed): (2 + 2 + 1) x 2 x 2
+    assert len(df) == 20
+    assert set(df["arm"]) == {"ssl", "random", "scratch"}
+    assert (df.loc[df.arm == "ssl", "task"] == T.TASK).all()
+    assert {"auroc", "auroc_lo", "auroc_hi", "auprc", "kappa", "ece", "reliability", "subgroups"} <= set(df.columns)
+    assert (df.loc[df.fraction == 1.0, "n_labelled"] == 80).all()
+    assert (df.auroc_lo <= df.auroc + 1e-9).all() and (df.auroc <= df.auroc_hi + 1e-9).all()
+    sub = df.iloc[0]["subgroups"]
+    assert {r["attribute"] for r in sub} >= {"sex"}
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 20 and all(json.loads(x)["dataset"] for x in lines)
+    # rerun: nothing new is computed
+    df2 = evaluate(run_dir, SPEC, **kw)
+    assert len(df2) == 20 and len((tmp_path / "results.jsonl").read_text().splitlines()) == 20
+
+
+def test_evaluate_bad_inputs(run_dir, tmp_path):
+    with pytest.raises(ConfigError, match="protocol 'probe' is unknown"):
+        evaluate(run_dir, SPEC, protocol="probe", out=tmp_path)
+    with pytest.raises(DataError, match="have no label"):
+        evaluate(run_dir, SPEC + "?missing=2", out=tmp_path, seeds=(0,), fractions=(1.0,))
+    with pytest.raises(ConfigError, match="fraction=1.5"):
+        evaluate(run_dir, SPEC, fractions=(1.5,), seeds=(0,), out=tmp_path, baselines=())
