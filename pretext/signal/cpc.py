@@ -1,0 +1,214 @@
+"""CPC: contrastive predictive coding (Oord et al. 2018; for ECG Mehari & Strodthoff 2022).
+
+An encoder maps ``x (B, C, T)`` to latents ``z (B, N, D)``; a causal context network gives
+``c (B, N, H)``; a linear map per step ``k = 1..K`` predicts ``z[t + k]`` from ``c[t]``, scored
+by InfoNCE against negatives from the batch (same time, other sequences), the same
+sequence (other times), both, or all ``B * N`` latents. :func:`cpc_loss` computes every step
+and position in one batched einsum; :func:`cpc_loss_loop` is the straightforward loop it is
+checked and timed against.
+
+Use an encoder with a small receptive field (``cpc_encoder``): with a deep CNN (xresnet1d)
+each latent already sees the future samples it is asked to predict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from pretext.base import PretextTask
+from pretext.errors import UserError
+from pretext.losses import fp32
+from pretext.registry import register_task
+
+__all__ = ["CPC", "cpc_loss", "cpc_loss_loop", "NEGATIVES"]
+
+NEGATIVES = ("batch", "same_seq", "both", "all")
+
+
+@fp32
+def cpc_loss(z: torch.Tensor, pred: torch.Tensor, negatives: str = "both",
+             temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """CPC InfoNCE over all prediction steps and positions at once.
+
+    Args:
+        z: ``(B, N, D)`` target latents.
+        pred: ``(B, N, K, D)`` predictions; ``pred[:, t, k - 1]`` predicts ``z[:, t + k]``.
+        negatives: "batch" (``z[b', t+k]`` for all b'), "same_seq" (``z[b, s]`` for all s),
+            "both" (the union: B + N - 1 candidates) or "all" (all ``B * N`` latents).
+        temperature: divides the scores.
+
+    Returns:
+        ``(loss, accuracy)``: fp32 scalars; the loss is the mean over steps of each step's mean
+        cross-entropy over its valid positions (``t + k < N``).
+    """
+    if negatives not in NEGATIVES:
+        raise UserError(f"cpc {negatives=} must be one of {NEGATIVES}")
+    z, pred = z.float(), pred.float()
+    b, n, k, _ = pred.shape
+    dev = z.device
+    t_idx = torch.arange(n, device=dev)[:, None] + torch.arange(1, k + 1, device=dev)[None, :]  # (N, K)
+    valid = t_idx < n
+    tgt_t = t_idx.clamp(max=n - 1)
+    bidx = torch.arange(b, device=dev)
+    if negatives == "all":
+        logits = torch.einsum("btkd,md->btkm", pred, rearrange(z, "b n d -> (b n) d"))
+        target = bidx[:, None, None] * n + tgt_t[None]
+    elif negatives == "same_seq":
+        logits = torch.einsum("btkd,bsd->btks", pred, z)
+        target = tgt_t[None].expand(b, n, k)
+    else:
+        zt = z[:, tgt_t]  # (B, N, K, D): z[c, t + k]
+        logits = torch.einsum("btkd,ctkd->btkc", pred, zt)  # (B, N, K, B)
+        target = bidx[:, None, None].expand(b, n, k)
+        if negatives == "both":
+            seq = torch.einsum("btkd,bsd->btks", pred, z)  # (B, N, K, N)
+            pos_col = F.one_hot(tgt_t, n).bool()[None]  # the positive is already in the batch part
+            logits = torch.cat([logits, seq.masked_fill(pos_col, float("-inf"))], dim=-1)
+    logits = logits / temperature
+    ce = F.cross_entropy(rearrange(logits, "b t k m -> (b t k) m"), target.reshape(-1), reduction="none")
+    ce = ce.view(b, n, k)
+    w = valid[None].float()  # (1, N, K)
+    per_step = (ce * w).sum((0, 1)) / (b * valid.sum(0)).clamp(min=1)
+    steps_ok = valid.any(0)
+    loss = per_step[steps_ok].mean()
+    acc = ((logits.argmax(-1) == target).float() * w).sum() / (b * w.sum()).clamp(min=1.0)
+    return loss, acc
+
+
+def cpc_loss_loop(z: torch.Tensor, pred: torch.Tensor, negatives: str = "both", temperature: float = 1.0,
+                  per_position: bool = True) -> torch.Tensor:
+    """Reference CPC loss as a Python loop over steps (and, by default, over positions).
+
+    The straightforward implementation, for parity tests and the benchmark: one small matmul
+    and cross-entropy per (step, position). Same arguments and value as :func:`cpc_loss`.
+    """
+    z, pred = z.float(), pred.float()
+    b, n, k, _ = pred.shape
+    bidx = torch.arange(b, device=z.device)
+    flat = z.reshape(b * n, -1)
+    per_step = []
+    for step in range(1, k + 1):
+        positions = range(n - step)
+        if not positions:
+            continue
+        if not per_position:  # vectorised over positions, looped over steps
+            p = pred[:, : n - step, step - 1]  # (B, n-step, D)
+            tgt = z[:, step:]
+            total = _step_block(p, tgt, z, flat, negatives, step, bidx, temperature)
+            per_step.append(total / (b * (n - step)))
+            continue
+        total = torch.zeros((), device=z.device)
+        for t in positions:
+            p = pred[:, t, step - 1]  # (B, D)
+            if negatives == "batch":
+                logits, target = p @ z[:, t + step].T, bidx
+            elif negatives == "same_seq":
+                logits, target = torch.einsum("bd,bsd->bs", p, z), torch.full((b,), t + step, device=z.device)
+            elif negatives == "all":
+                logits, target = p @ flat.T, bidx * n + t + step
+            else:
+                seq = torch.einsum("bd,bsd->bs", p, z)
+                seq[:, t + step] = float("-inf")
+                logits, target = torch.cat([p @ z[:, t + step].T, seq], dim=1), bidx
+            total = total + F.cross_entropy(logits / temperature, target, reduction="sum")
+        per_step.append(total / (b * (n - step)))
+    return torch.stack(per_step).mean()
+
+
+def _step_block(p: torch.Tensor, tgt: torch.Tensor, z: torch.Tensor, flat: torch.Tensor, negatives: str, step: int,
+                bidx: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Summed cross-entropy of one step over all its positions (helper of :func:`cpc_loss_loop`)."""
+    b, m, _ = p.shape
+    n = z.shape[1]
+    t = torch.arange(m, device=z.device)
+    if negatives == "batch":
+        logits, target = torch.einsum("btd,ctd->btc", p, tgt), bidx[:, None].expand(b, m)
+    elif negatives == "same_seq":
+        logits, target = torch.einsum("btd,bsd->bts", p, z), (t + step)[None].expand(b, m)
+    elif negatives == "all":
+        logits, target = torch.einsum("btd,sd->bts", p, flat), bidx[:, None] * n + (t + step)[None]
+    else:
+        seq = torch.einsum("btd,bsd->bts", p, z).masked_fill(F.one_hot(t + step, n).bool()[None], float("-inf"))
+        logits = torch.cat([torch.einsum("btd,ctd->btc", p, tgt), seq], dim=-1)
+        target = bidx[:, None].expand(b, m)
+    return F.cross_entropy(rearrange(logits / temperature, "b t c -> (b t) c"), target.reshape(-1), reduction="sum")
+
+
+@register_task("cpc", modality="signal")
+class CPC(PretextTask):
+    """Contrastive predictive coding over ``steps`` future latents.
+
+    The encoder must offer ``forward_tokens``; if it also offers ``forward_latents`` and
+    ``forward_context`` (``cpc_encoder``) those are used, otherwise a GRU context network is added.
+    """
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        """CPC options.
+
+        Attributes:
+            steps: future latent steps K to predict (12 as in Oord et al.).
+            negatives: "batch", "same_seq", "both" (default) or "all" (B*N candidates; memory grows as (B*N)^2).
+            temperature: divides the scores.
+            context_dim: width of the added GRU context (encoders without ``forward_context``).
+            context_layers: layers of the added GRU.
+        """
+
+        steps: int = 12
+        negatives: str = "both"
+        temperature: float = 1.0
+        context_dim: int = 256
+        context_layers: int = 1
+
+        def __post_init__(self) -> None:
+            if self.steps < 1:
+                raise UserError(f"cpc steps={self.steps} must be >= 1")
+            if self.negatives not in NEGATIVES:
+                raise UserError(f"cpc negatives={self.negatives!r} must be one of {NEGATIVES}")
+            if self.temperature <= 0:
+                raise UserError(f"cpc temperature={self.temperature} must be > 0")
+
+    def __init__(self, encoder: nn.Module, cfg: Any = None) -> None:
+        super().__init__(encoder, cfg)
+        if not hasattr(encoder, "forward_tokens"):
+            raise UserError(f"cpc needs an encoder with forward_tokens (B, N, F); {type(encoder).__name__} has none; "
+                            "use cpc_encoder")
+        self.own_context = not (hasattr(encoder, "forward_latents") and hasattr(encoder, "forward_context"))
+        if self.own_context:
+            d = h = int(encoder.num_features)
+            self.context = nn.GRU(d, self.cfg.context_dim, self.cfg.context_layers, batch_first=True)
+            h = self.cfg.context_dim
+        else:
+            d, h = int(encoder.dim), int(encoder.context_dim)
+        self.latent_dim = d
+        self.predictor = nn.Linear(h, self.cfg.steps * d)
+
+    @classmethod
+    def check_input(cls, cfg: Any, input_shape: Sequence[int]) -> None:
+        if len(input_shape) != 2:
+            raise UserError(f"cpc takes signals (C, T); got an item of shape {tuple(input_shape)}")
+
+    def latents_and_context(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (B, C, T) -> (z (B, N, D), c (B, N, H))``."""
+        if self.own_context:
+            z = self.encoder.forward_tokens(x)
+            return z, self.context(z)[0]
+        z = self.encoder.forward_latents(x)
+        return z, self.encoder.forward_context(z)
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        z, c = self.latents_and_context(batch["x"])
+        n = z.shape[1]
+        if n <= self.cfg.steps:
+            raise UserError(f"cpc: the encoder gives N={n} latent steps for T={batch['x'].shape[-1]} samples; need more "
+                            f"than steps={self.cfg.steps}: use longer windows or pass --task.steps {max(1, n - 1)}")
+        pred = rearrange(self.predictor(c), "b n (k d) -> b n k d", k=self.cfg.steps)
+        loss, acc = cpc_loss(z, pred, self.cfg.negatives, self.cfg.temperature)
+        return {"loss": loss, "cpc_acc": acc.detach()}
