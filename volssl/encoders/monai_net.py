@@ -69,9 +69,11 @@ class MonaiNet(nn.Module):
             if arg in params:
                 kw.setdefault(arg, in_channels)
                 break
+        self.fixed_input_size = False
         for arg in _SIZE_ARGS:
             if arg in params:
                 kw.setdefault(arg, self.img_size)
+                self.fixed_input_size = True  # e.g. ViT, UNETR: built for one input size
                 break
         if "feed_forward" in params:
             kw.setdefault("feed_forward", False)

@@ -131,6 +131,7 @@ class ViT3D(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
         self.feature_channels = [embed_dim]
         self.feature_strides = [self.patch_size[0]]
+        self.fixed_input_size = True  # tokens and positions are built for img_size
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -1,0 +1,122 @@
+"""Models Genesis restoration (Zhou et al., MedIA 2021): undo local pixel shuffling, a non-linear
+intensity remap, and in-/out-painting.
+
+Per volume, as in the reference ``generate_pair``: random flips (applied to input and target
+alike), local pixel shuffling (``local_rate``; 10,000 blocks, sides up to dim/10), a Bezier
+intensity remap (``nonlinear_rate``), then painting (``paint_rate``: in-painting with
+``inpaint_rate``, else out-painting). An encoder-decoder (the encoder's ``forward_maps`` plus
+:class:`volssl.encoders.UNetDecoder`) restores the original; MSE or L1 loss.
+Intensities are expected in ``[0, 1]`` (e.g. ``medmnist3d`` default, CT windows, percentile scaling).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from pretext.base import Batch, PretextTask
+from pretext.errors import ConfigError
+from pretext.registry import register_task
+from pretext.volume._common import check_batch, check_volume_shape, require, warn_once
+from volssl.encoders.decoder import UNetDecoder
+from volssl.transforms import apply_flips, bezier_remap, in_paint, local_pixel_shuffle, out_paint, random_flips
+
+
+def genesis_corrupt(x: torch.Tensor, generator: torch.Generator | None, cfg: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Models Genesis corruption chain: ``x (B, C, D, H, W)`` -> ``(input, target)``.
+
+    The target is ``x`` after the flips; the input adds shuffle, remap and painting. The draws
+    follow a fixed order, so one generator state gives one pair on any device.
+    """
+    b = x.shape[0]
+    flips = random_flips(generator, b, cfg.flip_rate)
+    target = apply_flips(x, flips) if flips.any() else x
+    max_block = tuple(cfg.max_block) if cfg.max_block else None
+    out = local_pixel_shuffle(target, generator, cfg.num_blocks, max_block, cfg.local_rate)
+    out = bezier_remap(out, generator, cfg.nonlinear_rate, cfg.bezier_points)
+    u = torch.rand(b, 2, generator=generator, dtype=torch.float64)
+    paint = u[:, 0] < cfg.paint_rate
+    inner = paint & (u[:, 1] < cfg.inpaint_rate)
+    out = in_paint(out, generator, apply=inner)
+    out = out_paint(out, generator, apply=paint & ~inner)
+    return out, target
+
+
+@register_task("pixel_shuffle", modality="volume")
+class PixelShuffle(PretextTask):
+    """Restore volumes corrupted by the Models Genesis chain (see module docstring)."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        """Attributes (defaults as the Models Genesis code):
+            local_rate: probability of local pixel shuffling.
+            num_blocks: shuffled blocks per volume.
+            max_block: largest block side per axis ``(d, h, w)``; empty = ``dim // 10`` (paper).
+            nonlinear_rate: probability of the Bezier intensity remap.
+            paint_rate: probability of painting.
+            inpaint_rate: share of in-painting among painted volumes (the rest is out-painted).
+            flip_rate: probability of each of up to three random flips.
+            bezier_points: samples of the Bezier curve (the reference uses 100,000; 1,000 is as smooth).
+            loss: "mse" or "l1".
+            decoder_width: decoder channels as a fraction of the encoder's at each scale.
+        """
+
+        local_rate: float = 0.5
+        num_blocks: int = 10000
+        max_block: tuple[int, ...] = ()
+        nonlinear_rate: float = 0.9
+        paint_rate: float = 0.9
+        inpaint_rate: float = 0.2
+        flip_rate: float = 0.4
+        bezier_points: int = 1000
+        loss: Literal["mse", "l1"] = "mse"
+        decoder_width: float = 0.5
+
+        def __post_init__(self) -> None:
+            for f in ("local_rate", "nonlinear_rate", "paint_rate", "inpaint_rate", "flip_rate"):
+                if not 0.0 <= getattr(self, f) <= 1.0:
+                    raise ConfigError(f"{f}={getattr(self, f)} must be a probability in [0, 1]")
+            if self.max_block and (len(self.max_block) != 3 or min(self.max_block) < 1):
+                raise ConfigError(f"max_block={self.max_block} must be three positive sides (d, h, w) or empty")
+            if self.num_blocks < 1 or self.bezier_points < 2:
+                raise ConfigError(f"num_blocks={self.num_blocks} and bezier_points={self.bezier_points} must be >= 1, >= 2")
+
+    name = "pixel_shuffle"
+    modality = "volume"
+
+    def __init__(self, encoder: torch.nn.Module, cfg: Config | None = None) -> None:
+        super().__init__(encoder, cfg)
+        require(encoder, ("forward_maps", "feature_channels", "feature_strides"), self.name,
+                "multi-scale feature maps for the decoder: resnet18_3d, resnet50_3d, vit_3d or a map-output monai_net")
+        self.decoder = UNetDecoder(encoder.feature_channels, encoder.feature_strides,
+                                   out_channels=getattr(encoder, "in_channels", 1), width=self.cfg.decoder_width)
+
+    def restore(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder-decoder: ``(B, C, D, H, W) -> (B, C, D, H, W)``."""
+        return self.decoder(self.encoder.forward_maps(x), x.shape[2:])
+
+    def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        x = batch["x"]
+        check_batch(x, self.name)
+        if x.min() < -0.01 or x.max() > 1.01:
+            warn_once("pixel_shuffle-range", "pixel_shuffle expects intensities in [0, 1] (the Bezier remap and the "
+                      "noise of painting assume it); normalise the data to [0, 1]")
+        with torch.no_grad():
+            corrupted, target = genesis_corrupt(x, generator, self.cfg)
+        pred = self.restore(corrupted).float()
+        target = target.float()
+        loss = F.mse_loss(pred, target) if self.cfg.loss == "mse" else F.l1_loss(pred, target)
+        # restoring nothing (returning the input) scores this: the model has to beat it
+        identity = F.mse_loss(corrupted.float(), target) if self.cfg.loss == "mse" else F.l1_loss(corrupted.float(), target)
+        return {"loss": loss, "identity_loss": identity.detach()}
+
+    @classmethod
+    def check_input(cls, cfg: Any, input_shape: Sequence[int]) -> None:
+        cfg = cfg or cls.Config()
+        check_volume_shape(input_shape, "pixel_shuffle", min_side=8)
+        if cfg.max_block and any(m > s for m, s in zip(cfg.max_block, input_shape[1:])):
+            raise ConfigError(f"max_block={cfg.max_block} exceeds the volume shape {tuple(input_shape[1:])}")

@@ -1,0 +1,127 @@
+"""Slab order prediction (a 3D jigsaw along one axis).
+
+The volume is cut along ``axis`` into ``num_slabs`` slabs. Slab ``j`` starts at a random offset
+inside the ``j``-th segment, so neighbouring slabs are separated by a random gap, and each slab is
+cropped in-plane at a random shift (``jitter``): matching edges or aligned borders do not reveal
+the order. The slabs are shuffled by one permutation of a fixed set chosen for maximal Hamming
+distance (:func:`volssl.transforms.permutation_set`); one shared encoder embeds every slab and an
+MLP on the concatenated features predicts the permutation index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from pretext.base import Batch, PretextTask
+from pretext.errors import ConfigError, UserError
+from pretext.registry import register_task
+from pretext.volume._common import check_batch, check_volume_shape, mlp
+from volssl.transforms import extract_slabs, permutation_set, sample_slabs
+
+
+def slab_geometry(length: int, inplane: Sequence[int], num_slabs: int, thickness: float,
+                  jitter: float) -> tuple[int, int]:
+    """Slab thickness (voxels) and in-plane jitter (voxels) for an axis of ``length`` voxels."""
+    seg = length // num_slabs
+    return max(1, int(seg * thickness)), int(min(inplane) * jitter)
+
+
+@register_task("slice_order", modality="volume")
+class SliceOrder(PretextTask):
+    """Predict the permutation of shuffled slabs.
+
+    Input ``(B, C, D, H, W)``; each slab ``(C, t, H', W')`` (for ``axis=0``) goes through the encoder.
+    """
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        """Attributes:
+            num_slabs: slabs k cut along ``axis``.
+            num_permutations: size of the permutation set (<= k!); the classes of the task.
+            axis: 0, 1 or 2 (D, H or W).
+            thickness: slab thickness as a fraction of the segment ``length // k`` (the rest is gap).
+            jitter: in-plane crop as a fraction of the smaller in-plane side (random shift per slab).
+            slab_input: "auto" (resize slabs to the encoder's ``img_size`` when it needs a fixed size,
+                e.g. vit_3d), "native" or "resize".
+            hidden: width of the MLP head.
+            perm_seed: seed of the permutation set's tie breaks.
+        """
+
+        num_slabs: int = 4
+        num_permutations: int = 10
+        axis: int = 0
+        thickness: float = 0.75
+        jitter: float = 0.1
+        slab_input: Literal["auto", "native", "resize"] = "auto"
+        hidden: int = 512
+        perm_seed: int = 0
+
+        def __post_init__(self) -> None:
+            if self.axis not in (0, 1, 2):
+                raise ConfigError(f"axis={self.axis} must be 0, 1 or 2 (D, H, W)")
+            if self.num_slabs < 2:
+                raise ConfigError(f"num_slabs={self.num_slabs} must be >= 2")
+            if not 0 < self.thickness <= 1 or not 0 <= self.jitter < 0.5:
+                raise ConfigError(f"thickness={self.thickness} must be in (0, 1] and jitter={self.jitter} in [0, 0.5)")
+            try:
+                permutation_set(self.num_slabs, self.num_permutations, self.perm_seed)
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
+
+    name = "slice_order"
+    modality = "volume"
+
+    def __init__(self, encoder: torch.nn.Module, cfg: Config | None = None) -> None:
+        super().__init__(encoder, cfg)
+        c = self.cfg
+        self.register_buffer("perms", torch.tensor(permutation_set(c.num_slabs, c.num_permutations, c.perm_seed)),
+                             persistent=False)
+        self.head = mlp(encoder.num_features * c.num_slabs, c.hidden, c.num_permutations)
+        mode = c.slab_input
+        self.resize = mode == "resize" or (mode == "auto" and getattr(encoder, "fixed_input_size", False))
+
+    def make_views(self, x: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (B, C, D, H, W)`` -> shuffled slabs ``(B, k, C, ...)`` and permutation labels ``(B,)``."""
+        c = self.cfg
+        b, length = x.shape[0], x.shape[2 + c.axis]
+        inplane = [s for a, s in enumerate(x.shape[2:]) if a != c.axis]
+        t, jit = slab_geometry(length, inplane, c.num_slabs, c.thickness, c.jitter)
+        starts, shifts = sample_slabs(b, length, inplane, c.num_slabs, t, jit, generator)
+        labels = torch.randint(0, c.num_permutations, (b,), generator=generator).to(x.device)
+        slabs = extract_slabs(x, c.axis, starts, shifts, t, jit)
+        order = self.perms[labels]  # (B, k): position i shows slab order[i]
+        idx = order.view(b, -1, *([1] * (slabs.ndim - 2))).expand_as(slabs)
+        return slabs.gather(1, idx), labels
+
+    def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        x = batch["x"]
+        check_batch(x, self.name)
+        slabs, labels = self.make_views(x, generator)
+        flat = rearrange(slabs, "b k c d h w -> (b k) c d h w")
+        if self.resize:
+            flat = F.interpolate(flat, size=tuple(self.encoder.img_size), mode="trilinear", align_corners=False)
+        feats = rearrange(self.encoder.forward_features(flat), "(b k) f -> b (k f)", b=x.shape[0])
+        logits = self.head(feats)
+        loss = F.cross_entropy(logits.float(), labels)
+        return {"loss": loss, "acc": (logits.argmax(1) == labels).float().mean().detach()}
+
+    @classmethod
+    def check_input(cls, cfg: Any, input_shape: Sequence[int]) -> None:
+        cfg = cfg or cls.Config()
+        shape = check_volume_shape(input_shape, "slice_order")
+        length = shape[1 + cfg.axis]
+        if length < 2 * cfg.num_slabs:
+            raise UserError(
+                f"task 'slice_order': the volume has {length} voxels along axis {cfg.axis}, fewer than 2 per slab "
+                f"for num_slabs={cfg.num_slabs}; use fewer slabs (--task.num_slabs), another axis, or larger volumes"
+            )
+        inplane = [s for a, s in enumerate(shape[1:]) if a != cfg.axis]
+        _, jit = slab_geometry(length, inplane, cfg.num_slabs, cfg.thickness, cfg.jitter)
+        if min(inplane) - jit < 2:
+            raise UserError(f"task 'slice_order': in-plane sides {inplane} are too small for jitter={cfg.jitter}")
