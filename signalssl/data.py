@@ -116,7 +116,9 @@ def _list(v: Any) -> list[Any] | None:
         return None
     if isinstance(v, str):
         return [x.strip() for x in v.split(",") if x.strip()]
-    return list(v)
+    if isinstance(v, (list, tuple)):
+        return list(v)
+    return [v]
 
 
 def _label_map(v: Any) -> dict[str, str] | None:

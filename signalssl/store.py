@@ -205,18 +205,18 @@ def _write_store(tmp: Path, specs: list[RecordSpec], kind: str, opts: dict[str, 
     with open(tmp / "signals.bin", "wb") as fh:
         for s in specs:
             try:
-                rec = read_record(s.path, sfreq=s.sfreq)
+                rec = read_record(s.path, sfreq=s.sfreq, channels=opts["channels"])  # names .npy channels
                 if ref_rate is None:
                     ref_rate = rec.sfreq
                 elif opts["sfreq"] is None and not math.isclose(rec.sfreq, ref_rate):
                     raise DataError(f"{s.path}: sampling-rate mismatch: {rec.sfreq:g} Hz but earlier records have "
                                     f"{ref_rate:g} Hz; pass sfreq={ref_rate:g} (or another rate) to resample all")
+                if opts["channels"] is None and ref_chans is not None and sorted(rec.channels) != sorted(ref_chans):
+                    raise DataError(f"{s.path}: channels {rec.channels} differ from the first record's {ref_chans}; "
+                                    "pass channels=... to pick one common set in one order")
                 out = preprocess(rec, sfreq=opts["sfreq"], channels=ref_chans, bandpass_hz=bp, notch_hz=opts["notch"])
                 if ref_chans is None:
                     ref_chans = list(out.channels)
-                elif opts["channels"] is None and out.channels != ref_chans:
-                    raise DataError(f"{s.path}: channels {out.channels} differ from the first record's {ref_chans}; "
-                                    "pass channels=... to pick one common set in one order")
                 x = out.signal
                 if dt == np.float16 and float(np.abs(x).max(initial=0.0)) > 6.0e4:
                     raise DataError(f"{s.path}: |sample| up to {float(np.abs(x).max()):.3g} overflows float16; "
