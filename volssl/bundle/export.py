@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -111,11 +112,14 @@ def export_torchscript(net: torch.nn.Module, x: torch.Tensor, path: Path, meta: 
 
     net = net.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still MONAI's model.ts
             ref = net(x)
             traced = torch.jit.trace(net, x, check_trace=False)
         save_net_with_metadata(traced, str(path.with_suffix("")), meta_values=meta, append_timestamp=False)
-        reloaded = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            reloaded = torch.jit.load(str(path), map_location="cpu")
         with torch.no_grad():
             got = reloaded(x)
         diff = float((got - ref).abs().max())

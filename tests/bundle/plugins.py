@@ -1,0 +1,102 @@
+"""Tiny components the bundle tests register (importable as ``tests.bundle.plugins`` in subprocesses too).
+
+They stand in for the built-in encoders and tasks, so the bundle tests do not depend on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch import nn
+
+from pretext.base import PretextTask, SSLData, SSLSplit
+from pretext.registry import ENCODERS, register_data, register_encoder, register_task
+
+
+class TinyCNN3d(nn.Module):
+    """Two strided 3D convolutions and global average pooling: ``(B, C, D, H, W) -> (B, width*2)``."""
+
+    def __init__(self, in_channels: int = 1, img_size: tuple[int, ...] = (16, 16, 16), spatial_dims: int = 3,
+                 width: int = 4) -> None:
+        super().__init__()
+        self.num_features = width * 2
+        self.img_size = tuple(img_size)
+        self.body = nn.Sequential(
+            nn.Conv3d(in_channels, width, 3, stride=2, padding=1), nn.BatchNorm3d(width), nn.ReLU(),
+            nn.Conv3d(width, width * 2, 3, stride=2, padding=1), nn.ReLU(),
+        )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).mean(dim=(2, 3, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+
+class TinyCNN1d(nn.Module):
+    """Two strided 1D convolutions and global average pooling: ``(B, C, T) -> (B, width*2)``."""
+
+    def __init__(self, n_chans: int = 2, n_times: int = 256, sfreq: float = 100.0, width: int = 4) -> None:
+        super().__init__()
+        self.num_features = width * 2
+        self.body = nn.Sequential(nn.Conv1d(n_chans, width, 7, stride=2, padding=3), nn.ReLU(),
+                                  nn.Conv1d(width, width * 2, 7, stride=2, padding=3), nn.ReLU())
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).mean(dim=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+
+class Denoise(PretextTask):
+    """Reconstruct the input's mean intensity per channel from a noisy view (a tiny real pretext task)."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        noise: float = 0.1
+
+    name = "bundle_test_denoise"
+    modality = "volume"
+
+    def __init__(self, encoder: nn.Module, cfg: Config | None = None) -> None:
+        super().__init__(encoder, cfg)
+        self.decoder = nn.Linear(encoder.num_features, 1)
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        x = batch["x"]
+        noise = torch.randn(x.shape, generator=generator).to(x.device) * self.cfg.noise
+        pred = self.decoder(self.encoder.forward_features(x + noise)).squeeze(1)
+        loss = (pred.float() - x.float().mean(dim=tuple(range(1, x.ndim)))).pow(2).mean()
+        return {"loss": loss}
+
+
+class RandomVolumes(SSLSplit):
+    def __init__(self, n: int, shape: tuple[int, ...], seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.rand((n, *shape), generator=g)
+        self.labels = np.arange(n) % 2
+        self.patients = np.arange(n)
+        self.patient_names = [f"p{i}" for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def load(self, i: int) -> torch.Tensor:
+        return self.x[i]
+
+
+def random_volumes(path: str = "", n: int = 8, size: int = 16, seed: int = 0) -> SSLData:
+    """``n`` random ``(1, size, size, size)`` volumes with alternating labels (a virtual data kind)."""
+    shape = (1, size, size, size)
+    return SSLData(modality="volume", splits={"train": RandomVolumes(n, shape, seed)}, input_shape=shape,
+                   num_classes=2, class_names=["a", "b"])
+
+
+if "bundle_test_cnn3d" not in ENCODERS._items:
+    register_encoder("bundle_test_cnn3d", modality="volume")(TinyCNN3d)
+    register_encoder("bundle_test_cnn1d", modality="signal")(TinyCNN1d)
+    register_task("bundle_test_denoise", modality="volume")(Denoise)
+    register_data("bundle_test_random", modality="volume", virtual=True)(random_volumes)

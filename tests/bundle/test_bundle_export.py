@@ -1,0 +1,159 @@
+"""Export of checkpoints as MONAI bundles, checked in-process with MONAI's own parser, workflow and verifiers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata, verify_net_in_out
+
+from pretext.errors import UserError
+from tests.bundle.conftest import SIZE, classifier_checkpoint, pretrain_checkpoint
+from volssl.bundle import SCHEMA_PATH, export_bundle
+from volssl.bundle.source import read_source
+
+FILES = ["configs/metadata.json", "configs/inference.json", "configs/train.json", "models/model.pt",
+         "models/model.ts", "docs/README.md", "docs/license.txt", "docs/metadata_schema.json", "LICENSE"]
+
+
+def _network(bundle: Path, config: str = "inference.json", net_id: str = "network_def") -> torch.nn.Module:
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / config))
+    parser.read_meta(str(bundle / "configs" / "metadata.json"))
+    net = parser.get_parsed_content(net_id)
+    net.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+    return net.eval()
+
+
+def test_bundle_layout_and_metadata(bundles: dict[str, Path]) -> None:
+    for kind in ("encoder", "classifier"):
+        b = bundles[kind]
+        missing = [f for f in FILES if not (b / f).is_file()]
+        assert not missing, f"{kind} bundle lacks {missing}"
+        meta = json.loads((b / "configs" / "metadata.json").read_text())
+        jsonschema.validate(meta, json.loads(SCHEMA_PATH.read_text()))
+        verify_metadata(meta_file=str(b / "configs" / "metadata.json"), filepath=str(SCHEMA_PATH))  # offline
+        image = meta["network_data_format"]["inputs"]["image"]
+        assert image["num_channels"] == 1 and image["spatial_shape"] == [SIZE] * 3
+        assert image["intensity_normalization"]["kind"] == "minmax" and image["value_range"] == [0.0, 1.0]
+    enc = json.loads((bundles["encoder"] / "configs" / "metadata.json").read_text())
+    cls = json.loads((bundles["classifier"] / "configs" / "metadata.json").read_text())
+    assert enc["network_data_format"]["outputs"]["pred"]["num_channels"] == 8  # pooled features
+    assert enc["pretext_task"]["name"] == "bundle_test_denoise"
+    pred = cls["network_data_format"]["outputs"]["pred"]
+    assert pred["num_channels"] == 3 and pred["channel_def"] == {"0": "c0", "1": "c1", "2": "c2"}
+    assert cls["network_data_format"]["inputs"]["image"]["modality"] == "CT"
+    assert cls["eval_metrics"] == {"test_auroc": 0.5}
+    readme = (bundles["encoder"] / "docs" / "README.md").read_text()
+    assert "bundle_test_denoise" in readme and "bundle_test_random" in readme and "monai.bundle run" in readme
+    assert "test_auroc" in (bundles["classifier"] / "docs" / "README.md").read_text()
+
+
+def test_schema_rejects_incomplete_metadata(bundles: dict[str, Path]) -> None:
+    meta = json.loads((bundles["encoder"] / "configs" / "metadata.json").read_text())
+    schema = json.loads(SCHEMA_PATH.read_text())
+    for broken in ({k: v for k, v in meta.items() if k != "network_data_format"},
+                   {**meta, "network_data_format": {"inputs": {"image": {"type": "image"}}, "outputs": {}}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, schema)
+
+
+def test_parsed_networks_match_checkpoint_and_verify_in_out(bundles: dict[str, Path]) -> None:
+    x = torch.rand(2, 1, SIZE, SIZE, SIZE)
+    for kind, ckpt, k in (("encoder", "pre.ckpt", 8), ("classifier", "cls.ckpt", 3)):
+        b = bundles[kind]
+        src = read_source(bundles["root"] / ckpt)
+        net = _network(b)
+        with torch.no_grad():
+            ref = net.encoder.forward_features(x)
+            y = net(x)
+        assert y.shape == (2, k)
+        # the bundle's weights are the checkpoint's, bit for bit
+        for name, value in src.encoder_state.items():
+            assert torch.equal(net.encoder.state_dict()[name], value), name
+        if kind == "classifier":
+            assert torch.allclose(y, ref @ src.head_state["weight"].T + src.head_state["bias"], atol=1e-6)
+        verify_net_in_out(net_id="network_def", meta_file=str(b / "configs" / "metadata.json"),
+                          config_file=str(b / "configs" / "inference.json"), device="cpu")
+        # train.json builds the same network (encoder bundles gain a fresh head of num_classes outputs)
+        parser = ConfigParser()
+        parser.read_config(str(b / "configs" / "train.json"))
+        train_net = parser.get_parsed_content("network_def")
+        assert train_net(x).shape == (2, 3 if kind == "classifier" else 2)
+
+
+def test_standard_workflow_properties(bundles: dict[str, Path]) -> None:
+    for kind in ("encoder", "classifier"):
+        b = bundles[kind]
+        meta = str(b / "configs" / "metadata.json")
+        train = ConfigWorkflow(config_file=str(b / "configs" / "train.json"), meta_file=meta, workflow_type="train",
+                               logging_file=False, bundle_root=str(b), dataset_dir=str(bundles["data"]))
+        train.initialize()
+        assert train.check_properties() == []
+        infer = ConfigWorkflow(config_file=str(b / "configs" / "inference.json"), meta_file=meta,
+                               workflow_type="infer", logging_file=False, bundle_root=str(b),
+                               dataset_dir=str(bundles["data"]))
+        infer.initialize()
+        assert infer.check_properties() == []
+        assert train.parser["train"]["trainer"]["_target_"] == "SupervisedTrainer"
+
+
+def test_torchscript_reloads_with_equal_outputs(bundles: dict[str, Path]) -> None:
+    from monai.data import load_net_with_metadata
+
+    x = torch.rand(2, 1, SIZE, SIZE, SIZE)
+    for kind in ("encoder", "classifier"):
+        b = bundles[kind]
+        ts, meta, _ = load_net_with_metadata(str(b / "models" / "model.ts"))
+        with torch.no_grad():
+            assert torch.allclose(ts(x), _network(b)(x), atol=1e-5)
+        assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [SIZE] * 3
+        assert "traced" in (b / "docs" / "README.md").read_text()
+
+
+def test_export_refuses_existing_folder(bundles: dict[str, Path]) -> None:
+    before = sorted(p.name for p in bundles["encoder"].rglob("*"))
+    with pytest.raises(UserError, match="already exists"):
+        export_bundle(bundles["root"] / "pre.ckpt", bundles["encoder"])
+    assert sorted(p.name for p in bundles["encoder"].rglob("*")) == before
+
+
+def test_checkpoint_without_config_is_refused(tmp_path: Path) -> None:
+    torch.save({"model": {"encoder.w": torch.zeros(1)}}, tmp_path / "bare.ckpt")
+    with pytest.raises(UserError, match="no run_config"):
+        export_bundle(tmp_path / "bare.ckpt", tmp_path / "out")
+    with pytest.raises(UserError, match="does not exist"):
+        export_bundle(tmp_path / "missing.ckpt", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_network_monai_cannot_build_is_refused(tmp_path: Path) -> None:
+    ckpt = pretrain_checkpoint(tmp_path / "pre.ckpt")
+    with pytest.raises(UserError, match="ConfigParser cannot instantiate .*build_network.*negative dimension"):
+        export_bundle(ckpt, tmp_path / "out", encoder_overrides={"width": -3})
+    with pytest.raises(UserError, match="unknown option.*'depth'"):
+        export_bundle(ckpt, tmp_path / "out", encoder_overrides={"depth": 3})
+    with pytest.raises(UserError, match="weights do not fit"):
+        export_bundle(ckpt, tmp_path / "out", encoder_overrides={"width": 6})
+    state = torch.load(ckpt, weights_only=True)
+    state["run_config"]["encoder"] = "no_such_net"
+    torch.save(state, tmp_path / "unknown.ckpt")
+    with pytest.raises(UserError, match="unknown encoder 'no_such_net'; valid encoders: .*bundle_test_cnn3d"):
+        export_bundle(tmp_path / "unknown.ckpt", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pre.ckpt", "unknown.ckpt"]
+
+
+def test_interrupted_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import volssl.bundle.export as export_mod
+
+    def crash(*args: object, **kwargs: object) -> str:
+        raise KeyboardInterrupt("simulated kill while writing docs")
+
+    monkeypatch.setattr(export_mod, "build_readme", crash)
+    ckpt = classifier_checkpoint(tmp_path / "cls.ckpt")
+    with pytest.raises(KeyboardInterrupt):
+        export_bundle(ckpt, tmp_path / "bundle")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cls.ckpt"]  # no bundle, no partial folder
