@@ -3,9 +3,10 @@
 A pretraining checkpoint (``sslbench pretrain``) holds ``{"model": task.state_dict(),
 "run_config": {"task", "task_cfg", "encoder", "encoder_cfg", "data", "train"}}``; the encoder's
 weights are the ``encoder.*`` entries. A fine-tuned classifier holds ``encoder.*`` and
-``head.*`` entries and describes its head in ``run_config["head"]`` (``{"kind", "num_classes",
-...options}``, optional: a plain ``nn.Linear`` or :class:`pretext.heads.LinearHead` is recognised
-from its keys), with ``class_names`` and ``multilabel`` where known.
+``head.*`` entries and says so with ``run_config["head"]`` (``{"kind", "num_classes", ...options}``;
+``kind``/``num_classes`` may be left out for a plain ``nn.Linear`` or :class:`pretext.heads.LinearHead`,
+recognised from the keys), with ``class_names`` and ``multilabel`` where known. Without
+``run_config["head"]``, ``head.*`` entries belong to the pretext task and are not exported.
 """
 
 from __future__ import annotations
@@ -173,21 +174,20 @@ def read_source(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     if not enc_state:
         raise DataError(f"checkpoint {str(path)!r} has no 'encoder.*' weights in its model state; keys start with "
                         f"{sorted({k.split('.')[0] for k in model})}")
-    head_state = {k[len("head."):]: v for k, v in model.items() if k.startswith("head.")}
     src = ExportSource(path=path, run_config=run_config, modality=modality, encoder=name, encoder_kwargs=kwargs,
                        input_shape=input_shape, encoder_state=enc_state, modules=_plugin_modules(name),
                        step=int(state["step"]) if isinstance(state.get("step"), (int, float)) else None,
                        results=dict(run_config.get("results") or {}))
     head_cfg = run_config.get("head")
-    if head_cfg or head_state:
+    if head_cfg:  # a fine-tuned classifier; a pretext task's own "head.*" (no run_config["head"]) is not exported
+        head_state = {k[len("head."):]: v for k, v in model.items() if k.startswith("head.")}
         if not head_state:
             raise DataError(f"checkpoint {str(path)!r} describes a head {head_cfg} but holds no 'head.*' weights")
-        kind, options, num_classes = _detect_head(head_state) if not head_cfg else ("", {}, 0)
-        if head_cfg:
-            head_cfg = dict(head_cfg)
-            kind = str(head_cfg.pop("kind", "linear"))
-            num_classes = int(head_cfg.pop("num_classes", 0)) or _detect_head(head_state)[2]
-            options = head_cfg
+        head_cfg = dict(head_cfg) if isinstance(head_cfg, dict) else {}
+        detected = _detect_head(head_state) if "kind" not in head_cfg or "num_classes" not in head_cfg else None
+        kind = str(head_cfg.pop("kind", None) or detected[0])  # type: ignore[index]
+        num_classes = int(head_cfg.pop("num_classes", None) or detected[2])  # type: ignore[index]
+        options = head_cfg or (detected[1] if detected and detected[0] == kind else {})
         src.head, src.head_kwargs, src.head_state, src.num_classes = kind, options, head_state, num_classes
         src.class_names = [str(c) for c in run_config.get("class_names") or []] or [f"class {i}" for i in range(num_classes)]
         src.multilabel = bool(run_config.get("multilabel", False))

@@ -1,0 +1,70 @@
+"""``sslbench export-bundle``: a pretrained encoder or fine-tuned classifier checkpoint -> a MONAI bundle."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pretext.errors import UserError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "export-bundle",
+        help="write a MONAI bundle (metadata, inference/train/pretrain configs, weights, TorchScript, docs)",
+        description="Export a checkpoint (sslbench pretrain's checkpoints/last.ckpt, a run folder, or a fine-tuned "
+                    "classifier) as a MONAI bundle, then verify it with MONAI's verify_metadata and verify_net_in_out. "
+                    "Encoder options can be overridden with --encoder.KW VALUE.",
+    )
+    p.add_argument("--checkpoint", required=True, help="a .ckpt with run_config, or a run folder")
+    p.add_argument("--out", required=True, help="bundle folder to create (must not exist)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classes of the head that configs/train.json adds to an encoder bundle (default 2)")
+    p.add_argument("--modality", default=None, help='input modality for metadata ("CT", "MR", "EKG", "EEG")')
+    p.add_argument("--version", default="0.1.0", help="bundle version (default 0.1.0)")
+    p.add_argument("--authors", default="medssl contributors")
+    p.add_argument("--no-torchscript", action="store_true", help="do not write models/model.ts")
+    p.add_argument("--no-verify", action="store_true", help="skip MONAI's checks after writing")
+    p.set_defaults(func=run, accepts_extra=True)
+
+
+def _encoder_overrides(extra: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(extra):
+        tok = extra[i]
+        if not tok.startswith("--encoder."):
+            raise UserError(f"unrecognized argument {tok!r}; export-bundle takes --encoder.KW VALUE overrides only")
+        key, eq, val = tok[len("--encoder."):].partition("=")
+        if not eq:
+            if i + 1 >= len(extra):
+                raise UserError(f"{tok} needs a value")
+            val, i = extra[i + 1], i + 1
+        out[key] = yaml.safe_load(val)
+        i += 1
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from volssl.bundle import export_bundle
+    from volssl.bundle.verify import verify_bundle
+
+    ckpt = Path(args.checkpoint)
+    if ckpt.is_dir():
+        ckpt = ckpt / "checkpoints" / "last.ckpt"
+    out = export_bundle(ckpt, args.out, encoder_overrides=_encoder_overrides(getattr(args, "extra", [])),
+                        num_classes=args.num_classes, modality=args.modality, version=args.version,
+                        authors=args.authors, torchscript=not args.no_torchscript)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    print(f"bundle written: {out}")
+    for f in files:
+        print(f"  {f}")
+    if not args.no_verify:
+        for check, result in verify_bundle(out).items():
+            print(f"  check {check}: {result}")
+    print(f"run it: python -m monai.bundle run --config_file {out}/configs/inference.json "
+          f"--meta_file {out}/configs/metadata.json --bundle_root {out} --dataset_dir IMAGES_FOLDER")
+    return 0
