@@ -52,9 +52,10 @@ def signal_transforms(src: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
          "ensure_channel_first": True, "channel_dim": 0},
         {"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"},
     ]
+    # crop/pad to the window first, then normalise it, as the training windows were
+    xforms.append({"_target_": "ResizeWithPadOrCropd", "keys": "image", "spatial_size": [n_times]})
     if pre["normalize"] == "zscore":
         xforms.append({"_target_": "NormalizeIntensityd", "keys": "image", "channel_wise": True})
-    xforms.append({"_target_": "ResizeWithPadOrCropd", "keys": "image", "spatial_size": [n_times]})
     norm = {"kind": "zscore", "per": "window and channel"} if pre["normalize"] == "zscore" else {"kind": "none"}
     return xforms, {"normalization": norm, "preprocessing": pre, "crop_or_pad_to": n_times}
 
@@ -76,9 +77,9 @@ def signal_input_spec(src: Any, modality: str, description: dict[str, Any]) -> d
         "window_samples": n_times,
         "intensity_normalization": description["normalization"],
         "preprocessing": (
-            f"NumpyReader .npy (C, T) -> EnsureTyped(float32)"
+            f"NumpyReader .npy (C, T) -> EnsureTyped(float32) -> ResizeWithPadOrCropd({n_times})"
             + (" -> NormalizeIntensityd(channel_wise)" if pre["normalize"] == "zscore" else "")
-            + f" -> ResizeWithPadOrCropd({n_times}); inputs must already be sampled at {sfreq} Hz"
+            + f"; inputs must already be sampled at {sfreq} Hz"
             + (f", band-pass {pre['bandpass']} Hz" if pre.get("bandpass") else "")
             + (f", notch {pre['notch']} Hz" if pre.get("notch") else "")
             + " (no MONAI transform resamples or filters)"
