@@ -202,6 +202,9 @@ def fit(
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        for fn in scheduler.lr_lambdas:  # the schedule follows this call's --steps, not the saved one
+            if isinstance(fn, WarmupCosine):
+                fn.__init__(cfg.warmup_steps, cfg.steps, cfg.min_lr / cfg.lr)
         if state.get("scaler"):
             fabric.strategy.precision.load_state_dict(state["scaler"])
         if ema is not None and state.get("ema") is not None:
