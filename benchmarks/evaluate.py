@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -39,7 +38,7 @@ from benchmarks.store import ResultStore, cell_key
 from pretext.base import SSLData
 from pretext.config import build_dataclass
 from pretext.data import encoder_for_data, load_data
-from pretext.errors import ConfigError, DataError, UserError
+from pretext.errors import ConfigError, DataError
 
 ARMS = ("ssl", "random", "scratch")
 _SIZE_KEYS = ("img_size", "n_times", "sfreq", "spatial_dims")

@@ -255,7 +255,7 @@ def subgroup_columns(meta: Any, age_edges: Sequence[float] = (0, 18, 40, 60, 80,
             import pandas as pd
 
             age = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
-            labels = [f"{int(a)}-{int(b) - 1}" if b < 200 else f"{int(a)}+" for a, b in zip(age_edges[:-1], age_edges[1:])]
+            labels = [f"{int(a)}-{int(b) - 1}" if b < 200 else f"{int(a)}+" for a, b in zip(age_edges[:-1], age_edges[1:], strict=False)]
             band = np.full(len(age), "unknown", dtype=object)
             ok = np.isfinite(age)
             band[ok] = np.asarray(labels, dtype=object)[np.clip(np.digitize(age[ok], age_edges[1:-1]), 0, len(labels) - 1)]

@@ -335,7 +335,7 @@ class _Concat(SSLSplit):
     """Several splits' records as one split (patient ids unified by name)."""
 
     def __init__(self, splits: list[SSLSplit], indices: list[np.ndarray]) -> None:
-        self.parts = [(s, np.asarray(ix)) for s, ix in zip(splits, indices)]
+        self.parts = [(s, np.asarray(ix)) for s, ix in zip(splits, indices, strict=False)]
         names = sorted({str(n) for s in splits for n in s.patient_names})
         pos = {n: i for i, n in enumerate(names)}
         self.patient_names = names

@@ -32,7 +32,7 @@ def test_fraction_is_drawn_by_patient_and_stratified():
     assert np.array_equal(np.isin(pids, list(chosen)), np.isin(np.arange(len(pids)), draw.positions))
     assert draw.n_patients == len(chosen) == 20
     # stratified: the positive rate among chosen patients follows the population (exact per-stratum rounding)
-    pos_pat = {p for p, y in zip(pids, labels) if y == 1}
+    pos_pat = {p for p, y in zip(pids, labels, strict=False) if y == 1}
     n_pos = len(pos_pat)
     assert len(chosen & pos_pat) == round(0.1 * n_pos)
     assert draw.fallback_classes == []

@@ -1,0 +1,350 @@
+"""Recipes: tasks x encoders x datasets x protocols x fractions x seeds, resumable, one JSON line per cell.
+
+A recipe is YAML::
+
+    name: adrenalmnist3d
+    imports: []                        # modules to import first (plugins registering tasks/encoders/data)
+    datasets:
+      adrenal28:
+        data: medmnist3d:../shared/data/adrenalmnist3d/adrenalmnist3d.npz
+        k: null                        # patient-wise k-fold when the data has no official test split
+        folds: [0]                     # which folds to run (k-fold only)
+        drop_unlabelled: false
+    tasks: {rotation: {}, mae3d: {mask_ratio: 0.6}}     # or a list of names; values are task options
+    encoders: {resnet18_3d: {}}                         # or a list; values are encoder options
+    pretrain: {steps: 300, batch_size: 32}              # TrainConfig fields
+    finetune: {steps: 200, lr: 0.001}                   # benchmarks.probes.FinetuneConfig fields
+    protocols: [linear, finetune]
+    fractions: [0.01, 0.1, 1.0]
+    seeds: [0, 1, 2]
+    baselines: [random, scratch]
+    n_boot: 1000
+    threads: 2                                          # torch CPU threads
+    audit: {method: auto, max_records: 600}             # embedding audit on validation (false: off)
+
+Relative data paths are read from the current folder, else from the recipe's folder. Everything a recipe
+names is checked (names, modalities, paths, task input shapes, splits) before any work starts. Pretraining
+goes through the engine into ``OUT/pretrain/<dataset>/<encoder>/<task>`` and resumes from its checkpoint;
+cells already in ``OUT/results.jsonl`` are skipped, so a killed run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.evaluate import Evaluator, encoder_from_checkpoint, plan_arms
+from benchmarks.probes import PROTOCOLS, FinetuneConfig
+from benchmarks.splits import make_eval_splits
+from benchmarks.store import ResultStore, cell_key
+from pretext.config import TrainConfig, build_dataclass, to_dict
+from pretext.data import load_data, parse_spec
+from pretext.errors import ConfigError, DataError
+from pretext.registry import DATA, ENCODERS, TASKS
+
+_TOP_KEYS = {"name", "description", "imports", "datasets", "tasks", "encoders", "pretrain", "finetune", "protocols",
+             "fractions", "seeds", "baselines", "n_boot", "threads", "strict_fractions", "device", "audit"}
+_DATASET_KEYS = {"data", "k", "folds", "drop_unlabelled", "split_seed"}
+
+
+@dataclasses.dataclass
+class Recipe:
+    """A validated recipe (see the module docstring for the YAML)."""
+
+    name: str
+    datasets: dict[str, dict[str, Any]]
+    tasks: dict[str, dict[str, Any]]
+    encoders: dict[str, dict[str, Any]]
+    pretrain: TrainConfig
+    finetune: FinetuneConfig
+    protocols: list[str]
+    fractions: list[float]
+    seeds: list[int]
+    baselines: list[str]
+    n_boot: int = 1000
+    threads: int | None = None
+    strict_fractions: bool = False
+    device: str = "cpu"
+    imports: list[str] = dataclasses.field(default_factory=list)
+    audit: dict[str, Any] | None = None
+    source: str = ""
+
+    def n_cells(self) -> int:
+        base = {pair for p in self.protocols for pair in plan_arms(p, self.baselines)[1:]}
+        folds = sum(len(d.get("folds") or [0]) for d in self.datasets.values())
+        ssl = len(self.protocols) * len(self.tasks)
+        return folds * len(self.encoders) * (ssl + len(base)) * len(self.fractions) * len(self.seeds)
+
+
+def _named(value: Any, what: str, where: str) -> dict[str, dict[str, Any]]:
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        return {str(v): {} for v in value}
+    if isinstance(value, dict):
+        return {str(k): dict(v or {}) for k, v in value.items()}
+    raise ConfigError(f"{where}: {what} must be a list of names or a mapping name -> options, got {value!r}")
+
+
+def _resolve_path(spec: str, base: Path) -> str:
+    kind, path, _ = parse_spec(spec)
+    if not path or Path(path).is_absolute() or Path(path).exists() or DATA.meta(kind).get("virtual"):
+        return spec
+    alt = (base / path).resolve()
+    if alt.exists():
+        return spec.replace(f"{kind}:{path}", f"{kind}:{alt}", 1)
+    raise DataError(f"data path {path!r} (spec {spec!r}) exists neither in the current folder nor beside the "
+                    f"recipe ({base}); fix the path or override it with --data NAME=KIND:PATH")
+
+
+def load_recipe(path: str | Path, data_overrides: dict[str, str] | None = None) -> Recipe:
+    """Read and check a recipe; every name, path and option is validated before any work.
+
+    Raises:
+        ConfigError: unknown keys, tasks, encoders, data kinds, protocols, or modality mismatches.
+        DataError: missing data paths.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"recipe {str(p)!r} does not exist")
+    raw = yaml.safe_load(p.read_text()) or {}
+    where = f"recipe {str(p)!r}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a YAML mapping")
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(sorted(_TOP_KEYS))}")
+    for module in raw.get("imports") or []:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(f"{where}: imports: cannot import {module!r} ({err})") from err
+    for key in ("datasets", "tasks", "encoders"):
+        if not raw.get(key):
+            raise ConfigError(f"{where}: {key!r} is missing or empty")
+    datasets: dict[str, dict[str, Any]] = {}
+    for name, d in dict(raw["datasets"]).items():
+        d = {"data": d} if isinstance(d, str) else dict(d or {})
+        bad = sorted(set(d) - _DATASET_KEYS)
+        if bad or "data" not in d:
+            raise ConfigError(f"{where}: dataset {name!r} needs 'data: KIND:PATH' (valid keys: "
+                              f"{', '.join(sorted(_DATASET_KEYS))}; unknown: {bad})")
+        if data_overrides and name in data_overrides:
+            d["data"] = data_overrides[name]
+        kind = parse_spec(d["data"])[0]
+        DATA.get(kind)  # unknown kind -> ConfigError listing the valid ones
+        d["data"] = _resolve_path(d["data"], p.parent)
+        d["modality"] = DATA.meta(kind).get("modality")
+        datasets[str(name)] = d
+    if data_overrides:
+        extra = sorted(set(data_overrides) - set(datasets))
+        if extra:
+            raise ConfigError(f"--data names {extra} are not datasets of {where}; its datasets: {sorted(datasets)}")
+    tasks = _named(raw["tasks"], "tasks", where)
+    encoders = _named(raw["encoders"], "encoders", where)
+    for t in tasks:
+        TASKS.get(t)
+    for e in encoders:
+        ENCODERS.get(e)
+    for dname, d in datasets.items():
+        mod = d["modality"]
+        for t in tasks:
+            tm = TASKS.meta(t).get("modality")
+            if mod and tm and tm not in (mod, "any"):
+                raise ConfigError(f"{where}: task {t!r} is for {tm} data but dataset {dname!r} is {mod}; "
+                                  f"{mod} tasks: {', '.join(TASKS.names(modality=mod))}")
+        for e in encoders:
+            em = ENCODERS.meta(e).get("modality")
+            if mod and em and em != mod:
+                raise ConfigError(f"{where}: encoder {e!r} is a {em} encoder but dataset {dname!r} is {mod}")
+    protocols = [str(x) for x in raw.get("protocols") or ["linear"]]
+    for proto in protocols:
+        if proto not in PROTOCOLS:
+            raise ConfigError(f"{where}: protocol {proto!r} is unknown; valid protocols: {', '.join(PROTOCOLS)}")
+    fractions = [float(f) for f in raw.get("fractions") or [0.01, 0.1, 1.0]]
+    for f in fractions:
+        if not 0 < f <= 1:
+            raise ConfigError(f"{where}: fraction {f} must be in (0, 1]")
+    baselines = [str(b) for b in raw.get("baselines", ["random", "scratch"]) or []]
+    for b in baselines:
+        if b not in ("random", "scratch"):
+            raise ConfigError(f"{where}: baseline {b!r} must be 'random' or 'scratch'")
+    pre = dict(raw.get("pretrain") or {})
+    pre.setdefault("progress", False)
+    return Recipe(
+        name=str(raw.get("name") or p.stem), datasets=datasets, tasks=tasks, encoders=encoders,
+        pretrain=build_dataclass(TrainConfig, pre, f"{where} pretrain"),
+        finetune=build_dataclass(FinetuneConfig, raw.get("finetune") or {}, f"{where} finetune"),
+        protocols=protocols, fractions=fractions, seeds=[int(s) for s in raw.get("seeds") or [0, 1, 2]],
+        baselines=baselines, n_boot=int(raw.get("n_boot", 1000)), threads=raw.get("threads"),
+        strict_fractions=bool(raw.get("strict_fractions", False)), device=str(raw.get("device", "cpu")),
+        imports=list(raw.get("imports") or []), source=str(p), audit=_audit_cfg(raw.get("audit", True), where),
+    )
+
+
+def _audit_cfg(value: Any, where: str) -> dict[str, Any] | None:
+    if value is False or value is None:
+        return None
+    cfg = {"method": "auto", "max_records": 600}
+    if isinstance(value, dict):
+        bad = sorted(set(value) - set(cfg))
+        if bad:
+            raise ConfigError(f"{where}: audit has unknown option(s) {bad}; valid: {sorted(cfg)} (or audit: false)")
+        cfg.update(value)
+    elif value is not True:
+        raise ConfigError(f"{where}: audit must be true, false or a mapping, got {value!r}")
+    return cfg
+
+
+def run_audit(rec: Recipe, ev: Evaluator, encoder: Any, name: str, out: Path, log: Callable[[str], None]) -> None:
+    """Embedding audit of ``encoder`` on the validation view (never the test split) -> ``out/audit/NAME.json``."""
+    if rec.audit is None:
+        return
+    path = out / "audit" / f"{name}.json"
+    if path.is_file():
+        return
+    import numpy as np
+
+    from benchmarks.audit import audit_encoder
+
+    view = ev.splits.val
+    cap = int(rec.audit["max_records"])
+    if len(view) > cap:
+        view = view.subset(np.sort(np.random.default_rng(0).choice(len(view), cap, replace=False)))
+    t0 = time.perf_counter()
+    res = audit_encoder(encoder, view, modality=ev.data.modality, sfreq=ev.data.sfreq,
+                        class_names=ev.data.class_names, out_dir=out / "audit", name=name,
+                        method=rec.audit["method"], device=rec.device)
+    from benchmarks.store import _clean
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_clean(res), indent=1))
+    log(f"audit {name}: kNN purity {res.get('knn_purity', float('nan')):.3f} "
+        f"(other patients {res.get('knn_purity_other_patients', float('nan')):.3f}) in {time.perf_counter() - t0:.0f}s")
+
+
+def _check_tasks(recipe: Recipe, dname: str, data: Any) -> None:
+    """Task options and input shapes (each task's ``check_input``), before any pretraining."""
+    for t, cfg in recipe.tasks.items():
+        cls = TASKS.get(t)
+        config_cls = getattr(cls, "Config", None)
+        tcfg = build_dataclass(config_cls, cfg, f"task {t!r}") if dataclasses.is_dataclass(config_cls) else cfg
+        check = getattr(cls, "check_input", None)
+        if callable(check):
+            check(tcfg, tuple(data.input_shape))
+
+
+def _pretrain(recipe: Recipe, dname: str, spec: str, task: str, encoder: str, out: Path,
+              log: Callable[[str], None]) -> Path:
+    """Pretrain (or resume, or reuse) one task x encoder on one dataset; return the run folder."""
+    from pretext.pipeline import pretrain
+
+    run = out / "pretrain" / dname / encoder / task
+    summary = run / "summary.json"
+    if summary.is_file() and json.loads(summary.read_text()).get("steps", 0) >= recipe.pretrain.steps:
+        return run
+    resume = (run / "checkpoints" / "last.ckpt").is_file()
+    log(f"pretrain {task} / {encoder} on {dname} for {recipe.pretrain.steps} steps"
+        + (" (resuming)" if resume else "") + f" -> {run}")
+    t0 = time.perf_counter()
+    _, res = pretrain(task, encoder, spec, run, recipe.pretrain, recipe.tasks[task], recipe.encoders[encoder],
+                      resume=resume)
+    first = res.history[0].get("loss", float("nan")) if res.history else float("nan")
+    last = res.history[-1].get("loss", float("nan")) if res.history else float("nan")
+    log(f"  loss {first:.4f} -> {last:.4f} in {time.perf_counter() - t0:.0f}s")
+    return run
+
+
+def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str], None] = print) -> ResultStore:
+    """Run every cell of ``recipe`` not already in ``out/results.jsonl``; return the store.
+
+    The recipe, data and task shapes are all checked first; then, per dataset and encoder, the baselines
+    and each task's pretraining + cells run. A killed run resumes from the last finished cell (and from the
+    last pretraining checkpoint).
+    """
+    import torch
+
+    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    out = Path(out)
+    if rec.threads:
+        torch.set_num_threads(int(rec.threads))
+    # -- everything checked before any work -------------------------------------------------------------
+    loaded: dict[str, Any] = {}
+    for dname, d in rec.datasets.items():
+        data = load_data(d["data"])
+        if data.num_classes is None:
+            raise DataError(f"dataset {dname!r} ({d['data']}) has no labels; evaluation needs labelled data")
+        _check_tasks(rec, dname, data)
+        folds = d.get("folds") or [0]
+        splits = {f: make_eval_splits(data, k=d.get("k"), fold=int(f), seed=int(d.get("split_seed", 0)),
+                                      drop_unlabelled=bool(d.get("drop_unlabelled", False))) for f in folds}
+        loaded[dname] = (data, splits)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.yaml").write_text(yaml.safe_dump({"source": rec.source, **to_dict(dataclasses.asdict(rec))},
+                                                    sort_keys=False))
+    store = ResultStore(out)
+    done = store.done()
+    total, counter = rec.n_cells(), {"n": len(done)}
+    log(f"recipe {rec.name}: {total} cells, {len(done)} already done -> {store.path}")
+
+    def cell(ev: Evaluator, **kw: Any) -> None:
+        row_key = {"dataset": ev.dataset, "encoder": ev.encoder_name, "fold": ev.splits.fold,
+                   "task": kw.get("task", "-"), "arm": kw["arm"], "protocol": kw["protocol"],
+                   "fraction": float(kw["fraction"]), "seed": int(kw["seed"])}
+        if cell_key(row_key) in done:
+            return
+        ckpt = kw.pop("checkpoint_path", "")
+        row = ev.run_cell(**kw)
+        row.update(recipe=rec.name, data=ev.data.source, checkpoint=ckpt)
+        store.append(row)
+        done.add(cell_key(row))
+        counter["n"] += 1
+        log(f"[{counter['n']}/{total}] {ev.dataset} {row['task']} {row['encoder']} {row['arm']} {row['protocol']} "
+            f"f={row['fraction']:g} s={row['seed']} fold={row['fold']}: auroc {_fmt(row.get('auroc'))} "
+            f"[{_fmt(row.get('auroc_lo'))}, {_fmt(row.get('auroc_hi'))}] ({row['elapsed_s']:.1f}s)")
+
+    for dname, (data, splits_by_fold) in loaded.items():
+        spec = rec.datasets[dname]["data"]
+        for encoder, enc_cfg in rec.encoders.items():
+            for splits in splits_by_fold.values():
+                ev = Evaluator(data, splits, dataset=dname, encoder=encoder, encoder_cfg=enc_cfg,
+                               cache_dir=out / "features", finetune_cfg=rec.finetune, n_boot=rec.n_boot,
+                               strict_fractions=rec.strict_fractions, device=rec.device)
+                for proto in rec.protocols:  # baselines first: they do not need pretraining
+                    for arm, p in plan_arms(proto, rec.baselines)[1:]:
+                        for frac in rec.fractions:
+                            for seed in rec.seeds:
+                                cell(ev, arm=arm, protocol=p, fraction=frac, seed=seed)
+                if "random" in rec.baselines:
+                    run_audit(rec, ev, ev.random_encoder(0), f"{dname}_{encoder}_random-init", out, log)
+                for task in rec.tasks:
+                    keys = [cell_key({"dataset": dname, "encoder": encoder, "fold": splits.fold, "task": task,
+                                      "arm": "ssl", "protocol": proto, "fraction": float(f), "seed": int(s)})
+                            for proto in rec.protocols for f in rec.fractions for s in rec.seeds]
+                    audited = rec.audit is None or (out / "audit" / f"{dname}_{encoder}_{task}.json").is_file()
+                    if all(k in done for k in keys) and audited:
+                        continue
+                    run = _pretrain(rec, dname, spec, task, encoder, out, log)
+                    enc, info = encoder_from_checkpoint(run, data)
+                    run_audit(rec, ev, enc, f"{dname}_{encoder}_{task}", out, log)
+                    for proto in rec.protocols:
+                        for frac in rec.fractions:
+                            for seed in rec.seeds:
+                                cell(ev, arm="ssl", protocol=proto, fraction=frac, seed=seed, task=task,
+                                     encoder=enc, weights=info["weights"], checkpoint_path=info["checkpoint"])
+    log(f"done: {counter['n']} cells in {store.path}; write the report with: sslbench report {out}")
+    return store
+
+
+def _fmt(x: Any) -> str:
+    return "nan" if x is None else f"{float(x):.3f}"
+
+
+__all__ = ["Recipe", "load_recipe", "run_recipe"]
