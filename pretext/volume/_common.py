@@ -28,10 +28,16 @@ def check_volume_shape(input_shape: Sequence[int], task: str, min_side: int = 1)
     return shape  # type: ignore[return-value]
 
 
-def check_batch(x: torch.Tensor, task: str) -> None:
-    """Runtime checks on ``batch["x"]``: 5D and finite (a NaN voxel would poison the loss silently)."""
+def check_batch(x: torch.Tensor, task: str, module: nn.Module | None = None) -> None:
+    """Runtime checks on ``batch["x"]``: 5D always; finite on the first batch a ``module`` sees (a
+    full check every step would cost a device sync; the readers reject NaN files and the engine
+    guards against non-finite losses later on)."""
     if x.ndim != 5:
         raise UserError(f"task {task!r} needs batches (B, C, D, H, W); got shape {tuple(x.shape)}")
+    if module is not None:
+        if getattr(module, "_batch_checked", False):
+            return
+        module._batch_checked = True  # type: ignore[assignment]
     if not torch.isfinite(x).all():
         raise UserError(
             f"task {task!r}: the batch holds NaN/inf voxels; clean the data (the volume readers reject such "

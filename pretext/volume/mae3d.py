@@ -115,7 +115,7 @@ class MAE3D(PretextTask):
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         x = batch["x"]
-        check_batch(x, self.name)
+        check_batch(x, self.name, self)
         enc = self.encoder
         ids_keep, mask = random_masking(x.shape[0], enc.num_patches, self.cfg.mask_ratio, generator, x.device)
         pred = self.decoder(enc.forward_masked(x, ids_keep), ids_keep)

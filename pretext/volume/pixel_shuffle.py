@@ -101,8 +101,9 @@ class PixelShuffle(PretextTask):
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         x = batch["x"]
-        check_batch(x, self.name)
-        if x.min() < -0.01 or x.max() > 1.01:
+        first = not getattr(self, "_batch_checked", False)
+        check_batch(x, self.name, self)
+        if first and (x.min() < -0.01 or x.max() > 1.01):
             warn_once("pixel_shuffle-range", "pixel_shuffle expects intensities in [0, 1] (the Bezier remap and the "
                       "noise of painting assume it); normalise the data to [0, 1]")
         with torch.no_grad():

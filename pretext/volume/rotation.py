@@ -90,7 +90,7 @@ class Rotation(PretextTask):
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         x = batch["x"]
-        check_batch(x, self.name)
+        check_batch(x, self.name, self)
         labels = torch.randint(0, self.cfg.num_rotations, (x.shape[0],), generator=generator).to(x.device)
         logits = self.head(self.encoder.forward_features(rotate(x, labels, self.cfg.num_rotations)))
         loss = F.cross_entropy(logits.float(), labels)

@@ -101,7 +101,7 @@ class SliceOrder(PretextTask):
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         x = batch["x"]
-        check_batch(x, self.name)
+        check_batch(x, self.name, self)
         slabs, labels = self.make_views(x, generator)
         flat = rearrange(slabs, "b k c d h w -> (b k) c d h w")
         if self.resize:

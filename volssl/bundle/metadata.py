@@ -72,19 +72,26 @@ def input_spec(src: ExportSource, modality: str, description: dict[str, Any]) ->
 
         return signal_input_spec(src, modality, description)
     norm = description["normalization"]
+    pre = description.get("preprocessing", {})
     value_range: list[float] = []
     if norm["kind"] == "minmax":
         value_range = [norm.get("min", 0.0), norm.get("max", 1.0)]
-    elif norm["kind"] == "range":
+    elif norm["kind"] in ("range", "percentile"):
         value_range = [norm.get("b_min", 0.0), norm.get("b_max", 1.0)]
+    steps = ["LoadImaged(ensure_channel_first)", "EnsureTyped(float32)"]
+    steps += [f"Orientationd({pre['orientation']})"] if pre.get("orientation") else []
+    steps += [f"Spacingd({pre['spacing']} mm)"] if pre.get("spacing") else []
+    steps += [f"HU window {pre['window']} -> [0, 1]"] if pre.get("window") else []
+    steps += [f"intensity {norm['kind']}"] if norm["kind"] != "none" else []
+    steps += ["CropForegroundd"] if pre.get("foreground_crop") else []
+    steps += [("Resized" if pre.get("resize", True) else "ResizeWithPadOrCropd") + f"({list(src.input_shape[1:])})"]
     return {
-        "type": "image", "format": "hounsfield" if modality == "CT" and norm["kind"] == "range" else "magnitude",
+        "type": "image", "format": "hounsfield" if norm["kind"] == "range" and norm.get("a_min", 0) < 0 else "magnitude",
         "modality": modality, "num_channels": int(src.input_shape[0]), "spatial_shape": list(src.input_shape[1:]),
         "dtype": "float32", "value_range": value_range, "is_patch_data": False,
         "channel_def": {str(i): "image" if src.input_shape[0] == 1 else f"image channel {i}" for i in range(src.input_shape[0])},
         "intensity_normalization": norm,
-        "preprocessing": "LoadImaged(ensure_channel_first) -> EnsureTyped(float32) -> intensity normalization -> "
-                         f"Resized(spatial_size={list(src.input_shape[1:])}) (see configs/inference.json)",
+        "preprocessing": " -> ".join(steps) + f" (from data {pre.get('data_kind', 'unknown')!r}; see configs/inference.json)",
     }
 
 

@@ -185,7 +185,7 @@ class ViT3D(nn.Module):
 def vit_3d(in_channels: int = 1, img_size: int | Sequence[int] = (32, 32, 32),
            patch_size: int | Sequence[int] | None = None, embed_dim: int = 384, depth: int = 6, num_heads: int = 6,
            mlp_ratio: float = 4.0, pos_embed: str = "sincos", global_pool: str = "avg",
-           spatial_dims: int = 3) -> ViT3D:
+           spatial_dims: int = 3, qkv_bias: bool = True) -> ViT3D:
     """3D ViT (patch tokens, 3D sin-cos positions); ``patch_size`` None -> 16/8/4 as the size allows."""
     return ViT3D(in_channels, img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio, pos_embed,
-                 global_pool, spatial_dims)
+                 global_pool, spatial_dims, qkv_bias)

@@ -1,0 +1,285 @@
+"""Volume performance benchmark: pixel-shuffle corruption and training steps, with references run
+in the same process.
+
+1. Local pixel shuffling at 64x64x32 (the Models Genesis cube), one CPU thread, paper semantics
+   (10,000 blocks, sides up to dim/10, blocks read the uncorrupted input, later blocks win):
+   ours (numba kernel; and the batched tensor path used on GPUs) vs the Models Genesis NumPy
+   reference (``local_pixel_shuffling``, reproduced below) vs MONAI ``RandCoarseShuffle`` with
+   10,000 holes of the same size range.
+2. The whole Models Genesis corruption chain (flip, shuffle, Bezier remap, painting), cubes/s.
+3. One ``mae3d`` training step (forward, backward, AdamW) vs MONAI ``MaskedAutoEncoderViT`` of the
+   same size, volumes/s and ratio.
+4. One training step of every volume task at 28^3 (volumes/s).
+
+Usage: ``python benchmarks/bench_volume.py [--quick] [--device cuda] [--out benchmarks/results/volume]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pretext.registry import create_encoder, create_task  # noqa: E402
+from pretext.volume.pixel_shuffle import PixelShuffle, genesis_corrupt  # noqa: E402
+from volssl.shuffle import _shuffle_numba, _shuffle_torch, local_pixel_shuffle, sample_shuffle_params  # noqa: E402
+from volssl.transforms import patchify  # noqa: E402
+
+
+# -- Models Genesis reference (github.com/MrGiovanni/ModelsGenesis, pytorch/utils.py) -------------
+def mg_local_pixel_shuffling(x: np.ndarray, prob: float = 0.5) -> np.ndarray:
+    """The reference loop, verbatim in logic: ``x`` is ``(C, rows, cols, deps)``."""
+    if random.random() >= prob:
+        return x
+    image_temp = copy.deepcopy(x)
+    orig_image = copy.deepcopy(x)
+    _, img_rows, img_cols, img_deps = x.shape
+    num_block = 10000
+    for _ in range(num_block):
+        block_noise_size_x = random.randint(1, img_rows // 10)
+        block_noise_size_y = random.randint(1, img_cols // 10)
+        block_noise_size_z = random.randint(1, img_deps // 10)
+        noise_x = random.randint(0, img_rows - block_noise_size_x)
+        noise_y = random.randint(0, img_cols - block_noise_size_y)
+        noise_z = random.randint(0, img_deps - block_noise_size_z)
+        window = orig_image[0, noise_x:noise_x + block_noise_size_x,
+                            noise_y:noise_y + block_noise_size_y,
+                            noise_z:noise_z + block_noise_size_z]
+        window = window.flatten()
+        np.random.shuffle(window)
+        window = window.reshape((block_noise_size_x, block_noise_size_y, block_noise_size_z))
+        image_temp[0, noise_x:noise_x + block_noise_size_x,
+                   noise_y:noise_y + block_noise_size_y,
+                   noise_z:noise_z + block_noise_size_z] = window
+    return image_temp
+
+
+def timed(fn: Callable[[], Any], n: int, warmup: int = 1, sync: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Run ``fn`` ``n`` times after ``warmup``; wall and process-CPU seconds per call."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    w, c = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        fn()
+    sync()
+    return {"wall_s": (time.perf_counter() - w) / n, "cpu_s": (time.process_time() - c) / n}
+
+
+def bench_shuffle(quick: bool) -> dict[str, Any]:
+    shape = (64, 64, 32)
+    x1 = torch.rand(1, 1, *shape)
+    g = torch.Generator().manual_seed(0)
+    res: dict[str, Any] = {"shape": shape, "num_blocks": 10000, "max_block": [s // 10 for s in shape]}
+
+    # exactness: numba kernel == batched tensor path, on the same parameters
+    p = sample_shuffle_params(2, shape, g)
+    xb = torch.rand(2, 1, *shape)
+    res["numba_equals_tensor_path"] = bool(torch.equal(_shuffle_numba(xb, p), _shuffle_torch(xb, p)))
+
+    n = 50 if quick else 300
+    t = timed(lambda: local_pixel_shuffle(x1, g), n, warmup=3)
+    res["ours_numba_b1"] = {"cubes_per_s_wall": 1 / t["wall_s"], "cubes_per_s_cpu": 1 / t["cpu_s"]}
+    x8 = torch.rand(8, 1, *shape)
+    t = timed(lambda: local_pixel_shuffle(x8, g), max(5, n // 8), warmup=1)
+    res["ours_numba_b8"] = {"cubes_per_s_wall": 8 / t["wall_s"], "cubes_per_s_cpu": 8 / t["cpu_s"]}
+    t = timed(lambda: local_pixel_shuffle(x1, g, backend="torch"), 2 if quick else 4, warmup=1)
+    res["ours_tensor_path_cpu_b1"] = {"cubes_per_s_wall": 1 / t["wall_s"], "cubes_per_s_cpu": 1 / t["cpu_s"]}
+
+    random.seed(0)
+    np.random.seed(0)
+    xn = x1[0].numpy()
+    t = timed(lambda: mg_local_pixel_shuffling(xn, prob=1.0), 3 if quick else 10, warmup=1)
+    res["models_genesis_numpy"] = {"cubes_per_s_wall": 1 / t["wall_s"], "cubes_per_s_cpu": 1 / t["cpu_s"]}
+
+    from monai.transforms import RandCoarseShuffle
+
+    mon = RandCoarseShuffle(holes=10000, spatial_size=1, max_spatial_size=[s // 10 for s in shape], prob=1.0)
+    mon.set_random_state(0)
+    t = timed(lambda: mon(xn), 2 if quick else 5, warmup=1)
+    res["monai_RandCoarseShuffle"] = {"cubes_per_s_wall": 1 / t["wall_s"], "cubes_per_s_cpu": 1 / t["cpu_s"]}
+
+    ours = res["ours_numba_b1"]
+    for ref in ("models_genesis_numpy", "monai_RandCoarseShuffle", "ours_tensor_path_cpu_b1"):
+        for k in ("wall", "cpu"):
+            res[f"ratio_ours_vs_{ref}_{k}"] = ours[f"cubes_per_s_{k}"] / res[ref][f"cubes_per_s_{k}"]
+    res["target_cubes_per_s"] = 400
+    return res
+
+
+def bench_chain(quick: bool, device: torch.device) -> dict[str, Any]:
+    cfg = PixelShuffle.Config(local_rate=1.0, nonlinear_rate=1.0, paint_rate=1.0)
+    x = torch.rand(8, 1, 64, 64, 32, device=device)
+    g = torch.Generator().manual_seed(0)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    t = timed(lambda: genesis_corrupt(x, g, cfg), 3 if quick else 10, warmup=1, sync=sync)
+    return {"batch": 8, "shape": [64, 64, 32], "all_probabilities_1": True,
+            "cubes_per_s_wall": 8 / t["wall_s"], "cubes_per_s_cpu": 8 / t["cpu_s"]}
+
+
+def _train_step(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], opt: torch.optim.Optimizer) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss_fn().backward()
+    opt.step()
+
+
+def bench_mae(quick: bool, device: torch.device, precision: str) -> dict[str, Any]:
+    from monai.networks.nets import MaskedAutoEncoderViT
+
+    img, patch, batch = (64, 64, 64), 16, 8
+    size = {"hidden": 384, "layers": 6, "heads": 6, "mlp": 1536, "dec_hidden": 192, "dec_layers": 2, "dec_heads": 6}
+    x = torch.rand(batch, 1, *img, device=device)
+    enc = create_encoder("vit_3d", img_size=img, patch_size=patch, embed_dim=size["hidden"], depth=size["layers"],
+                         num_heads=size["heads"], mlp_ratio=size["mlp"] / size["hidden"], qkv_bias=False)
+    ours = create_task("mae3d", enc, norm_pix_loss=False, decoder_dim=size["dec_hidden"],
+                       decoder_depth=size["dec_layers"], decoder_heads=size["dec_heads"]).to(device)
+    mon = MaskedAutoEncoderViT(in_channels=1, img_size=img, patch_size=patch, hidden_size=size["hidden"],
+                               mlp_dim=size["mlp"], num_layers=size["layers"], num_heads=size["heads"],
+                               masking_ratio=0.75, decoder_hidden_size=size["dec_hidden"],
+                               decoder_mlp_dim=size["dec_hidden"] * 4, decoder_num_layers=size["dec_layers"],
+                               decoder_num_heads=size["dec_heads"]).to(device)
+    g = torch.Generator().manual_seed(0)
+    auto = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else None
+
+    def ours_loss() -> torch.Tensor:
+        if auto:
+            with auto():
+                return ours({"x": x}, generator=g)["loss"]
+        return ours({"x": x}, generator=g)["loss"]
+
+    def monai_loss() -> torch.Tensor:
+        def f() -> torch.Tensor:
+            pred, mask = mon(x)
+            target = patchify(x, (patch,) * 3)  # our loss builds its target inside the step too
+            return (((pred.float() - target) ** 2).mean(-1) * mask).sum() / mask.sum()
+
+        if auto:
+            with auto():
+                return f()
+        return f()
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    opt_o = torch.optim.AdamW(ours.parameters(), lr=1e-4)
+    opt_m = torch.optim.AdamW(mon.parameters(), lr=1e-4)
+    n = 3 if quick else 8
+    res: dict[str, Any] = {"img_size": img, "patch": patch, "batch": batch, "precision": precision, **size,
+                           "params_ours": sum(p.numel() for p in ours.parameters()),
+                           "params_monai": sum(p.numel() for p in mon.parameters())}
+    for _ in range(2):  # interleave to share the machine's load fairly
+        to = timed(lambda: _train_step(ours, ours_loss, opt_o), n, warmup=1, sync=sync)
+        tm = timed(lambda: _train_step(mon, monai_loss, opt_m), n, warmup=1, sync=sync)
+        res.setdefault("ours_volumes_per_s_wall", []).append(batch / to["wall_s"])
+        res.setdefault("monai_volumes_per_s_wall", []).append(batch / tm["wall_s"])
+        res.setdefault("ours_volumes_per_s_cpu", []).append(batch / to["cpu_s"])
+        res.setdefault("monai_volumes_per_s_cpu", []).append(batch / tm["cpu_s"])
+    for k in ("wall", "cpu"):
+        o, m = max(res[f"ours_volumes_per_s_{k}"]), max(res[f"monai_volumes_per_s_{k}"])
+        res[f"ratio_ours_vs_monai_{k}"] = o / m
+    return res
+
+
+def bench_tasks(quick: bool, device: torch.device, precision: str) -> dict[str, Any]:
+    img, batch = (28, 28, 28), 8
+    x = torch.rand(batch, 1, *img, device=device)
+    setups = {
+        "rotation": ("resnet18_3d", {"widen_factor": 0.5}, {}),
+        "slice_order": ("resnet18_3d", {"widen_factor": 0.5}, {}),
+        "pixel_shuffle": ("resnet18_3d", {"widen_factor": 0.5}, {}),
+        "mae3d": ("vit_3d", {"embed_dim": 192, "depth": 4, "num_heads": 6}, {}),
+        "combined": ("resnet18_3d", {"widen_factor": 0.5}, {"tasks": ("rotation", "pixel_shuffle")}),
+    }
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    out = {}
+    for name, (enc_name, ekw, tkw) in setups.items():
+        task = create_task(name, create_encoder(enc_name, img_size=img, **ekw), **tkw).to(device)
+        opt = torch.optim.AdamW(task.parameters(), lr=1e-4)
+        g = torch.Generator().manual_seed(0)
+
+        def loss() -> torch.Tensor:
+            if precision == "bf16":
+                with torch.autocast(device.type, dtype=torch.bfloat16):
+                    return task({"x": x}, generator=g)["loss"]
+            return task({"x": x}, generator=g)["loss"]
+
+        t = timed(lambda: _train_step(task, loss, opt), 2 if quick else 4, warmup=1, sync=sync)
+        out[name] = {"encoder": enc_name, "encoder_kwargs": ekw, "img_size": img, "batch": batch,
+                     "volumes_per_s_wall": batch / t["wall_s"], "volumes_per_s_cpu": batch / t["cpu_s"]}
+    return out
+
+
+def to_markdown(r: dict[str, Any]) -> str:
+    s = r["shuffle"]
+    lines = [
+        "# Volume benchmark", "",
+        f"Machine: {r['machine']}; torch threads: {r['threads']}; device: {r['device']}; precision: {r['precision']}.",
+        "CPU timings share a 2-core machine with other jobs: wall-clock rates are depressed by the load,"
+        " process-CPU rates are closer to an idle core. Ratios compare runs made in the same process.", "",
+        "## Local pixel shuffling, 64x64x32, one thread (paper semantics, 10,000 blocks)", "",
+        "| implementation | cubes/s (wall) | cubes/s (CPU time) |", "|---|---:|---:|",
+    ]
+    for k in ("ours_numba_b1", "ours_numba_b8", "ours_tensor_path_cpu_b1", "models_genesis_numpy", "monai_RandCoarseShuffle"):
+        lines.append(f"| {k} | {s[k]['cubes_per_s_wall']:.1f} | {s[k]['cubes_per_s_cpu']:.1f} |")
+    lines += ["", f"Ours vs Models Genesis NumPy: x{s['ratio_ours_vs_models_genesis_numpy_wall']:.1f} (wall), "
+              f"x{s['ratio_ours_vs_models_genesis_numpy_cpu']:.1f} (CPU). Ours vs MONAI RandCoarseShuffle: "
+              f"x{s['ratio_ours_vs_monai_RandCoarseShuffle_wall']:.1f} (wall), x{s['ratio_ours_vs_monai_RandCoarseShuffle_cpu']:.1f} (CPU). "
+              f"Target: {s['target_cubes_per_s']} cubes/s. numba kernel == tensor path on the same parameters: "
+              f"{s['numba_equals_tensor_path']}.", "",
+              "## Whole Models Genesis chain (flip + shuffle + Bezier + painting, all applied), batch 8, 64x64x32", "",
+              f"{r['chain']['cubes_per_s_wall']:.1f} cubes/s wall, {r['chain']['cubes_per_s_cpu']:.1f} cubes/s CPU.", "",
+              "## mae3d training step vs MONAI MaskedAutoEncoderViT (same size)", ""]
+    m = r["mae"]
+    lines += [f"64^3, patch 16, batch {m['batch']}, hidden {m['hidden']}, {m['layers']} layers, decoder {m['dec_hidden']} x "
+              f"{m['dec_layers']}; params ours {m['params_ours']:,} / MONAI {m['params_monai']:,}.", "",
+              "| | volumes/s (wall, best of 2) | volumes/s (CPU) |", "|---|---:|---:|",
+              f"| ours mae3d + vit_3d | {max(m['ours_volumes_per_s_wall']):.2f} | {max(m['ours_volumes_per_s_cpu']):.2f} |",
+              f"| MONAI MaskedAutoEncoderViT | {max(m['monai_volumes_per_s_wall']):.2f} | {max(m['monai_volumes_per_s_cpu']):.2f} |",
+              "", f"Ratio ours/MONAI: x{m['ratio_ours_vs_monai_wall']:.2f} (wall), x{m['ratio_ours_vs_monai_cpu']:.2f} (CPU).", "",
+              "## One training step per task, 28^3, batch 8", "", "| task | encoder | volumes/s (wall) | volumes/s (CPU) |",
+              "|---|---|---:|---:|"]
+    for k, v in r["tasks"].items():
+        lines.append(f"| {k} | {v['encoder']} {v['encoder_kwargs']} | {v['volumes_per_s_wall']:.1f} | {v['volumes_per_s_cpu']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default=None, help="32 or bf16 (default: bf16 on cuda, 32 on cpu)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "volume")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    precision = args.precision or ("bf16" if device.type == "cuda" else "32")
+    r: dict[str, Any] = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "threads": args.threads,
+                         "device": str(device), "precision": precision, "torch": torch.__version__,
+                         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    r["shuffle"] = bench_shuffle(args.quick)
+    print(json.dumps(r["shuffle"], indent=1), flush=True)
+    r["chain"] = bench_chain(args.quick, device)
+    r["mae"] = bench_mae(args.quick, device, precision)
+    print(json.dumps(r["mae"], indent=1), flush=True)
+    r["tasks"] = bench_tasks(args.quick, device, precision)
+    args.out.mkdir(parents=True, exist_ok=True)
+    suffix = "" if device.type == "cpu" else f"_{device.type}"
+    (args.out / f"bench_volume{suffix}.json").write_text(json.dumps(r, indent=1))
+    (args.out / f"bench_volume{suffix}.md").write_text(to_markdown(r))
+    print(to_markdown(r))
+
+
+if __name__ == "__main__":
+    main()
