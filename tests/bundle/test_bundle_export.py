@@ -157,3 +157,34 @@ def test_interrupted_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(KeyboardInterrupt):
         export_bundle(ckpt, tmp_path / "bundle")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cls.ckpt"]  # no bundle, no partial folder
+
+
+@pytest.mark.parametrize("spec, expect", [
+    ("medmnist3d:a.npz", ["ScaleIntensityRanged", "Resized"]),
+    ("medmnist3d:a.npz?normalise=none", ["Resized"]),
+    ("nifti:/ct?window=-1000,1000&spacing=1.5&size=16,16,16", ["Orientationd", "Spacingd", "ScaleIntensityRanged",
+                                                               "ResizeWithPadOrCropd"]),
+    ("nifti:/mr?normalise=zscore&resize=true&foreground_crop=true", ["Orientationd", "NormalizeIntensityd",
+                                                                     "CropForegroundd", "Resized"]),
+    ("manifest3d:/m.csv", ["Orientationd", "ScaleIntensityRangePercentilesd", "ResizeWithPadOrCropd"]),
+    ("synthetic_phantom3d:/tmp/p", ["ScaleIntensityd", "Resized"]),
+])
+def test_volume_preprocessing_follows_the_data_spec(tmp_path: Path, spec: str, expect: list[str]) -> None:
+    import nibabel as nib
+    import numpy as np
+    from monai.transforms import Compose
+
+    from volssl.bundle.configs import volume_transforms
+
+    src = read_source(pretrain_checkpoint(tmp_path / "p.ckpt"))
+    src.run_config["data"] = spec
+    xforms, desc = volume_transforms(src)
+    assert [t["_target_"] for t in xforms[2:]] == expect
+    if "window=-1000,1000" in spec:
+        assert xforms[4]["a_min"] == -1000.0 and xforms[4]["clip"] is True and desc["normalization"]["kind"] == "range"
+    # MONAI builds and runs the chain on a NIfTI file
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(50, 30, (20, 18, 17)).astype(np.float32), np.eye(4)),
+             str(tmp_path / "v.nii.gz"))
+    parser = ConfigParser({"pre": {"_target_": "Compose", "transforms": xforms}})
+    out = parser.get_parsed_content("pre")({"image": str(tmp_path / "v.nii.gz")})["image"]
+    assert isinstance(parser.get_parsed_content("pre"), Compose) and tuple(out.shape) == (1, SIZE, SIZE, SIZE)
