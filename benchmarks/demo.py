@@ -1,0 +1,319 @@
+"""The demo (``make demo``): pretrain -> probe at 1 %, 10 %, 100 % labels -> baselines -> audit -> report.
+
+Runs on data the project generates itself, so it needs no download::
+
+    python -m benchmarks.demo --out runs/demo            # or: sslbench demo --out runs/demo
+    python -m benchmarks.demo --out /tmp/d --quick       # tiny version for the tests (~30 s)
+
+For each modality (``--modalities signal,volume``):
+
+1. generate the synthetic data (:mod:`signalssl.synthetic` 12-lead ECGs with four rhythm classes,
+   :mod:`volssl.synthetic` 3D phantoms with three lesion classes), cached under ``OUT/data``;
+2. pretrain a pretext task through the shared engine (:func:`pretext.pipeline.pretrain`) into
+   ``OUT/pretrain/<modality>``;
+3. evaluate with the harness (:func:`benchmarks.evaluate.evaluate`): linear probe on frozen features at label
+   fractions drawn by patient, several seeds, beside the random-init encoder (same probe) and the same encoder
+   trained supervised from scratch on the same labelled patients; cells go to ``OUT/results.jsonl``;
+4. audit the embeddings of the validation patients (:mod:`benchmarks.audit`), SSL against random init;
+5. write ``OUT/REPORT.md`` (headline tables, label-efficiency plot, audit) and, where the harness's report
+   module is present, its Markdown/HTML report too; print where the report is.
+
+Everything is seeded; rerunning on the same ``--out`` reuses the data cache, resumes the pretraining run and
+skips finished cells.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import numpy as np
+import pandas as pd
+import torch
+
+ARM_LABELS = {"ssl": "SSL + linear probe", "random": "random init + linear probe", "scratch": "supervised from scratch"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What the demo runs for one modality."""
+
+    modality: str
+    kind: str
+    data: dict[str, Any]
+    task: str
+    task_cfg: dict[str, Any]
+    encoder: str
+    encoder_cfg: dict[str, Any]
+    pretrain: dict[str, Any]
+    finetune: dict[str, Any]
+    scratch_seeds: int  # scratch runs on the first N seeds (it costs a full training per cell)
+
+
+def plans(quick: bool) -> dict[str, Plan]:
+    """The demo's settings; ``quick`` shrinks everything for the tests."""
+    ecg = dict(n_patients=60 if quick else 400, recordings_per_patient=3, sfreq=100, seconds=5 if quick else 10)
+    vol = dict(n_patients=30 if quick else 180, scans_per_patient=2, size=16 if quick else 24)
+    return {
+        "signal": Plan(
+            modality="signal", kind="synthetic_ecg", data=ecg, task="pclr",
+            task_cfg={"sfreq": 100.0, "augment": ["wander", "noise", "scale"], "proj_layers": 2, "proj_dim": 64,
+                      "proj_hidden": 128},
+            encoder="cpc_encoder", encoder_cfg={},
+            pretrain={"steps": 6 if quick else 120, "batch_size": 32 if quick else 64, "lr": 1e-3, "warmup_steps": 2 if quick else 10},
+            finetune={"steps": 6 if quick else 80, "min_steps": 4 if quick else 30, "eval_every": 3 if quick else 20,
+                      "batch_size": 32, "lr": 2e-3, "warmup_steps": 2 if quick else 5},
+            scratch_seeds=1 if quick else 3,
+        ),
+        "volume": Plan(
+            modality="volume", kind="synthetic_phantom3d", data=vol, task="rotation", task_cfg={},
+            encoder="resnet18_3d", encoder_cfg={"widen_factor": 0.25},
+            pretrain={"steps": 4 if quick else 40, "batch_size": 16 if quick else 32, "lr": 1e-3, "warmup_steps": 2 if quick else 5},
+            finetune={"steps": 4 if quick else 40, "min_steps": 2 if quick else 20, "eval_every": 2 if quick else 20,
+                      "batch_size": 16 if quick else 32, "lr": 2e-3, "warmup_steps": 2 if quick else 5},
+            scratch_seeds=1,
+        ),
+    }
+
+
+def _log(msg: str, t0: float) -> None:
+    print(f"[demo {time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
+
+
+def run_modality(plan: Plan, out: Path, *, fractions: Sequence[float], seeds: Sequence[int], n_boot: int,
+                 map_method: str, t0: float) -> dict[str, Any]:
+    """Pretrain, evaluate and audit one modality; returns timings, result rows and audits."""
+    from benchmarks.audit import audit_encoder
+    from benchmarks.evaluate import encoder_from_checkpoint, evaluate
+    from benchmarks.splits import View
+    from pretext.config import TrainConfig, build_dataclass
+    from pretext.data import encoder_for_data, load_data
+    from pretext.pipeline import pretrain
+
+    times: dict[str, float] = {}
+    tic = time.perf_counter()
+    spec = f"{plan.kind}:{out / 'data'}?{urlencode(plan.data)}"
+    data = load_data(spec)
+    times["data_s"] = time.perf_counter() - tic
+    _log(f"{plan.modality}: {plan.kind} {dict(plan.data)}: {', '.join(f'{k} {len(s)}' for k, s in data.splits.items())} "
+         f"records, classes {data.class_names}", t0)
+
+    tic = time.perf_counter()
+    run_dir = out / "pretrain" / plan.modality
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    train = build_dataclass(TrainConfig, {"precision": "32", "progress": False, "log_every": 10,
+                                          "ckpt_every": 10_000, "seed": 0, **plan.pretrain})
+    _, fit = pretrain(plan.task, plan.encoder, spec, run_dir, train, plan.task_cfg, plan.encoder_cfg,
+                      resume=ckpt.is_file())
+    times["pretrain_s"] = time.perf_counter() - tic
+    losses = [h["loss"] for h in fit.history if "loss" in h]
+    _log(f"{plan.modality}: pretrained {plan.task} / {plan.encoder} for {fit.steps} steps"
+         + (f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""), t0)
+
+    tic = time.perf_counter()
+    common = dict(data=data, protocol="linear", fractions=tuple(fractions), out=out, n_boot=n_boot,
+                  finetune=plan.finetune, dataset=plan.kind)
+    evaluate(ckpt, seeds=tuple(seeds), baselines=("random",), **common)
+    df = evaluate(ckpt, seeds=tuple(seeds[: plan.scratch_seeds]), baselines=("scratch",), **common)
+    df = df[df["dataset"] == plan.kind]
+    times["evaluate_s"] = time.perf_counter() - tic
+    _log(f"{plan.modality}: evaluated {len(df)} cells (linear probe x {len(fractions)} fractions x {len(seeds)} seeds, "
+         "random init, supervised scratch)", t0)
+
+    tic = time.perf_counter()
+    view = View(data.splits["val"], np.arange(len(data.splits["val"])), "val")
+    enc_ssl, _ = encoder_from_checkpoint(ckpt, data)
+    torch.manual_seed(0)
+    enc_rand = encoder_for_data(plan.encoder, data, **plan.encoder_cfg)
+    audits = {}
+    for arm, enc, label in (("ssl", enc_ssl, plan.task), ("random", enc_rand, "random-init")):
+        name = f"{plan.kind}_{plan.encoder}_{label}"  # the runner's naming: OUT/audit/NAME.json + PNG
+        audits[arm] = audit_encoder(enc, view, modality=plan.modality, sfreq=data.sfreq, class_names=data.class_names,
+                                    out_dir=out / "audit", name=name, method=map_method, k=10)
+        (out / "audit" / f"{name}.json").write_text(json.dumps(audits[arm], indent=1, default=float), encoding="utf-8")
+    times["audit_s"] = time.perf_counter() - tic
+    _log(f"{plan.modality}: audit done (kNN purity other patients: ssl "
+         f"{audits['ssl'].get('knn_purity_other_patients', float('nan')):.2f}, random "
+         f"{audits['random'].get('knn_purity_other_patients', float('nan')):.2f})", t0)
+    return {"plan": dataclasses.asdict(plan), "spec": spec, "times": times, "rows": df, "audits": audits,
+            "pretrain_loss": losses}
+
+
+# -- report ---------------------------------------------------------------------------------------------------
+def headline(df: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
+    """Mean and std over seeds of ``metric`` per (arm, fraction), with the labelled counts."""
+    g = df.groupby(["arm", "fraction"])
+    out = g.agg(mean=(metric, "mean"), std=(metric, "std"), seeds=("seed", "nunique"),
+                n_labelled=("n_labelled", "mean"), patients=("n_patients_labelled", "mean")).reset_index()
+    return out
+
+
+def plot_label_efficiency(tables: dict[str, pd.DataFrame], path: Path, metric: str = "auroc") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.5 * len(tables), 3.6), squeeze=False)
+    for ax, (name, tab) in zip(axes[0], tables.items(), strict=True):
+        for arm, style in (("ssl", "o-"), ("random", "s--"), ("scratch", "^:")):
+            t = tab[tab["arm"] == arm].sort_values("fraction")
+            if len(t):
+                ax.errorbar(t["fraction"] * 100, t["mean"], yerr=t["std"].fillna(0), fmt=style, capsize=3,
+                            label=ARM_LABELS[arm])
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled training patients (%)")
+        ax.set_ylabel(f"test {metric.upper()} (mean ± sd over seeds)")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _fmt(mean: float, std: float) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.3f} ± {std:.3f}" if np.isfinite(std) else f"{mean:.3f}"
+
+
+def write_report(out: Path, results: dict[str, dict[str, Any]], total_s: float, quick: bool) -> Path:
+    """``OUT/REPORT.md``: setup, headline tables, plot, audit, timings; returns its path."""
+    tables = {r["plan"]["kind"]: headline(r["rows"]) for r in results.values()}
+    plot = plot_label_efficiency(tables, out / "label_efficiency.png")
+    lines = ["# medssl demo report", "",
+             f"{'Quick (test-sized) run' if quick else 'Full demo'}; total wall time {total_s:.0f} s "
+             f"on {torch.get_num_threads()} torch thread(s). Data generated by the project itself (no download); "
+             "splits are by patient; label fractions are drawn by patient, stratified, seeded.", "",
+             "Arms: **SSL** = pretrained encoder, frozen, logistic-regression probe (C picked on validation); "
+             "**random** = the same encoder randomly initialised, same probe; **scratch** = the same encoder "
+             "trained end to end on the same labelled patients (best validation step). Test AUROC is macro "
+             "one-vs-rest over the classes, mean ± sd over seeds.", "",
+             f"![label efficiency]({plot.name})", ""]
+    for mod, r in results.items():
+        p, tab = r["plan"], tables[r["plan"]["kind"]]
+        lines += [f"## {mod}: {p['kind']} · {p['task']} / {p['encoder']}", "",
+                  f"Data `{r['spec']}`; pretraining {p['pretrain']['steps']} steps "
+                  f"(loss {r['pretrain_loss'][0]:.3f} -> {r['pretrain_loss'][-1]:.3f}); "
+                  f"scratch on {p['scratch_seeds']} seed(s)." if r["pretrain_loss"] else "", "",
+                  "| labels | patients | SSL + linear | random + linear | scratch | SSL − random | SSL − scratch |",
+                  "|---|---|---|---|---|---|---|"]
+        for frac in sorted(tab["fraction"].unique()):
+            row = {a: tab[(tab["arm"] == a) & (tab["fraction"] == frac)] for a in ("ssl", "random", "scratch")}
+            m = {a: (float(v["mean"].iloc[0]), float(v["std"].iloc[0])) if len(v) else (np.nan, np.nan)
+                 for a, v in row.items()}
+            pats = int(round(float(row["ssl"]["patients"].iloc[0]))) if len(row["ssl"]) else 0
+            lines.append(f"| {frac:.0%} | {pats} | {_fmt(*m['ssl'])} | {_fmt(*m['random'])} | {_fmt(*m['scratch'])} | "
+                         f"{m['ssl'][0] - m['random'][0]:+.3f} | {m['ssl'][0] - m['scratch'][0]:+.3f} |")
+        lines += ["", "Embedding audit (validation patients, k = 10 neighbours, cosine):", "",
+                  "| encoder | kNN purity | same, other patients only | chance | same-patient neighbours | "
+                  "perturbation / between-class distance | kNN label kept under perturbation |",
+                  "|---|---|---|---|---|---|---|"]
+        for arm, a in r["audits"].items():
+            inv = a.get("invariance", {})
+            lines.append(f"| {arm} | {a['knn_purity']:.3f} | {a.get('knn_purity_other_patients', float('nan')):.3f} | "
+                         f"{a['chance_purity']:.3f} | {a.get('same_patient_neighbours', float('nan')):.3f} | "
+                         f"{inv.get('ratio_between', float('nan')):.3f} | {inv.get('knn_label_stability', float('nan')):.3f} |")
+        meta = r["audits"]["ssl"].get("meta_agreement", {})
+        if meta:
+            lines += ["", "Metadata agreement of SSL neighbours (chance in brackets): " + ", ".join(
+                f"{k} {v['agreement']:.2f} ({v['chance']:.2f})" for k, v in meta.items())]
+        for arm, a in r["audits"].items():
+            if a.get("plots", {}).get("embedding"):
+                lines += ["", f"![{mod} {arm} embedding](audit/{Path(a['plots']['embedding']).name})"]
+        t = r["times"]
+        lines += ["", "Time: " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in t.items()), ""]
+    lines += ["## Reproduce", "", "```", f"python -m benchmarks.demo --out {out}{' --quick' if quick else ''}", "```",
+              "", "Cells: `results.jsonl` (one JSON line per cell, all metrics with bootstrap CIs); "
+              "pretraining runs: `pretrain/`; audit: `audit.json`.", ""]
+    path = out / "REPORT.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def harness_report(out: Path) -> list[str]:
+    """The harness's own Markdown/HTML report of ``OUT`` when :mod:`benchmarks.reports` exists."""
+    try:
+        from benchmarks import reports
+    except ImportError:
+        return []
+    write = getattr(reports, "write_report", None) or getattr(reports, "report", None)
+    if write is None:
+        return []
+    res = write(out)
+    if isinstance(res, dict):
+        return [str(res[k]) for k in ("markdown", "html") if res.get(k)]
+    return [str(p) for p in (res if isinstance(res, (list, tuple)) else [res]) if p]
+
+
+def run_demo(out: str | Path, *, quick: bool = False, modalities: Sequence[str] = ("signal", "volume"),
+             seeds: Sequence[int] = (0, 1, 2), fractions: Sequence[float] = (0.01, 0.1, 1.0),
+             n_boot: int | None = None, map_method: str | None = None) -> dict[str, Any]:
+    """Run the demo into ``out``; returns ``{"report": path, "results": ..., "total_s": ...}``."""
+    from pretext.errors import ConfigError
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    all_plans = plans(quick)
+    bad = [m for m in modalities if m not in all_plans]
+    if bad:
+        raise ConfigError(f"unknown demo modality {bad}; choose from {sorted(all_plans)}")
+    n_boot = n_boot if n_boot is not None else (50 if quick else 200)
+    map_method = map_method or ("pca" if quick else "auto")
+    results = {m: run_modality(all_plans[m], out, fractions=fractions, seeds=seeds, n_boot=n_boot,
+                               map_method=map_method, t0=t0) for m in modalities}
+    audit = {m: r["audits"] for m, r in results.items()}
+    (out / "audit.json").write_text(json.dumps(audit, indent=1, default=float), encoding="utf-8")
+    total = time.perf_counter() - t0
+    report = write_report(out, results, total, quick)
+    summary = {m: {"times": r["times"], "headline": headline(r["rows"]).to_dict("records")} for m, r in results.items()}
+    (out / "summary.json").write_text(json.dumps({"total_s": total, "quick": quick, **summary}, indent=1,
+                                                 default=float), encoding="utf-8")
+    extra = harness_report(out)
+    _log(f"done in {total:.0f} s", t0)
+    print(f"Report: {report.resolve()}")
+    for p in extra:
+        print(f"Harness report: {Path(p).resolve()}")
+    return {"report": report, "results": results, "total_s": total, "harness_report": extra}
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(prog="python -m benchmarks.demo", description=__doc__,
+                                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--quick", action="store_true", help="tiny data and budgets (for tests; numbers are not meaningful)")
+    p.add_argument("--modalities", default="signal,volume", help="comma list of signal, volume (default: both)")
+    p.add_argument("--seeds", default="0,1,2", help="label-draw seeds (default: 0,1,2)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--map", dest="map_method", choices=["auto", "umap", "tsne", "pca"], default=None,
+                   help="2-D map of the audit (default: auto = UMAP, t-SNE without umap-learn; pca with --quick)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
+    args = args or build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_demo(args.out, quick=args.quick, modalities=[m.strip() for m in args.modalities.split(",") if m.strip()],
+             seeds=[int(s) for s in args.seeds.split(",") if s.strip()], map_method=args.map_method)
+    return 0
+
+
+if __name__ == "__main__":
+    from pretext.errors import UserError
+
+    try:
+        sys.exit(main())
+    except UserError as err:
+        print(f"demo: error: {err}", file=sys.stderr)
+        sys.exit(2)
