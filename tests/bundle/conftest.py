@@ -17,12 +17,19 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.bundle import plugins  # noqa: E402  (registers the tiny test components)
-
 from pretext.engine.checkpoint import save_checkpoint  # noqa: E402
 from pretext.registry import create_encoder, create_task  # noqa: E402
 
 SIZE = 16
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    """One intra-op thread (the machine is shared); restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def pretrain_checkpoint(path: Path, seed: int = 0) -> Path:

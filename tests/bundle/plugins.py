@@ -74,6 +74,8 @@ class Denoise(PretextTask):
 
 
 class RandomVolumes(SSLSplit):
+    """Random items of one shape (volumes or signal windows) with alternating labels."""
+
     def __init__(self, n: int, shape: tuple[int, ...], seed: int) -> None:
         g = torch.Generator().manual_seed(seed)
         self.x = torch.rand((n, *shape), generator=g)
@@ -95,8 +97,17 @@ def random_volumes(path: str = "", n: int = 8, size: int = 16, seed: int = 0) ->
                    num_classes=2, class_names=["a", "b"])
 
 
+def random_signals(path: str = "", n: int = 8, n_chans: int = 2, n_times: int = 256, sfreq: float = 100.0,
+                   seed: int = 0) -> SSLData:
+    """``n`` random ``(n_chans, n_times)`` ECG-like windows at ``sfreq`` Hz (a virtual data kind)."""
+    shape = (n_chans, n_times)
+    return SSLData(modality="signal", splits={"train": RandomVolumes(n, shape, seed)}, input_shape=shape,
+                   num_classes=2, class_names=["a", "b"], sfreq=sfreq, channel_names=[f"lead{i}" for i in range(n_chans)])
+
+
 if "bundle_test_cnn3d" not in ENCODERS._items:
     register_encoder("bundle_test_cnn3d", modality="volume")(TinyCNN3d)
     register_encoder("bundle_test_cnn1d", modality="signal")(TinyCNN1d)
     register_task("bundle_test_denoise", modality="volume")(Denoise)
     register_data("bundle_test_random", modality="volume", virtual=True)(random_volumes)
+    register_data("bundle_test_ecg", modality="signal", virtual=True)(random_signals)

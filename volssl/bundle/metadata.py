@@ -36,7 +36,7 @@ def _version(module: str) -> str:
 
 def guess_modality(src: ExportSource) -> str:
     """DICOM-style modality of the input ("CT", "MR", "EKG", "EEG"), or "n/a" when the data does not say."""
-    recorded = src.run_config.get("modality")
+    recorded = src.run_config.get("imaging_modality")  # run_config["modality"] is "volume"/"signal"
     if recorded:
         return str(recorded)
     data = str(src.run_config.get("data", "")).lower()
@@ -178,7 +178,7 @@ def build_readme(src: ExportSource, meta: dict[str, Any], has_pretrain: bool, to
         "## Results", "",
     ]
     if src.results:
-        lines += [f"| metric | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in _plain(src.results).items()]
+        lines += ["| metric | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in _plain(src.results).items()]
     else:
         lines.append("No downstream results were recorded in the checkpoint; evaluate with `sslbench` before use.")
     lines += [

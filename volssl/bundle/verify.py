@@ -64,6 +64,6 @@ def verify_bundle(bundle: str | Path, device: str = "cpu") -> dict[str, str]:
                     raise UserError(f"bundle {str(root)!r}: models/model.ts differs from network_def (max |diff| {diff:.3g})")
                 results["torchscript"] = f"ok (max |diff| {diff:.2g})"
     finally:
-        for lg, lv in zip(loggers, levels):
+        for lg, lv in zip(loggers, levels, strict=False):
             lg.setLevel(lv)
     return results
