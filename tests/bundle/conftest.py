@@ -19,6 +19,7 @@ if str(REPO) not in sys.path:
 
 from pretext.engine.checkpoint import save_checkpoint  # noqa: E402
 from pretext.registry import create_encoder, create_task  # noqa: E402
+from tests.bundle import plugins  # noqa: E402, F401  (registers the tiny test components)
 
 SIZE = 16
 
