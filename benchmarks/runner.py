@@ -10,7 +10,8 @@ A recipe is YAML::
         k: null                        # patient-wise k-fold when the data has no official test split
         folds: [0]                     # which folds to run (k-fold only)
         drop_unlabelled: false
-    tasks: {rotation: {}, mae3d: {mask_ratio: 0.6}}     # or a list of names; values are task options
+    tasks: {rotation: {}, mae3d: {mask_ratio: 0.6, encoders: [vit_3d]}}   # or a list of names; values are
+                                        # task options, plus ``encoders`` to pair a task with some encoders only
     encoders: {resnet18_3d: {}}                         # or a list; values are encoder options
     pretrain: {steps: 300, batch_size: 32}              # TrainConfig fields
     finetune: {steps: 200, lr: 0.001}                   # benchmarks.probes.FinetuneConfig fields
@@ -22,7 +23,8 @@ A recipe is YAML::
     threads: 2                                          # torch CPU threads
     audit: {method: auto, max_records: 600}             # embedding audit on validation (false: off)
 
-Relative data paths are read from the current folder, else from the recipe's folder. Everything a recipe
+Any key can be overridden from the command line with ``--set KEY=VALUE`` (dotted keys, YAML values), e.g.
+``--set pretrain.steps=100 --set seeds=[0]``. Relative data paths are read from the current folder, else from the recipe's folder. Everything a recipe
 names is checked (names, modalities, paths, task input shapes, splits) before any work starts. Pretraining
 goes through the engine into ``OUT/pretrain/<dataset>/<encoder>/<task>`` and resumes from its checkpoint;
 cells already in ``OUT/results.jsonl`` are skipped, so a killed run continues where it stopped.
@@ -74,13 +76,18 @@ class Recipe:
     device: str = "cpu"
     imports: list[str] = dataclasses.field(default_factory=list)
     audit: dict[str, Any] | None = None
+    task_encoders: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     source: str = ""
 
     def n_cells(self) -> int:
         base = {pair for p in self.protocols for pair in plan_arms(p, self.baselines)[1:]}
         folds = sum(len(d.get("folds") or [0]) for d in self.datasets.values())
-        ssl = len(self.protocols) * len(self.tasks)
-        return folds * len(self.encoders) * (ssl + len(base)) * len(self.fractions) * len(self.seeds)
+        ssl = len(self.protocols) * len(self.pairs())
+        return folds * (ssl + len(base) * len(self.encoders)) * len(self.fractions) * len(self.seeds)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(task, encoder) pairs to pretrain: every encoder, or the task's ``encoders`` option."""
+        return [(t, e) for t in self.tasks for e in self.encoders if e in self.task_encoders.get(t, self.encoders)]
 
 
 def _named(value: Any, what: str, where: str) -> dict[str, dict[str, Any]]:
@@ -104,7 +111,25 @@ def _resolve_path(spec: str, base: Path) -> str:
                     f"recipe ({base}); fix the path or override it with --data NAME=KIND:PATH")
 
 
-def load_recipe(path: str | Path, data_overrides: dict[str, str] | None = None) -> Recipe:
+def apply_sets(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """Apply ``KEY=VALUE`` overrides (dotted keys, YAML values) to a recipe mapping."""
+    for item in sets:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--set {item!r} must read KEY=VALUE, e.g. pretrain.steps=100 or seeds=[0,1]")
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {} if node.get(part) is None else node[part]
+                if not isinstance(node[part], dict):
+                    raise ConfigError(f"--set {item!r}: {part!r} is not a mapping in the recipe")
+            node = node[part]
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def load_recipe(path: str | Path, data_overrides: dict[str, str] | None = None, sets: list[str] | None = None) -> Recipe:
     """Read and check a recipe; every name, path and option is validated before any work.
 
     Raises:
@@ -118,6 +143,7 @@ def load_recipe(path: str | Path, data_overrides: dict[str, str] | None = None) 
     where = f"recipe {str(p)!r}"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a YAML mapping")
+    raw = apply_sets(raw, list(sets or []))
     unknown = sorted(set(raw) - _TOP_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(sorted(_TOP_KEYS))}")
@@ -149,8 +175,15 @@ def load_recipe(path: str | Path, data_overrides: dict[str, str] | None = None) 
             raise ConfigError(f"--data names {extra} are not datasets of {where}; its datasets: {sorted(datasets)}")
     tasks = _named(raw["tasks"], "tasks", where)
     encoders = _named(raw["encoders"], "encoders", where)
-    for t in tasks:
+    task_encoders: dict[str, list[str]] = {}
+    for t, opts in tasks.items():
         TASKS.get(t)
+        if "encoders" in opts:
+            pick = opts.pop("encoders")
+            task_encoders[t] = [pick] if isinstance(pick, str) else list(pick)
+            bad = sorted(set(task_encoders[t]) - set(encoders))
+            if bad:
+                raise ConfigError(f"{where}: task {t!r} names encoder(s) {bad} that are not in encoders: {sorted(encoders)}")
     for e in encoders:
         ENCODERS.get(e)
     for dname, d in datasets.items():
@@ -186,6 +219,7 @@ def load_recipe(path: str | Path, data_overrides: dict[str, str] | None = None) 
         baselines=baselines, n_boot=int(raw.get("n_boot", 1000)), threads=raw.get("threads"),
         strict_fractions=bool(raw.get("strict_fractions", False)), device=str(raw.get("device", "cpu")),
         imports=list(raw.get("imports") or []), source=str(p), audit=_audit_cfg(raw.get("audit", True), where),
+        task_encoders=task_encoders,
     )
 
 
@@ -231,14 +265,36 @@ def run_audit(rec: Recipe, ev: Evaluator, encoder: Any, name: str, out: Path, lo
 
 
 def _check_tasks(recipe: Recipe, dname: str, data: Any) -> None:
-    """Task options and input shapes (each task's ``check_input``), before any pretraining."""
-    for t, cfg in recipe.tasks.items():
+    """Build every (task, encoder) pair for the data and run each task's ``check_input``, before any work."""
+    from pretext.data import encoder_for_data
+    from pretext.registry import create_task
+
+    for t, e in recipe.pairs():
         cls = TASKS.get(t)
-        config_cls = getattr(cls, "Config", None)
-        tcfg = build_dataclass(config_cls, cfg, f"task {t!r}") if dataclasses.is_dataclass(config_cls) else cfg
+        enc = encoder_for_data(e, data, **recipe.encoders[e])
+        task = create_task(t, enc, **recipe.tasks[t])
         check = getattr(cls, "check_input", None)
         if callable(check):
-            check(tcfg, tuple(data.input_shape))
+            check(task.cfg, tuple(data.input_shape))
+        _dry_step(task, data, f"{dname}: task {t!r} with encoder {e!r}")
+
+
+def _dry_step(task: Any, data: Any, what: str) -> None:
+    """One forward pass on two training items, so shape problems surface before any work."""
+    import torch
+    from torch.utils.data import default_collate
+
+    split = data.splits["train"]
+    wrap = getattr(type(task), "wrap_dataset", None)
+    ds = wrap(split, task.cfg, seed=0) if callable(wrap) else split
+    if len(ds) < 2:
+        raise DataError(f"{what}: the training split has {len(ds)} item(s); pretraining needs at least 2")
+    batch = default_collate([ds[0], ds[1]])
+    task.train()
+    with torch.no_grad():
+        out = task(batch, generator=torch.Generator().manual_seed(0))
+    if "loss" not in out:
+        raise ConfigError(f"{what}: the task's forward returned no 'loss' (keys: {sorted(out)})")
 
 
 def _pretrain(recipe: Recipe, dname: str, spec: str, task: str, encoder: str, out: Path,
@@ -324,7 +380,7 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str]
                                 cell(ev, arm=arm, protocol=p, fraction=frac, seed=seed)
                 if "random" in rec.baselines:
                     run_audit(rec, ev, ev.random_encoder(0), f"{dname}_{encoder}_random-init", out, log)
-                for task in rec.tasks:
+                for task in [t for t, e in rec.pairs() if e == encoder]:
                     keys = [cell_key({"dataset": dname, "encoder": encoder, "fold": splits.fold, "task": task,
                                       "arm": "ssl", "protocol": proto, "fraction": float(f), "seed": int(s)})
                             for proto in rec.protocols for f in rec.fractions for s in rec.seeds]

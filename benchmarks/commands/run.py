@@ -19,6 +19,8 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, help="output folder (results.jsonl, pretrain/, features/)")
     p.add_argument("--data", action="append", default=[], metavar="NAME=SPEC",
                    help="replace dataset NAME's data spec (repeatable), e.g. adrenal28=medmnist3d:/data/x.npz")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                   help="override a recipe key (dotted, YAML value; repeatable), e.g. pretrain.steps=100, seeds=[0]")
     p.add_argument("--dry-run", action="store_true", help="check the recipe and print the number of cells only")
     p.add_argument("--report", action="store_true", help="write the report (sslbench report) at the end")
     p.set_defaults(func=run)
@@ -33,10 +35,11 @@ def run(args: argparse.Namespace) -> int:
         if not eq or not name or not spec:
             raise ConfigError(f"--data {item!r} must read NAME=KIND:PATH")
         overrides[name] = spec
-    recipe = load_recipe(args.recipe, overrides)
+    recipe = load_recipe(args.recipe, overrides, args.sets)
     if args.dry_run:
         print(f"recipe {recipe.name}: {recipe.n_cells()} cells over datasets {sorted(recipe.datasets)}, "
-              f"tasks {sorted(recipe.tasks)}, encoders {sorted(recipe.encoders)}, protocols {recipe.protocols}")
+              f"(task, encoder) pairs {recipe.pairs()}, protocols {recipe.protocols}, fractions {recipe.fractions}, "
+              f"seeds {recipe.seeds}")
         return 0
     run_recipe(recipe, args.out)
     if args.report:
