@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -19,7 +18,8 @@ def register(sub: Any) -> None:
                     "classifier) as a MONAI bundle, then verify it with MONAI's verify_metadata and verify_net_in_out. "
                     "Encoder options can be overridden with --encoder.KW VALUE.",
     )
-    p.add_argument("--checkpoint", required=True, help="a .ckpt with run_config, or a run folder")
+    p.add_argument("--checkpoint", required=True,
+                   help="a .ckpt with run_config, a run folder, or an encoder.safetensors with run_config metadata")
     p.add_argument("--out", required=True, help="bundle folder to create (must not exist)")
     p.add_argument("--num-classes", type=int, default=None,
                    help="classes of the head that configs/train.json adds to an encoder bundle (default 2)")
@@ -52,10 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from volssl.bundle import export_bundle
     from volssl.bundle.verify import verify_bundle
 
-    ckpt = Path(args.checkpoint)
-    if ckpt.is_dir():
-        ckpt = ckpt / "checkpoints" / "last.ckpt"
-    out = export_bundle(ckpt, args.out, encoder_overrides=_encoder_overrides(getattr(args, "extra", [])),
+    out = export_bundle(args.checkpoint, args.out, encoder_overrides=_encoder_overrides(getattr(args, "extra", [])),
                         num_classes=args.num_classes, modality=args.modality, version=args.version,
                         authors=args.authors, torchscript=not args.no_torchscript)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())

@@ -24,6 +24,15 @@ from tests.bundle import plugins  # noqa: E402, F401  (registers the tiny test c
 SIZE = 16
 
 
+def needs(module: str, package: str) -> None:
+    """Skip, naming the missing package, where a MONAI bundle tool needs an optional dependency."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{package} is not installed (MONAI bundle configs/CLI need it): pip install {package} "
+                    "-- it belongs in requirements.lock")
+
+
 @pytest.fixture(autouse=True)
 def _one_thread() -> object:
     """One intra-op thread (the machine is shared); restored after each test."""

@@ -47,6 +47,14 @@ def test_pipeline_checkpoint_exports(tmp_path: Path, task: str, encoder: str, da
     assert all(k.startswith("encoder.") for k in model)  # the pretext task's own head is not exported
     ref = {k: v for k, v in module.state_dict().items() if k.startswith("encoder.")}
     assert model.keys() == ref.keys() and all(torch.equal(model[k], ref[k]) for k in ref)
+    # the engine's encoder.safetensors (run_config in its metadata) exports the same weights
+    from pretext.engine.checkpoint import save_safetensors
+
+    save_safetensors(tmp_path / "encoder.safetensors", {k[len("encoder."):]: v for k, v in ref.items()},
+                     {"run_config": json.dumps(run_config)})
+    again = export_bundle(tmp_path / "encoder.safetensors", tmp_path / "bundle2", torchscript=False)
+    model2 = torch.load(again / "models" / "model.pt", weights_only=True)
+    assert all(torch.equal(model2[k], ref[k]) for k in ref) and not (again / "models" / "model.ts").exists()
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))

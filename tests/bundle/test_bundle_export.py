@@ -11,7 +11,7 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata, verify_net_in_out
 
 from pretext.errors import UserError
-from tests.bundle.conftest import SIZE, classifier_checkpoint, pretrain_checkpoint
+from tests.bundle.conftest import SIZE, classifier_checkpoint, needs, pretrain_checkpoint
 from volssl.bundle import SCHEMA_PATH, export_bundle
 from volssl.bundle.source import read_source
 
@@ -86,6 +86,7 @@ def test_parsed_networks_match_checkpoint_and_verify_in_out(bundles: dict[str, P
 
 
 def test_standard_workflow_properties(bundles: dict[str, Path]) -> None:
+    needs("ignite", "pytorch-ignite")
     for kind in ("encoder", "classifier"):
         b = bundles[kind]
         meta = str(b / "configs" / "metadata.json")

@@ -18,7 +18,7 @@ import torch
 from monai.bundle import ConfigParser, run
 from monai.transforms import Compose
 
-from tests.bundle.conftest import SIZE, monai_cli
+from tests.bundle.conftest import SIZE, monai_cli, needs
 from volssl.bundle import SCHEMA_PATH
 
 pytestmark = pytest.mark.slow
@@ -26,6 +26,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cli(bundles: dict[str, Path]) -> dict[str, tuple[int, str]]:
+    needs("fire", "fire")  # python -m monai.bundle
+    needs("ignite", "pytorch-ignite")  # MONAI engines and handlers
     root, enc, cls, data = bundles["root"], bundles["encoder"], bundles["classifier"], bundles["data"]
     meta = lambda b: str(b / "configs" / "metadata.json")  # noqa: E731
     procs: dict[str, subprocess.Popen] = {

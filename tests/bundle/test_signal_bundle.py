@@ -14,6 +14,7 @@ from monai.bundle import run
 from benchmarks.cli import main
 from pretext.engine.checkpoint import save_checkpoint
 from pretext.registry import create_encoder
+from tests.bundle.conftest import needs
 from volssl.bundle.verify import verify_bundle
 
 
@@ -31,6 +32,7 @@ def signal_checkpoint(path: Path) -> Path:
 
 
 def test_signal_bundle_metadata_and_npy_inference(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    needs("ignite", "pytorch-ignite")
     ckpt = signal_checkpoint(tmp_path / "sig.ckpt")
     assert main(["export-bundle", "--checkpoint", str(ckpt), "--out", str(tmp_path / "b")]) == 0
     printed = capsys.readouterr().out

@@ -18,6 +18,7 @@ from volssl.bundle.source import ExportSource
 
 SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "metadata_schema.json"
+MIN_PACKAGES = {"nibabel": "5.0.0", "pytorch-ignite": "0.4.11", "fire": "0.5.0"}
 
 #: data-kind name fragments -> DICOM-style modality of the bundle input
 _MODALITY_HINTS = {"adrenal": "CT", "organ": "CT", "nodule": "CT", "fracture": "CT", "vessel": "MR", "synapse": "EM",
@@ -102,8 +103,8 @@ def build_metadata(src: ExportSource, description: dict[str, Any], *, version: s
     modality = modality or guess_modality(src)
     rc = src.run_config
     what = f"{src.num_classes}-class classifier" if src.is_classifier else "pretrained encoder"
-    packages = {k: v for k, v in {"nibabel": _version("nibabel"), "pytorch-ignite": _version("pytorch-ignite"),
-                                  "fire": _version("fire")}.items() if v}
+    # what running the configs needs: ignite (engines, handlers), fire (python -m monai.bundle), nibabel (NIfTI)
+    packages = {k: _version(k) or minimum for k, minimum in MIN_PACKAGES.items()}
     task = rc.get("task")
     meta: dict[str, Any] = {
         "schema": SCHEMA_URL,

@@ -72,6 +72,20 @@ class ExportSource:
 
 
 def _load_state(path: Path) -> dict[str, Any]:
+    if path.is_dir():  # a run folder
+        path = path / "checkpoints" / "last.ckpt"
+    if path.suffix == ".safetensors":  # the engine's encoder.safetensors, run_config in its metadata
+        if not path.is_file():
+            raise DataError(f"checkpoint {str(path)!r} does not exist")
+        import json
+
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+        run_config = json.loads(meta["run_config"]) if "run_config" in meta else None
+        return {"model": {f"encoder.{k}": v for k, v in load_file(str(path)).items()}, "run_config": run_config}
     try:
         from pretext.engine.checkpoint import load_checkpoint
     except ImportError:  # engine not installed in this build: same safe load
@@ -150,7 +164,8 @@ def read_source(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     """Read a checkpoint for export.
 
     Args:
-        path: a ``.ckpt`` written by ``sslbench pretrain`` or by the fine-tuning harness.
+        path: a ``.ckpt`` written by ``sslbench pretrain`` or by the fine-tuning harness, a run folder
+            (its ``checkpoints/last.ckpt``), or an ``encoder.safetensors`` with ``run_config`` metadata.
         overrides: encoder keyword arguments that replace the recorded ones (``--encoder.KW``).
 
     Raises:
@@ -159,6 +174,8 @@ def read_source(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     """
     path = Path(path)
     state = _load_state(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
     run_config = state.get("run_config")
     if not isinstance(run_config, dict) or not run_config.get("encoder"):
         raise UserError(
