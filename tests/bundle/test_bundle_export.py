@@ -189,3 +189,26 @@ def test_volume_preprocessing_follows_the_data_spec(tmp_path: Path, spec: str, e
     parser = ConfigParser({"pre": {"_target_": "Compose", "transforms": xforms}})
     out = parser.get_parsed_content("pre")({"image": str(tmp_path / "v.nii.gz")})["image"]
     assert isinstance(parser.get_parsed_content("pre"), Compose) and tuple(out.shape) == (1, SIZE, SIZE, SIZE)
+
+
+def test_classifier_saved_by_helper_exports_equal_outputs(tmp_path: Path) -> None:
+    from pretext.heads import LinearHead
+    from pretext.registry import create_encoder
+    from volssl.bundle.source import save_classifier_checkpoint
+
+    enc = create_encoder("bundle_test_cnn3d", in_channels=1, img_size=(SIZE,) * 3)
+    head = LinearHead(enc.num_features, 4, batch_norm=True)
+    with torch.no_grad():
+        head.norm.running_mean.uniform_(-1, 1)
+        head.fc.weight.normal_()
+    rc = read_source(pretrain_checkpoint(tmp_path / "p.ckpt")).run_config
+    save_classifier_checkpoint(tmp_path / "cls.ckpt", enc, head, rc, {"kind": "linear_head", "num_classes": 4,
+                               "batch_norm": True}, class_names=list("abcd"), results={"test_acc": 0.25})
+    bundle = export_bundle(tmp_path / "cls.ckpt", tmp_path / "b", torchscript=False)
+    x = torch.rand(2, 1, SIZE, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.allclose(_network(bundle)(x), head.eval()(enc.eval().forward_features(x)), atol=1e-6)
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"]["3"] == "d"
+    assert json.loads((bundle / "configs" / "train.json").read_text())["network_def"]["head_kwargs"] == {"batch_norm": True}
+    assert not (bundle / "configs" / "pretrain.json").exists()  # a classifier is not re-pretrained

@@ -210,7 +210,8 @@ def build_readme(src: ExportSource, meta: dict[str, Any], has_pretrain: bool, to
         "python -m monai.bundle verify_metadata --meta_file configs/metadata.json --filepath docs/metadata_schema.json",
         "python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json --config_file configs/inference.json",
         "```", "",
-        "Load the weights as a medssl encoder: `volssl.bundle.import_bundle(\"path/to/bundle\")`.", "",
+        "Load the weights as a medssl encoder for fine-tuning: `sslbench import-bundle --bundle . --out encoder.ckpt` "
+        "(Python: `volssl.bundle.encoder_from_bundle(\".\")`).", "",
         "## License", "", "See `LICENSE` (also `docs/license.txt`). Research use only; not a medical device.", "",
     ]
     return "\n".join(lines)

@@ -209,3 +209,36 @@ def read_source(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
         src.class_names = [str(c) for c in run_config.get("class_names") or []] or [f"class {i}" for i in range(num_classes)]
         src.multilabel = bool(run_config.get("multilabel", False))
     return src
+
+
+def save_classifier_checkpoint(
+    path: str | Path,
+    encoder: torch.nn.Module,
+    head: torch.nn.Module,
+    run_config: dict[str, Any],
+    head_spec: dict[str, Any],
+    class_names: list[str] | None = None,
+    multilabel: bool = False,
+    results: dict[str, float] | None = None,
+) -> Path:
+    """Save a fine-tuned classifier so ``sslbench export-bundle`` can export it.
+
+    Args:
+        path: the ``.ckpt`` to write (atomically).
+        encoder: the fine-tuned encoder; head: its classification head ``(B, F) -> (B, K)``.
+        run_config: the pretraining run's ``run_config`` (encoder name and options, task, data).
+        head_spec: ``{"kind": "linear"|"linear_head"|"mlp", "num_classes": K, ...head options}``
+            (see :func:`volssl.bundle.networks.make_head`).
+        class_names: names of the K outputs; multilabel: sigmoid outputs instead of softmax.
+        results: downstream metrics for the README and ``eval_metrics`` (test-fold numbers).
+    """
+    from pretext.engine.checkpoint import save_checkpoint
+
+    if "kind" not in head_spec or "num_classes" not in head_spec:
+        raise ConfigError(f"head_spec {head_spec} needs 'kind' and 'num_classes'")
+    state = {**{f"encoder.{k}": v.detach().cpu() for k, v in encoder.state_dict().items()},
+             **{f"head.{k}": v.detach().cpu() for k, v in head.state_dict().items()}}
+    rc = {**run_config, "head": dict(head_spec), "class_names": list(class_names or []), "multilabel": bool(multilabel),
+          "results": dict(results or {})}
+    save_checkpoint(Path(path), {"model": state, "run_config": rc})
+    return Path(path)
