@@ -84,7 +84,7 @@ def patient_split(patients: np.ndarray, strata: list[str], val_frac: float, test
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
         raise UserError(f"{val_frac=} and {test_frac=} must be in [0, 1) with a sum below 1")
     first: dict[Any, str] = {}
-    for p, s in zip(patients, strata):
+    for p, s in zip(patients, strata, strict=True):
         first.setdefault(p, s)
     rng = np.random.default_rng(seed)
     groups = {st: sorted(p for p, s in first.items() if s == st) for st in sorted(set(first.values()))}
@@ -105,7 +105,7 @@ def patient_split(patients: np.ndarray, strata: list[str], val_frac: float, test
     q_test = quota(test_frac, sizes)
     q_val = quota(val_frac, sizes - q_test)
     side: dict[Any, str] = {}
-    for (members, nt, nv) in zip(groups.values(), q_test, q_val):
+    for (members, nt, nv) in zip(groups.values(), q_test, q_val, strict=True):
         for k, p in enumerate(members):
             side[p] = "test" if k < nt else "val" if k < nt + nv else "train"
     return np.array([side[p] for p in patients])
@@ -312,7 +312,7 @@ def load_sleepedf(path: str, channels: Any = "EEG Fpz-Cz", trim_wake_min: float 
         ann = rec.meta.get("annotations", [])
         if spec.events_path:
             a = mne.read_annotations(spec.events_path)
-            ann = [(float(o), float(d), str(s)) for o, d, s in zip(a.onset, a.duration, a.description)]
+            ann = [(float(o), float(d), str(s)) for o, d, s in zip(a.onset, a.duration, a.description, strict=True)]
         ev = layouts.sleep_events(ann, 30.0, trim_wake_min)
         if not ev:
             raise DataError(f"{spec.events_path or spec.path}: no scored sleep stages found in the annotations")

@@ -123,7 +123,7 @@ def scan_cinc2017(folder: str | Path) -> list[RecordSpec]:
     if bad:
         raise DataError(f"{ref}: unknown label(s) {bad}; CinC 2017 labels are N, A, O, ~")
     out = []
-    for rec, lab in zip(table["record"], table["label"]):
+    for rec, lab in zip(table["record"], table["label"], strict=True):
         p = root / rec
         if not p.with_name(p.name + ".hea").exists():
             raise DataError(f"{ref}: record {rec!r} has no header {p}.hea; restore it or remove the line")
@@ -199,7 +199,7 @@ def scan_ptbxl(folder: str | Path, rate: int = 100, label_set: str = "superclass
     labels = ptbxl_labels(db["scp_codes"], st, label_set)
     col = "filename_lr" if rate == 100 else "filename_hr"
     out = []
-    for row, lab in zip(db.itertuples(index=False), labels):
+    for row, lab in zip(db.itertuples(index=False), labels, strict=True):
         fold = int(row.strat_fold)
         split = "test" if fold == 10 else "val" if fold == 9 else "train"
         meta = {"strat_fold": fold, "age": _num(getattr(row, "age", None)), "sex": _num(getattr(row, "sex", None))}
@@ -241,7 +241,7 @@ def scan_edf(folder: str | Path, pattern: str | None = None, label_map: dict[str
         if not sp.exists():
             raise DataError(f"subject_info {sp} not found; give a CSV whose first column is the subject id")
         t = pd.read_csv(sp)
-        info = {str(k): {c: _jsonable(v) for c, v in r.items()} for k, r in zip(t.iloc[:, 0], t.iloc[:, 1:].to_dict("records"))}
+        info = {str(k): {c: _jsonable(v) for c, v in r.items()} for k, r in zip(t.iloc[:, 0], t.iloc[:, 1:].to_dict("records"), strict=True)}
     out = []
     for f in files:
         stem = f.name[: -len(f.suffix)]

@@ -56,29 +56,36 @@ def cpc_loss(z: torch.Tensor, pred: torch.Tensor, negatives: str = "both",
     t_idx = torch.arange(n, device=dev)[:, None] + torch.arange(1, k + 1, device=dev)[None, :]  # (N, K)
     valid = t_idx < n
     tgt_t = t_idx.clamp(max=n - 1)
-    bidx = torch.arange(b, device=dev)
     if negatives == "all":
-        logits = torch.einsum("btkd,md->btkm", pred, rearrange(z, "b n d -> (b n) d"))
-        target = bidx[:, None, None] * n + tgt_t[None]
+        logits = torch.einsum("btkd,md->btkm", pred, rearrange(z, "b n d -> (b n) d")) / temperature
+        target = torch.arange(b, device=dev)[:, None, None] * n + tgt_t[None]
+        pos = logits.gather(-1, target[..., None])[..., 0]
+        lse = torch.logsumexp(logits, -1)
+        hit = logits.argmax(-1) == target
     elif negatives == "same_seq":
-        logits = torch.einsum("btkd,bsd->btks", pred, z)
+        logits = torch.einsum("btkd,bsd->btks", pred, z) / temperature  # (B, N, K, N)
         target = tgt_t[None].expand(b, n, k)
+        pos = logits.gather(-1, target[..., None])[..., 0]
+        lse = torch.logsumexp(logits, -1)
+        hit = logits.argmax(-1) == target
     else:
         zt = z[:, tgt_t]  # (B, N, K, D): z[c, t + k]
-        logits = torch.einsum("btkd,ctkd->btkc", pred, zt)  # (B, N, K, B)
-        target = bidx[:, None, None].expand(b, n, k)
-        if negatives == "both":
-            seq = torch.einsum("btkd,bsd->btks", pred, z)  # (B, N, K, N)
-            pos_col = F.one_hot(tgt_t, n).bool()[None]  # the positive is already in the batch part
-            logits = torch.cat([logits, seq.masked_fill(pos_col, float("-inf"))], dim=-1)
-    logits = logits / temperature
-    ce = F.cross_entropy(rearrange(logits, "b t k m -> (b t k) m"), target.reshape(-1), reduction="none")
-    ce = ce.view(b, n, k)
+        logits = torch.einsum("btkd,ctkd->btkc", pred, zt) / temperature  # (B, N, K, B)
+        pos = torch.diagonal(logits, dim1=0, dim2=3).permute(2, 0, 1)  # (B, N, K): c == b
+        lse = torch.logsumexp(logits, -1)
+        best = logits.amax(-1)
+        if negatives == "both":  # add z[b, s] for s != t + k (the positive is already in the batch part)
+            seq = torch.einsum("btkd,bsd->btks", pred, z) / temperature  # (B, N, K, N)
+            seq = seq.masked_fill(F.one_hot(tgt_t, n).bool()[None], float("-inf"))
+            lse = torch.logaddexp(lse, torch.logsumexp(seq, -1))
+            best = torch.maximum(best, seq.amax(-1))
+        hit = pos >= best
+    ce = lse - pos  # (B, N, K) cross-entropy of every (sequence, position, step)
     w = valid[None].float()  # (1, N, K)
     per_step = (ce * w).sum((0, 1)) / (b * valid.sum(0)).clamp(min=1)
     steps_ok = valid.any(0)
     loss = per_step[steps_ok].mean()
-    acc = ((logits.argmax(-1) == target).float() * w).sum() / (b * w.sum()).clamp(min=1.0)
+    acc = (hit.float() * w).sum() / (b * w.sum()).clamp(min=1.0)
     return loss, acc
 
 

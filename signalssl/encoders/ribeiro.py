@@ -65,7 +65,7 @@ class RibeiroResNet(nn.Module):
         self.n_chans, self.n_times, self.sfreq = n_chans, n_times, sfreq
         self.stem = nn.Sequential(nn.Conv1d(n_chans, filters[0], kernel_size, padding=kernel_size // 2, bias=False),
                                   nn.BatchNorm1d(filters[0]), nn.ReLU(inplace=True))
-        self.blocks = nn.ModuleList(_Block(a, b, downsample, kernel_size, dropout) for a, b in zip(filters, filters[1:]))
+        self.blocks = nn.ModuleList(_Block(a, b, downsample, kernel_size, dropout) for a, b in zip(filters, filters[1:], strict=False))
         self.num_features = filters[-1]
 
     def forward_maps(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -81,7 +81,7 @@ class XResNet1d(nn.Module):
         self.stem = nn.Sequential(_conv(n_chans, 32, kernel_size, stride=2), _conv(32, 32, kernel_size),
                                   _conv(32, 64, kernel_size), nn.MaxPool1d(3, 2, 1))
         stages, c_in = [], 64
-        for i, (n, w) in enumerate(zip(layers, widths)):
+        for i, (n, w) in enumerate(zip(layers, widths, strict=True)):
             blocks = []
             for j in range(n):
                 blocks.append(ResBlock1d(expansion, c_in, w, 2 if (j == 0 and i > 0) else 1, kernel_size))

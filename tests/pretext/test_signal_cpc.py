@@ -27,7 +27,7 @@ def test_loss_gradients_match_loop() -> None:
     pred = torch.randn(2, 7, 3, 8, generator=g, requires_grad=True)
     ga = torch.autograd.grad(cpc_loss(z, pred, "both")[0], [z, pred])
     gb = torch.autograd.grad(cpc_loss_loop(z, pred, "both"), [z, pred])
-    for a, b in zip(ga, gb):
+    for a, b in zip(ga, gb, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
 
 

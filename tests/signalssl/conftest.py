@@ -40,7 +40,7 @@ def write_edf(path: Path, data_uv: np.ndarray, sfreq: float, ch_names: list[str]
     info = mne.create_info(ch_names, sfreq, "eeg")
     raw = mne.io.RawArray(data_uv * 1e-6, info, verbose="error")
     if annotations:
-        on, du, de = zip(*annotations)
+        on, du, de = zip(*annotations, strict=True)
         raw.set_annotations(mne.Annotations(list(on), list(du), list(de)))
     mne.export.export_raw(str(path), raw, fmt="edf", overwrite=True, verbose="error")
     return path
@@ -77,7 +77,7 @@ def mini_ptbxl(tmp_path: Path) -> Path:
     codes = ["{'NORM': 100.0, 'SR': 0.0}", "{'IMI': 50.0, 'ASMI': 80.0, 'SR': 0.0}", "{'LVH': 100.0, 'AFIB': 0.0}",
              "{'NORM': 80.0, 'SR': 0.0}", "{'NDT': 100.0, 'SR': 0.0}", "{'AFIB': 0.0}"]
     rows = []
-    for i, (code, pat, fold) in enumerate(zip(codes, [11, 11, 22, 33, 44, 44], [1, 2, 9, 10, 3, 10])):
+    for i, (code, pat, fold) in enumerate(zip(codes, [11, 11, 22, 33, 44, 44], [1, 2, 9, 10, 3, 10], strict=True)):
         eid = i + 1
         lr, hr = f"records100/00000/{eid:05d}_lr", f"records500/00000/{eid:05d}_hr"
         write_wfdb(root / "records100" / "00000", f"{eid:05d}_lr", ecg_like(12, 1000, 100.0, eid), 100.0, LEADS12)

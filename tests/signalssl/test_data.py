@@ -84,7 +84,7 @@ def test_short_records_padded_and_float16(wfdb_folder: Path, cache: str) -> None
 
 def test_dataloader_workers_read_same_items(wfdb_folder: Path, cache: str) -> None:
     tr = load_data(f"wfdb:{wfdb_folder}?cache={cache}&window=1&split=none").splits["train"]
-    tr.store.data  # opened in the parent; workers must reopen their own
+    assert tr.store.data is not None  # opened in the parent; workers must reopen their own
     serial = torch.stack([tr[i]["x"] for i in range(len(tr))])
     batches = list(DataLoader(tr, batch_size=4, num_workers=2, shuffle=False))
     assert torch.equal(torch.cat([b["x"] for b in batches]), serial)
@@ -98,9 +98,9 @@ def test_eegmat_like_labels_patients_splits(eegmat_like: Path, cache: str) -> No
     for name, sp in data.splits.items():
         for p in set(sp.patients.tolist()):
             seen.setdefault(sp.patient_names[p], set()).add(name)
-        rec_labels = {(int(r), int(lab)) for r, lab in zip(sp.records, sp.labels)}
+        rec_labels = {(int(r), int(lab)) for r, lab in zip(sp.records, sp.labels, strict=True)}
         idx = sp.store.index
-        for r, lab in rec_labels:  # _1 files are rest, _2 files are task
+        for r, lab in sorted(rec_labels):  # _1 files are rest, _2 files are task
             assert idx["record"][r].endswith(f"_{lab + 1}.edf")
     assert all(len(v) == 1 for v in seen.values())  # no patient on two sides
     assert sum(len(s) for s in data.splits.values()) == 5 * (4 + 2)
@@ -128,7 +128,7 @@ def test_sleepedf_epochs(sleepedf_like: Path, cache: str) -> None:
 
 def test_cinc_layouts(tmp_path: Path, cache: str) -> None:
     root = tmp_path / "c17"
-    for i, lab in enumerate("NAON~"):
+    for i in range(5):
         write_wfdb(root, f"A{i:04d}", ecg_like(1, 300 * (3 + i), 300.0, i), 300.0, ["ECG"])
     (root / "REFERENCE.csv").write_text("".join(f"A{i:04d},{lab}\n" for i, lab in enumerate("NAON~")))
     d = load_data(f"cinc2017:{root}?cache={cache}&window=3&split=none")

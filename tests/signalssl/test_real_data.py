@@ -20,7 +20,7 @@ def test_cinc2017_validation_set(shared_data: Path, tmp_path: Path) -> None:
     assert data.meta["n_records"] == 300 and data.meta["n_patients"] == 300 and data.sfreq == 300.0
     labels = np.concatenate([s.labels for s in data.splits.values()])
     recs = np.concatenate([s.records for s in data.splits.values()])
-    per_record = {int(r): int(lab) for r, lab in zip(recs, labels)}
+    per_record = {int(r): int(lab) for r, lab in zip(recs, labels, strict=True)}
     counts = np.bincount(list(per_record.values()), minlength=4)
     assert counts.tolist() == [150, 50, 70, 30]  # N, A, O, ~ as documented in SOURCE.md
     x = data.splits["train"][0]["x"]

@@ -28,7 +28,7 @@ def test_sliding_windows_match_a_loop() -> None:
         while s + 1000 <= n:
             expected.append((r, s))
             s += 400
-    assert list(zip(rec.tolist(), start.tolist())) == expected
+    assert list(zip(rec.tolist(), start.tolist(), strict=True)) == expected
     assert window_counts(lengths, 1000, 400, pad_short=False).tolist() == [4, 0, 1, 0, 6]
     with pytest.raises(UserError, match="window"):
         window_counts(lengths, 0, 1)

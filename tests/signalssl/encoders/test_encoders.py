@@ -83,7 +83,6 @@ def test_encoder_sized_from_data() -> None:
 
 
 def test_tsai_adapter_is_lazy_and_hints_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
 
     import signalssl.encoders.tsai as adapter
 
