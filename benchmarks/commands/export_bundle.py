@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -26,6 +28,8 @@ def register(sub: Any) -> None:
     p.add_argument("--modality", default=None, help='input modality for metadata ("CT", "MR", "EKG", "EEG")')
     p.add_argument("--version", default="0.1.0", help="bundle version (default 0.1.0)")
     p.add_argument("--authors", default="medssl contributors")
+    p.add_argument("--results", default=None,
+                   help="JSON file of downstream metrics ({name: value}) for the README and eval_metrics")
     p.add_argument("--no-torchscript", action="store_true", help="do not write models/model.ts")
     p.add_argument("--no-verify", action="store_true", help="skip MONAI's checks after writing")
     p.set_defaults(func=run, accepts_extra=True)
@@ -52,9 +56,17 @@ def run(args: argparse.Namespace) -> int:
     from volssl.bundle import export_bundle
     from volssl.bundle.verify import verify_bundle
 
+    results = None
+    if args.results:
+        try:
+            results = json.loads(Path(args.results).read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"--results {args.results!r} is not a readable JSON file: {err}") from err
+        if not isinstance(results, dict):
+            raise UserError(f"--results {args.results!r} must hold a JSON object of metric -> value")
     out = export_bundle(args.checkpoint, args.out, encoder_overrides=_encoder_overrides(getattr(args, "extra", [])),
                         num_classes=args.num_classes, modality=args.modality, version=args.version,
-                        authors=args.authors, torchscript=not args.no_torchscript)
+                        authors=args.authors, torchscript=not args.no_torchscript, results=results)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     print(f"bundle written: {out}")
     for f in files:

@@ -212,3 +212,21 @@ def test_classifier_saved_by_helper_exports_equal_outputs(tmp_path: Path) -> Non
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"]["3"] == "d"
     assert json.loads((bundle / "configs" / "train.json").read_text())["network_def"]["head_kwargs"] == {"batch_norm": True}
     assert not (bundle / "configs" / "pretrain.json").exists()  # a classifier is not re-pretrained
+
+
+def test_cli_run_folder_with_summary_and_results(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from benchmarks.cli import main
+
+    run = tmp_path / "run"
+    pretrain_checkpoint(run / "checkpoints" / "last.ckpt")
+    (run / "summary.json").write_text(json.dumps({"steps": 3, "elapsed_s": 1.5, "final": {"step": 3, "loss": 0.125}}))
+    (tmp_path / "res.json").write_text(json.dumps({"test_auroc": 0.71, "test_auroc_ci": [0.6, 0.8]}))
+    argv = ["export-bundle", "--checkpoint", str(run), "--out", str(tmp_path / "b"), "--no-verify", "--no-torchscript"]
+    assert main([*argv, "--results", str(tmp_path / "missing.json")]) == 2
+    assert "--results" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    assert main([*argv, "--results", str(tmp_path / "res.json")]) == 0
+    readme = (tmp_path / "b" / "docs" / "README.md").read_text()
+    assert "| final_loss | 0.125 |" in readme and "| test_auroc | 0.71 |" in readme
+    meta = json.loads((tmp_path / "b" / "configs" / "metadata.json").read_text())
+    assert meta["eval_metrics"]["test_auroc"] == 0.71 and meta["training"]["pretext_summary"]["final_loss"] == 0.125
+    assert not (tmp_path / "b" / "models" / "model.ts").exists()

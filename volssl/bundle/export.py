@@ -154,6 +154,7 @@ def export_bundle(
     version: str = "0.1.0",
     authors: str = "medssl contributors",
     torchscript: bool = True,
+    results: dict[str, Any] | None = None,
 ) -> Path:
     """Write a MONAI bundle for a pretrained encoder or fine-tuned classifier checkpoint.
 
@@ -166,6 +167,7 @@ def export_bundle(
         version: bundle version.
         authors: metadata ``authors``.
         torchscript: also write ``models/model.ts`` (checked by reload and equal outputs).
+        results: downstream metrics (name -> value) for the README and ``eval_metrics``.
 
     Returns:
         The bundle folder.
@@ -177,6 +179,7 @@ def export_bundle(
     out = Path(out)
     _check_out(out)
     src = read_source(checkpoint, encoder_overrides)
+    src.results.update(results or {})
     infer = inference_config(src)
     net = instantiate_network(infer, what=f"network of {str(src.path)!r}")
     _load_weights(net, src)

@@ -134,7 +134,8 @@ def build_metadata(src: ExportSource, description: dict[str, Any], *, version: s
         "references": ["medssl: self-supervised learning for 3D medical volumes and physiological signals"],
         "pretext_task": {"name": task, "config": rc.get("task_cfg") or {}} if task else None,
         "encoder": {"name": src.encoder, "kwargs": _plain(src.encoder_kwargs), "num_features": src.num_features},
-        "training": {k: v for k, v in {"train": rc.get("train"), "steps": src.step}.items() if v is not None},
+        "training": {k: v for k, v in {"train": rc.get("train"), "steps": src.step,
+                                       "pretext_summary": src.pretraining or None}.items() if v is not None},
         "exported_files": exported or {},
         "network_data_format": {
             "inputs": {"image": input_spec(src, modality, description)},
@@ -178,10 +179,17 @@ def build_readme(src: ExportSource, meta: dict[str, Any], has_pretrain: bool, to
         f"- source checkpoint: `{src.path.name}`", "",
         "## Results", "",
     ]
+    if src.pretraining:
+        lines += ["Pretext task (training objective, from the run's summary.json):", "",
+                  "| quantity | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in src.pretraining.items()]
+        lines.append("")
     if src.results:
-        lines += ["| metric | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in _plain(src.results).items()]
+        lines += ["Downstream:", "", "| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in _plain(src.results).items()]
     else:
-        lines.append("No downstream results were recorded in the checkpoint; evaluate with `sslbench` before use.")
+        lines.append("No downstream results were recorded; evaluate with `sslbench evaluate` before use "
+                     "(attach them with `sslbench export-bundle --results results.json`).")
     lines += [
         "", "## Use", "",
         "Inference on every image file in a folder (writes a CSV per run to `eval/`):", "",

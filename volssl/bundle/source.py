@@ -59,6 +59,7 @@ class ExportSource:
     modules: list[str] = dataclasses.field(default_factory=list)
     step: int | None = None
     num_features: int = 0
+    pretraining: dict[str, Any] = dataclasses.field(default_factory=dict)
     results: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
@@ -195,6 +196,17 @@ def read_source(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
                        input_shape=input_shape, encoder_state=enc_state, modules=_plugin_modules(name),
                        step=int(state["step"]) if isinstance(state.get("step"), (int, float)) else None,
                        results=dict(run_config.get("results") or {}))
+    summary = path.parent.parent / "summary.json" if path.parent.name == "checkpoints" else path.parent / "summary.json"
+    if summary.is_file():  # the engine's run summary: final loss and metrics of the pretext task
+        import json
+
+        try:
+            info = json.loads(summary.read_text())
+            src.pretraining = {"steps": info.get("steps"), "elapsed_s": info.get("elapsed_s"),
+                               **{f"final_{k}": v for k, v in (info.get("final") or {}).items()
+                                  if k in ("loss", "acc", "step") or k.startswith("val/")}}
+        except (ValueError, OSError):
+            src.pretraining = {}
     head_cfg = run_config.get("head")
     if head_cfg:  # a fine-tuned classifier; a pretext task's own "head.*" (no run_config["head"]) is not exported
         head_state = {k[len("head."):]: v for k, v in model.items() if k.startswith("head.")}
