@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -258,9 +259,11 @@ def audit_blocks(folder: Path, report_dir: Path) -> list[Block]:
         ] + [_f(inv.get("ratio_between")), _f(inv.get("knn_label_stability"))])
         for p in (a.get("plots") or {}).values():
             pp = Path(p)
-            if pp.is_file():
-                imgs.append(("img", (str(Path("..") / pp.relative_to(folder)) if pp.is_relative_to(folder) else str(pp),
-                                     f"embedding map: {a.get('name', f.stem)}")))
+            if not pp.is_file():
+                pp = folder / "audit" / Path(p).name  # the results folder was moved
+            if pp.is_file():  # copied beside the report, so the report folder stands alone
+                shutil.copyfile(pp, report_dir / pp.name)
+                imgs.append(("img", (pp.name, f"embedding map: {a.get('name', f.stem)}")))
     blocks.append(("table", (header, rows)))
     blocks.append(("p", "Purity: share of the 10 nearest neighbours (cosine) with the record's label; 'other "
                         "patients' excludes the record's own patient. Invariance ratio: embedding distance to a "

@@ -358,7 +358,7 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str]
             return
         ckpt = kw.pop("checkpoint_path", "")
         row = ev.run_cell(**kw)
-        row.update(recipe=rec.name, data=ev.data.source, checkpoint=ckpt)
+        row.update(recipe=rec.name, data=rec.datasets[ev.dataset]["data"], checkpoint=ckpt)
         store.append(row)
         done.add(cell_key(row))
         counter["n"] += 1
