@@ -9,6 +9,7 @@ resamples each volume to isotropic voxels (``anisotropy``).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ from torch.utils.data import Dataset
 from pretext.base import Batch, PretextTask, SSLSplit
 from pretext.errors import ConfigError, UserError
 from pretext.registry import register_task
-from pretext.volume._common import check_batch, check_volume_shape, mlp, warn_once
+from pretext.volume._common import check_batch, check_volume_shape, mlp
 from volssl.transforms import rotate
 
 
@@ -118,5 +119,5 @@ class Rotation(PretextTask):
             raise UserError(f"task 'rotation': {msg}; resample the data (?spacing=MM) or pass --task.anisotropy resample")
         if cfg.anisotropy == "resample":
             return IsotropicView(split)
-        warn_once("rotation-anisotropy", f"{msg}; consider ?spacing=MM or --task.anisotropy resample")
+        warnings.warn(f"task 'rotation': {msg}; consider ?spacing=MM or --task.anisotropy resample", stacklevel=2)
         return split

@@ -1,0 +1,186 @@
+"""Volume pretext tasks: outputs, seeded determinism, labels, overfitting a tiny batch, coverage."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from pretext.registry import create_encoder, create_task, list_tasks
+
+SMALL_RESNET = ("resnet18_3d", {"widen_factor": 0.125})
+SMALL_VIT = ("vit_3d", {"embed_dim": 48, "depth": 1, "num_heads": 2, "patch_size": 4})
+
+# task -> (encoder, task options); every registered volume task must be listed here
+CASES = {
+    "rotation": (SMALL_RESNET, {}),
+    "slice_order": (SMALL_RESNET, {"num_permutations": 6}),
+    "pixel_shuffle": (SMALL_RESNET, {"max_block": (3, 3, 3), "num_blocks": 300}),
+    "mae3d": (SMALL_VIT, {"decoder_dim": 48, "decoder_heads": 2, "decoder_depth": 1}),
+    "combined": (SMALL_VIT, {"tasks": ("rotation", "mae3d"), "weights": (1.0, 2.0),
+                             "options": {"mae3d": {"decoder_dim": 48, "decoder_heads": 2, "decoder_depth": 1}}}),
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on the shared 2-core machine
+
+
+def make(name: str, side: int = 16, **overrides):
+    (enc_name, ekw), tkw = CASES[name]
+    torch.manual_seed(0)
+    return create_task(name, create_encoder(enc_name, img_size=(side,) * 3, **ekw), **{**tkw, **overrides})
+
+
+def batch(n: int = 2, side: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, side, side, side, generator=g)
+    x[:, :, side // 4: 3 * side // 4, side // 3:, :side // 2] += 0.5  # some structure to recognise
+    return {"x": x.clamp(0, 1)}
+
+
+def test_every_volume_task_is_covered():
+    assert set(list_tasks("volume")) == set(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_forward_backward_and_determinism(name):
+    task = make(name)
+    b = batch()
+    out = task(b, generator=torch.Generator().manual_seed(1))
+    assert out["loss"].dtype == torch.float32 and out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    assert all(v.ndim == 0 for v in out.values())
+    out["loss"].backward()
+    grads = [p.grad for p in task.encoder.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
+    task.eval()  # same seed, same views, same loss
+    with torch.no_grad():
+        a = task(b, generator=torch.Generator().manual_seed(5))["loss"]
+        c = task(b, generator=torch.Generator().manual_seed(5))["loss"]
+        d = task(b, generator=torch.Generator().manual_seed(6))["loss"]
+    assert torch.equal(a, c) and not torch.equal(a, d)
+    cfg = type(task).Config()
+    assert dataclasses.is_dataclass(cfg)
+    type(task).check_input(task.cfg, (1, 16, 16, 16))
+
+
+@pytest.mark.parametrize(("name", "factor", "steps", "overrides"), [
+    ("rotation", 0.2, 40, {}), ("slice_order", 0.2, 40, {}), ("pixel_shuffle", 0.5, 40, {}),
+    # masked voxels of the noisy test volumes are unpredictable: per-patch normalised targets of
+    # noise leave only memorisation, so the raw targets are used here
+    ("mae3d", 0.5, 40, {"norm_pix_loss": False}),
+])
+def test_overfits_a_fixed_batch(name, factor, steps, overrides):
+    """With the views fixed (same generator seed every step), the loss must drop by ``factor``."""
+    task = make(name, **overrides)
+    b = batch(n=4)
+    opt = torch.optim.Adam(task.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(steps):
+        loss = task(b, generator=torch.Generator().manual_seed(0))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert min(losses[-5:]) < factor * losses[0], losses
+
+
+def test_rotation_labels_match_views():
+    task = make("rotation").eval()
+    seen = {}
+
+    def spy(v: torch.Tensor) -> torch.Tensor:
+        seen["v"] = v
+        return torch.zeros(len(v), task.encoder.num_features)
+
+    task.encoder.forward_features = spy
+    x = batch()["x"]
+    g = torch.Generator().manual_seed(3)
+    task({"x": x}, generator=g)
+    labels = torch.randint(0, 10, (2,), generator=torch.Generator().manual_seed(3))
+    from volssl.transforms import rotate
+
+    torch.testing.assert_close(rotate(seen["v"], labels, 10, inverse=True), x)
+
+
+def test_slice_order_views_follow_the_label():
+    task = make("slice_order")
+    length = 16
+    ramp = torch.arange(length, dtype=torch.float32).view(1, 1, length, 1, 1).expand(2, 1, length, 16, 16)
+    slabs, labels = task.make_views(ramp.contiguous(), torch.Generator().manual_seed(2))
+    # slab content reveals its depth: position i must hold slab perms[label][i]
+    depth = slabs[:, :, 0, 0, 0, 0]
+    order = task.perms[labels]
+    assert torch.equal(depth.argsort(dim=1).argsort(dim=1), order)
+
+
+def test_mae_masks_exactly_the_ratio():
+    task = make("mae3d")
+    out = task(batch(), generator=torch.Generator().manual_seed(0))
+    assert float(out["masked_fraction"]) == pytest.approx(1 - int(64 * 0.25) / 64)
+    vol, mask = task.reconstruct(batch()["x"], torch.Generator().manual_seed(0))
+    assert vol.shape == mask.shape[:1] + (1, 16, 16, 16) and float(mask.mean()) == pytest.approx(0.75)
+
+
+def test_combined_is_the_weighted_sum_of_its_parts():
+    task = make("combined").eval()
+    b = batch()
+    with torch.no_grad():
+        out = task(b, generator=torch.Generator().manual_seed(9))
+        g = torch.Generator().manual_seed(9)  # parts draw from one generator, in order
+        rot = task.parts["rotation"](b, generator=g)["loss"]
+        mae = task.parts["mae3d"](b, generator=g)["loss"]
+    torch.testing.assert_close(out["loss"], rot + 2.0 * mae)
+    assert {"rotation_loss", "mae3d_loss", "rotation_acc", "mae3d_masked_fraction"} <= set(out)
+    assert task.parts["rotation"].encoder is task.parts["mae3d"].encoder is task.encoder
+
+
+def test_pixel_shuffle_target_is_the_flipped_input():
+    from pretext.volume.pixel_shuffle import PixelShuffle, genesis_corrupt
+
+    x = batch(n=4)["x"]
+    cfg = PixelShuffle.Config(flip_rate=0.0, local_rate=0.0, nonlinear_rate=0.0, paint_rate=0.0)
+    inp, tgt = genesis_corrupt(x, torch.Generator().manual_seed(0), cfg)
+    assert torch.equal(inp, x) and torch.equal(tgt, x)
+    cfg = PixelShuffle.Config(flip_rate=1.0, local_rate=1.0, max_block=(3, 3, 3), num_blocks=100)
+    inp, tgt = genesis_corrupt(x, torch.Generator().manual_seed(0), cfg)
+    assert not torch.equal(tgt, x)  # flipped (three flips at rate 1: some axis has odd parity or not)
+    assert torch.equal(tgt.flatten(1).sort().values, x.flatten(1).sort().values)
+
+
+def test_engine_fit_runs_a_volume_task(tmp_path):
+    from pretext.config import TrainConfig
+    from pretext.engine import fit
+
+    class Tiny(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i: int):
+            return {"x": batch(n=1, seed=i)["x"][0], "label": torch.tensor(0), "patient": torch.tensor(i),
+                    "index": torch.tensor(i)}
+
+    task = make("rotation")
+    res = fit(task, Tiny(), TrainConfig(steps=3, batch_size=2, precision="32", progress=False, log_every=1,
+                                        warmup_steps=1), out_dir=str(tmp_path / "run"),
+              run_config={"task": "rotation", "encoder": "resnet18_3d"})
+    assert res.steps == 3 and len(res.history) >= 1
+    assert (tmp_path / "run" / "encoder.safetensors").is_file()
+
+
+@pytest.mark.data
+def test_one_step_of_every_task_on_real_adrenalmnist3d(shared_data):
+    from pretext.data import load_data
+
+    data = load_data(f"medmnist3d:{shared_data / 'adrenalmnist3d'}?pad_to=32")
+    tr = data.splits["train"]
+    x = torch.stack([tr[i]["x"] for i in (0, 1)])
+    assert x.shape == (2, 1, 32, 32, 32)
+    for name in sorted(CASES):
+        task = make(name, side=32)
+        type(task).check_input(task.cfg, data.input_shape)
+        loss = task({"x": x}, generator=torch.Generator().manual_seed(0))["loss"]
+        loss.backward()
+        assert torch.isfinite(loss), name

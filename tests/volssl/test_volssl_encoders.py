@@ -1,0 +1,102 @@
+"""Volume encoders: the common interface, maps for decoders, MAE hooks, bad arguments."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pretext.errors import ConfigError
+from pretext.registry import create_encoder, list_encoders
+from volssl.encoders import UNetDecoder, sincos_pos_embed_3d
+
+# name -> (kwargs, expected num_features); every registered volume encoder must be listed here
+CASES = {
+    "resnet18_3d": ({"widen_factor": 0.25}, 128),
+    "resnet50_3d": ({"widen_factor": 0.125}, 256),
+    "vit_3d": ({"embed_dim": 48, "depth": 1, "num_heads": 2}, 48),
+    "monai_net": ({"net": "UNet", "out_channels": 8, "channels": (4, 8), "strides": (2,)}, 8),
+}
+
+
+def test_every_volume_encoder_is_covered():
+    assert set(list_encoders("volume")) == set(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_interface_and_maps(name):
+    kwargs, width = CASES[name]
+    enc = create_encoder(name, in_channels=2, img_size=(16, 16, 16), **kwargs)
+    x = torch.rand(2, 2, 16, 16, 16)
+    feats = enc.forward_features(x)
+    assert feats.shape == (2, width) == (2, enc.num_features)
+    maps = enc.forward_maps(x)
+    assert [m.shape[1] for m in maps] == list(enc.feature_channels)
+    for m, s in zip(maps, enc.feature_strides):
+        assert m.shape[2:] == torch.Size([16 // s] * 3)
+    out = UNetDecoder(enc.feature_channels, enc.feature_strides, out_channels=2)(maps, x.shape[2:])
+    assert out.shape == x.shape
+    out.mean().backward()
+    assert all(p.grad is not None for p in enc.parameters() if p.requires_grad)
+
+
+def test_resnet_small_and_large_stems():
+    small = create_encoder("resnet18_3d", img_size=28, widen_factor=0.25)
+    large = create_encoder("resnet18_3d", img_size=64, widen_factor=0.25)
+    assert small.conv1.stride == (1, 1, 1) and large.conv1.stride == (2, 2, 2)
+    assert small.feature_strides == [1, 2, 4, 8, 16] and large.feature_strides == [2, 4, 8, 16, 32]
+
+
+def test_resnet_state_dict_is_monai_resnet():
+    from monai.networks.nets import ResNet
+
+    ours = create_encoder("resnet18_3d", img_size=32, widen_factor=0.25, stem="large")
+    ref = ResNet("basic", [2, 2, 2, 2], [64, 128, 256, 512], n_input_channels=1, conv1_t_size=7, conv1_t_stride=2,
+                 widen_factor=0.25, feed_forward=False)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.rand(2, 1, 32, 32, 32)
+    ours.eval()
+    ref.eval()
+    torch.testing.assert_close(ours.forward_features(x), ref(x))
+
+
+def test_vit_tokens_masked_and_auto_patch():
+    vit = create_encoder("vit_3d", img_size=(28, 28, 28), embed_dim=48, depth=1, num_heads=2)
+    assert vit.patch_size == (4, 4, 4) and vit.num_patches == 343
+    x = torch.rand(2, 1, 28, 28, 28)
+    assert vit.forward_tokens(x).shape == (2, 343, 48)
+    keep = torch.tensor([[0, 5, 9], [1, 2, 3]])
+    assert vit.forward_masked(x, keep).shape == (2, 4, 48)
+    assert create_encoder("vit_3d", img_size=64, embed_dim=48, depth=1, num_heads=2).patch_size == (16, 16, 16)
+
+
+def test_sincos_pos_embed():
+    pe = sincos_pos_embed_3d(48, (2, 3, 4))
+    assert pe.shape == (24, 48)
+    assert len({tuple(r) for r in pe.round(decimals=5).tolist()}) == 24  # every position distinct
+    # the first third encodes depth only: tokens of the same depth share it
+    torch.testing.assert_close(pe[0, :16], pe[11, :16])
+    assert not torch.allclose(pe[0, :16], pe[12, :16])
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "match"),
+    [
+        ("vit_3d", {"img_size": (28, 28, 28), "patch_size": 16}, "not divisible by patch_size"),
+        ("vit_3d", {"embed_dim": 50, "num_heads": 5}, "divisible by 6"),
+        ("resnet18_3d", {"stem": "huge"}, "stem"),
+        ("resnet18_3d", {"img_size": (16, 16)}, "three|3 positive"),
+        ("monai_net", {"net": "NoSuchNet"}, "not a network in monai.networks.nets"),
+        ("monai_net", {"net": "UNet", "out_channels": 4, "channels": (4, 8), "strides": (2,), "bogus": 1},
+         "unknown argument"),
+        ("monai_net", {"net": "DenseNet121", "img_size": 8}, "cannot run on img_size"),
+    ],
+)
+def test_bad_encoder_arguments(name, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        create_encoder(name, **kwargs)
+
+
+def test_vit_rejects_wrong_input_size():
+    vit = create_encoder("vit_3d", img_size=16, embed_dim=48, depth=1, num_heads=2)
+    with pytest.raises(ConfigError, match="built for img_size"):
+        vit.forward_features(torch.rand(1, 1, 32, 32, 32))
