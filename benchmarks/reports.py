@@ -156,6 +156,9 @@ def plot_efficiency(df: pd.DataFrame, path: Path, title: str, metric: str = "aur
             ax.fill_between(x, lo.to_numpy(dtype=float), hi.to_numpy(dtype=float), alpha=0.12,
                             color=line.lines[0].get_color())
     ax.set_xscale("log")
+    fracs = sorted(df.fraction.unique())
+    ax.set_xticks(fracs, [f"{f:g}" for f in fracs])
+    ax.minorticks_off()
     ax.set_xlabel("label fraction (patients)")
     ax.set_ylabel(f"test {metric.upper() if metric == 'auroc' else metric}")
     ax.set_title(title, fontsize=9)

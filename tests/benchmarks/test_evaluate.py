@@ -73,3 +73,14 @@ def test_evaluate_bad_inputs(run_dir, tmp_path):
         evaluate(run_dir, SPEC + "?missing=2", out=tmp_path, seeds=(0,), fractions=(1.0,))
     with pytest.raises(ConfigError, match="fraction=1.5"):
         evaluate(run_dir, SPEC, fractions=(1.5,), seeds=(0,), out=tmp_path, baselines=())
+
+
+def test_evaluate_cli(run_dir, tmp_path, capsys):
+    from benchmarks.cli import main
+
+    rc = main(["evaluate", "--checkpoint", str(run_dir), "--data", SPEC, "--protocol", "knn", "--fractions", "1",
+               "--seeds", "0", "--baselines", "random", "--n-boot", "20", "--out", str(tmp_path), "--report"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "knn" in out and (tmp_path / "report" / "report.md").is_file()
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.ckpt"), "--data", SPEC, "--out", str(tmp_path)]) == 2
