@@ -19,7 +19,6 @@ if str(REPO) not in sys.path:
 
 from pretext.engine.checkpoint import save_checkpoint  # noqa: E402
 from pretext.registry import create_encoder, create_task  # noqa: E402
-from tests.bundle import plugins  # noqa: E402, F401  (registers the tiny test components)
 
 SIZE = 16
 
@@ -31,6 +30,16 @@ def needs(module: str, package: str) -> None:
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{package} is not installed (MONAI bundle configs/CLI need it): pip install {package} "
                     "-- it belongs in requirements.lock")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _test_components() -> object:
+    """The tiny test encoders/task/data kinds, registered for each test module of this folder only."""
+    from tests.bundle import plugins
+
+    plugins.register()
+    yield
+    plugins.unregister()
 
 
 @pytest.fixture(autouse=True)

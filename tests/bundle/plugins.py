@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pretext.base import PretextTask, SSLData, SSLSplit
-from pretext.registry import ENCODERS, register_data, register_encoder, register_task
+from pretext.registry import DATA, ENCODERS, TASKS
 
 
 class TinyCNN3d(nn.Module):
@@ -105,9 +105,27 @@ def random_signals(path: str = "", n: int = 8, n_chans: int = 2, n_times: int = 
                    num_classes=2, class_names=["a", "b"], sfreq=sfreq, channel_names=[f"lead{i}" for i in range(n_chans)])
 
 
-if "bundle_test_cnn3d" not in ENCODERS._items:
-    register_encoder("bundle_test_cnn3d", modality="volume")(TinyCNN3d)
-    register_encoder("bundle_test_cnn1d", modality="signal")(TinyCNN1d)
-    register_task("bundle_test_denoise", modality="volume")(Denoise)
-    register_data("bundle_test_random", modality="volume", virtual=True)(random_volumes)
-    register_data("bundle_test_ecg", modality="signal", virtual=True)(random_signals)
+COMPONENTS = (
+    (ENCODERS, "bundle_test_cnn3d", TinyCNN3d, {"modality": "volume"}),
+    (ENCODERS, "bundle_test_cnn1d", TinyCNN1d, {"modality": "signal"}),
+    (TASKS, "bundle_test_denoise", Denoise, {"modality": "volume"}),
+    (DATA, "bundle_test_random", random_volumes, {"modality": "volume", "virtual": True}),
+    (DATA, "bundle_test_ecg", random_signals, {"modality": "signal", "virtual": True}),
+)
+
+
+def register() -> None:
+    """Register the test components (idempotent)."""
+    for registry, name, obj, meta in COMPONENTS:
+        if name not in registry._items:
+            registry.register(name, obj, **meta)
+
+
+def unregister() -> None:
+    """Remove them again, so tests that list every registered component do not see them."""
+    for registry, name, _, _ in COMPONENTS:
+        registry._items.pop(name, None)
+        registry._meta.pop(name, None)
+
+
+register()  # on import: subprocesses and bundle configs import this module to get the components
