@@ -208,13 +208,14 @@ def bench_tasks(quick: bool, device: torch.device, precision: str) -> dict[str, 
         opt = torch.optim.AdamW(task.parameters(), lr=1e-4)
         g = torch.Generator().manual_seed(0)
 
-        def loss() -> torch.Tensor:
+        def loss(task=task, g=g) -> torch.Tensor:  # noqa: ANN001
             if precision == "bf16":
                 with torch.autocast(device.type, dtype=torch.bfloat16):
                     return task({"x": x}, generator=g)["loss"]
             return task({"x": x}, generator=g)["loss"]
 
-        t = timed(lambda: _train_step(task, loss, opt), 2 if quick else 4, warmup=1, sync=sync)
+        t = timed(lambda task=task, loss=loss, opt=opt: _train_step(task, loss, opt), 2 if quick else 4, warmup=1,
+                  sync=sync)
         out[name] = {"encoder": enc_name, "encoder_kwargs": ekw, "img_size": img, "batch": batch,
                      "volumes_per_s_wall": batch / t["wall_s"], "volumes_per_s_cpu": batch / t["cpu_s"]}
     return out

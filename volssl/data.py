@@ -96,14 +96,14 @@ def centre_crop_pad(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     spatial = x.shape[-len(size):]
     pads: list[int] = []
     slices = [slice(None)] * (x.ndim - len(size))
-    for have, want in zip(spatial, size):
+    for have, want in zip(spatial, size, strict=False):
         if have >= want:
             start = (have - want) // 2
             slices.append(slice(start, start + want))
         else:
             slices.append(slice(None))
     x = x[tuple(slices)]
-    for have, want in reversed(list(zip(x.shape[-len(size):], size))):
+    for have, want in reversed(list(zip(x.shape[-len(size):], size, strict=False))):
         extra = max(want - have, 0)
         pads += [extra // 2, extra - extra // 2]
     return torch.nn.functional.pad(x, pads) if any(pads) else x
@@ -126,7 +126,7 @@ def patient_split(
     role[order[:n_test]] = "test"
     role[order[n_test:n_test + n_val]] = "val"
     role[order[n_test + n_val:]] = "train"
-    lookup = dict(zip(uniq.tolist(), role.tolist()))
+    lookup = dict(zip(uniq.tolist(), role.tolist(), strict=False))
     return np.array([lookup[p] for p in patients.tolist()], dtype=object)
 
 

@@ -74,7 +74,12 @@ class PreprocessConfig:
 
 def normalise_intensity(x: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
     """Apply the intensity part of ``cfg`` to ``(C, D, H, W)`` voxels (per channel)."""
-    from monai.transforms import NormalizeIntensity, ScaleIntensity, ScaleIntensityRange, ScaleIntensityRangePercentiles
+    from monai.transforms import (
+        NormalizeIntensity,
+        ScaleIntensity,
+        ScaleIntensityRange,
+        ScaleIntensityRangePercentiles,
+    )
 
     mode = cfg.normalise
     if mode == "auto":

@@ -59,7 +59,7 @@ def sample_shuffle_params(batch: int, spatial: Sequence[int], generator: torch.G
         ``seeds (B, N)`` int64, ``apply (B,)`` bool, ``max_block (3,)`` and ``spatial (3,)`` int64.
     """
     mx = tuple(max_block) if max_block is not None else default_max_block(spatial)
-    if len(mx) != 3 or any(not 1 <= m <= s for m, s in zip(mx, spatial)):
+    if len(mx) != 3 or any(not 1 <= m <= s for m, s in zip(mx, spatial, strict=False)):
         raise ValueError(f"max_block={tuple(mx)} must be three sides within 1..{tuple(spatial)}")
     apply = torch.rand(batch, generator=generator, dtype=torch.float64) < prob
     seeds = torch.randint(0, 2**31, (batch, num_blocks), generator=generator, dtype=torch.int64)
@@ -198,7 +198,7 @@ def _shuffle_torch(x: torch.Tensor, p: dict[str, torch.Tensor], chunk: int = 4) 
         sdf, shf, swf = (s.reshape(-1, 1) for s in (sd, sh, sw))
         d0, h0, w0 = (starts[..., a].reshape(-1, 1) for a in range(3))
 
-        def flat(idx: torch.Tensor) -> torch.Tensor:
+        def flat(idx: torch.Tensor, shf=shf, swf=swf, d0=d0, h0=h0, w0=w0) -> torch.Tensor:  # noqa: ANN001
             dd = idx // (shf * swf) + d0
             hh = (idx // swf) % shf + h0
             ww = idx % swf + w0

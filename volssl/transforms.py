@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -211,7 +211,7 @@ Steps = tuple[tuple[int, tuple[int, int]], ...]
 _PLANES = {0: (1, 2), 1: (0, 2), 2: (0, 1)}  # rotation about axis a turns the plane of the other two
 
 
-@lru_cache(maxsize=None)
+@cache
 def rotation_group(kind: int) -> tuple[Steps, ...]:
     """The rotations of a ``kind``-class rotation task.
 
@@ -274,7 +274,7 @@ def rotate(x: torch.Tensor, labels: torch.Tensor, kind: int = 10, inverse: bool 
 # -- slabs ---------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def permutation_set(k: int, n: int, seed: int = 0) -> tuple[tuple[int, ...], ...]:
     """``n`` permutations of ``k`` slabs with a large minimum Hamming distance (Noroozi & Favaro 2016).
 

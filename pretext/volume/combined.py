@@ -75,7 +75,7 @@ class Combined(PretextTask):
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         total = None
-        for (name, part), w in zip(self.parts.items(), self.weights):
+        for (name, part), w in zip(self.parts.items(), self.weights, strict=False):
             res = part(batch, generator=generator)
             term = w * res["loss"].float()
             total = term if total is None else total + term

@@ -23,7 +23,14 @@ from pretext.errors import ConfigError
 from pretext.registry import register_task
 from pretext.volume._common import check_batch, check_volume_shape, require, warn_once
 from volssl.encoders.decoder import UNetDecoder
-from volssl.transforms import apply_flips, bezier_remap, in_paint, local_pixel_shuffle, out_paint, random_flips
+from volssl.transforms import (
+    apply_flips,
+    bezier_remap,
+    in_paint,
+    local_pixel_shuffle,
+    out_paint,
+    random_flips,
+)
 
 
 def genesis_corrupt(x: torch.Tensor, generator: torch.Generator | None, cfg: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,5 +126,5 @@ class PixelShuffle(PretextTask):
     def check_input(cls, cfg: Any, input_shape: Sequence[int]) -> None:
         cfg = cfg or cls.Config()
         check_volume_shape(input_shape, "pixel_shuffle", min_side=8)
-        if cfg.max_block and any(m > s for m, s in zip(cfg.max_block, input_shape[1:])):
+        if cfg.max_block and any(m > s for m, s in zip(cfg.max_block, input_shape[1:], strict=False)):
             raise ConfigError(f"max_block={cfg.max_block} exceeds the volume shape {tuple(input_shape[1:])}")

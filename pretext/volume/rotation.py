@@ -50,7 +50,7 @@ class IsotropicView(Dataset):
 
         item = dict(self.split[i])
         x, sp = item["x"], self.spacing[i]
-        size = [max(1, round(n * s / sp.min())) for n, s in zip(x.shape[1:], sp)]
+        size = [max(1, round(n * s / sp.min())) for n, s in zip(x.shape[1:], sp, strict=False)]
         y = F.interpolate(x[None].float(), size=size, mode="trilinear", align_corners=False)[0]
         item["x"] = centre_crop_pad(y, tuple(x.shape[1:]))
         return item

@@ -12,6 +12,7 @@ import torch
 from pretext.errors import ConfigError, UserError
 from pretext.registry import TASKS, create_encoder, create_task
 
+
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     torch.set_num_threads(1)

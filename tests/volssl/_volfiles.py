@@ -18,7 +18,7 @@ def write_nifti(path: Path, data: np.ndarray, spacing=(1.0, 1.0, 1.0), affine: n
 def write_medmnist(path: Path, side: int = 8, n=(6, 3, 4), seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     arrays = {}
-    for split, k in zip(("train", "val", "test"), n):
+    for split, k in zip(("train", "val", "test"), n, strict=False):
         arrays[f"{split}_images"] = (rng.random((k, side, side, side)) > 0.7).astype(np.uint8) * 255
         arrays[f"{split}_labels"] = (np.arange(k) % 2).reshape(k, 1).astype(np.uint8)
     np.savez_compressed(path, **arrays)

@@ -31,7 +31,7 @@ def test_interface_and_maps(name):
     assert feats.shape == (2, width) == (2, enc.num_features)
     maps = enc.forward_maps(x)
     assert [m.shape[1] for m in maps] == list(enc.feature_channels)
-    for m, s in zip(maps, enc.feature_strides):
+    for m, s in zip(maps, enc.feature_strides, strict=False):
         assert m.shape[2:] == torch.Size([16 // s] * 3)
     out = UNetDecoder(enc.feature_channels, enc.feature_strides, out_channels=2)(maps, x.shape[2:])
     assert out.shape == x.shape

@@ -65,7 +65,7 @@ def test_block_geometry_follows_the_paper():
     p = sample_shuffle_params(1, (64, 64, 32), gen(0), num_blocks=20000)
     sizes, starts = block_geometry(p["seeds"], (64, 64, 32), p["max_block"].tolist())
     assert p["max_block"].tolist() == [6, 6, 3]  # dim // 10
-    for a, (mx, dim) in enumerate(zip((6, 6, 3), (64, 64, 32))):
+    for a, (mx, dim) in enumerate(zip((6, 6, 3), (64, 64, 32), strict=False)):
         assert sorted(torch.unique(sizes[..., a]).tolist()) == list(range(1, mx + 1))
         assert int(starts[..., a].min()) == 0 and int((starts[..., a] + sizes[..., a]).max()) == dim
 
@@ -154,9 +154,9 @@ def test_permutation_set_is_valid_and_distinct():
     perms = permutation_set(4, 10)
     assert len(set(perms)) == 10 and perms[0] == (0, 1, 2, 3)
     assert all(sorted(p) == [0, 1, 2, 3] for p in perms)
-    dmin = min(sum(a != b for a, b in zip(p, q)) for p, q in itertools.combinations(perms, 2))
+    dmin = min(sum(a != b for a, b in zip(p, q, strict=False)) for p, q in itertools.combinations(perms, 2))
     naive = list(itertools.permutations(range(4)))[:10]  # lexicographic first ten, for contrast
-    dnaive = min(sum(a != b for a, b in zip(p, q)) for p, q in itertools.combinations(naive, 2))
+    dnaive = min(sum(a != b for a, b in zip(p, q, strict=False)) for p, q in itertools.combinations(naive, 2))
     assert dmin >= 3 > dnaive
     assert permutation_set(4, 10) == permutation_set(4, 10, seed=0)
     with pytest.raises(ValueError, match="num_permutations"):
@@ -174,7 +174,7 @@ def test_slabs_are_crops_of_the_volume(axis):
         sl = [slice(None)] * 3
         other = [a for a in range(3) if a != axis]
         sl[axis] = slice(int(starts[b, j]), int(starts[b, j]) + 2)
-        for o, (ax, size) in enumerate(zip(other, inplane)):
+        for o, (ax, size) in enumerate(zip(other, inplane, strict=False)):
             sl[ax] = slice(int(shifts[b, j, o]), int(shifts[b, j, o]) + size - 2)
         torch.testing.assert_close(slabs[b, j], x[b][(slice(None), *sl)])
     seg = length // 4
@@ -202,5 +202,5 @@ def test_same_seed_same_views_on_gpu():
     cfg = PixelShuffle.Config(local_rate=1.0, nonlinear_rate=1.0, paint_rate=1.0)
     cpu = genesis_corrupt(x, gen(4), cfg)
     gpu = genesis_corrupt(x.cuda(), gen(4), cfg)
-    for a, b in zip(cpu, gpu):
+    for a, b in zip(cpu, gpu, strict=False):
         torch.testing.assert_close(a, b.cpu(), atol=1e-5, rtol=0)

@@ -52,11 +52,11 @@ class UNetDecoder(nn.Module):
 
     def forward(self, maps: Sequence[torch.Tensor], out_size: Sequence[int]) -> torch.Tensor:
         x = self.lateral(maps[-1])
-        for fuse, skip in zip(self.fuse, reversed(maps[:-1])):
+        for fuse, skip in zip(self.fuse, reversed(maps[:-1]), strict=False):
             x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
             x = fuse(torch.cat([x, skip], dim=1))
         for up in self.ups:
-            size = [min(o, 2 * s) for o, s in zip(out_size, x.shape[2:])]
+            size = [min(o, 2 * s) for o, s in zip(out_size, x.shape[2:], strict=False)]
             x = up(F.interpolate(x, size=size, mode="trilinear", align_corners=False))
         if tuple(x.shape[2:]) != tuple(out_size):
             x = F.interpolate(x, size=tuple(out_size), mode="trilinear", align_corners=False)

@@ -110,14 +110,14 @@ class ViT3D(nn.Module):
         self.img_size = as_size3(img_size)
         ps = auto_patch_size(self.img_size) if patch_size is None else patch_size
         self.patch_size = as_size3(ps)
-        bad = [(s, p) for s, p in zip(self.img_size, self.patch_size) if s % p]
+        bad = [(s, p) for s, p in zip(self.img_size, self.patch_size, strict=False) if s % p]
         if bad:
             raise ConfigError(
                 f"img_size={self.img_size} is not divisible by patch_size={self.patch_size}; pick a patch size "
                 f"dividing every side (e.g. --encoder.patch_size {auto_patch_size(self.img_size)}) or crop/pad "
                 "the data (medmnist3d ?pad_to=32, nifti ?size=...)"
             )
-        self.grid_size = tuple(s // p for s, p in zip(self.img_size, self.patch_size))
+        self.grid_size = tuple(s // p for s, p in zip(self.img_size, self.patch_size, strict=False))
         self.num_patches = self.grid_size[0] * self.grid_size[1] * self.grid_size[2]
         self.in_channels, self.embed_dim, self.num_features = in_channels, embed_dim, embed_dim
         self.global_pool = global_pool

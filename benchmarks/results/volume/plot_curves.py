@@ -27,7 +27,7 @@ def main() -> None:
         raise SystemExit(f"no metrics CSV files in {args.runs}")
     fig, axes = plt.subplots(2, (len(files) + 1) // 2, figsize=(4 * ((len(files) + 1) // 2), 6.5), squeeze=False)
     summary = {}
-    for ax, f in zip(axes.flat, files):
+    for ax, f in zip(axes.flat, files, strict=False):
         df = pd.read_csv(f)
         ax.plot(df["step"], df["loss"], label="loss", color="C0")
         extra = [c for c in df.columns if c.endswith("identity_loss")]
