@@ -1,0 +1,40 @@
+"""Reports: the tables aggregate seeds correctly, deltas are paired, plots and HTML are written."""
+
+from __future__ import annotations
+
+from benchmarks.reports import delta_table, efficiency_table, load_results, write_report
+from benchmarks.store import ResultStore
+
+REL = {"edges": [0, 0.5, 1], "confidence": [0.3, 0.8], "accuracy": [0.4, 0.7], "count": [3, 7]}
+
+
+def _rows():
+    rows = []
+    for frac, base in ((0.1, 0.6), (1.0, 0.7)):
+        for seed, jitter in ((0, 0.0), (1, 0.1)):
+            for arm, task, off in (("ssl", "rotation", 0.05), ("random", "-", 0.0), ("scratch", "-", -0.02)):
+                rows.append({"dataset": "d", "task": task, "encoder": "e", "arm": arm,
+                             "protocol": "finetune" if arm == "scratch" else "linear", "fraction": frac,
+                             "seed": seed, "fold": 0, "auroc": base + jitter + off, "auroc_lo": base - 0.1,
+                             "auroc_hi": base + 0.1, "accuracy": 0.5, "ece": 0.1, "reliability": REL,
+                             "subgroups": [{"attribute": "sex", "group": "F", "n": 10, "auroc": 0.6}]})
+    return rows
+
+
+def test_tables_aggregate_over_seeds(tmp_path):
+    store = ResultStore(tmp_path)
+    for r in _rows():
+        store.append(r)
+    df = load_results(tmp_path)
+    header, rows = efficiency_table(df)
+    assert header == ["method", "0.1 labels", "1 labels"]
+    ssl = next(r for r in rows if r[0] == "ssl:rotation")
+    assert ssl[1].startswith("0.700 ± 0.071 [0.500, 0.700] (n=2)")  # (0.65, 0.75); CI bounds averaged
+    _, deltas = delta_table(df)
+    vs_scratch = next(r for r in deltas if r[0] == "ssl:rotation − scratch")
+    assert vs_scratch[1] == "+0.070 ± 0.000"  # paired by seed: 0.05 - (-0.02)
+    paths = write_report(tmp_path, title="T")
+    md = paths["markdown"].read_text()
+    assert "# T" in md and "sex=F (n=10)" in md and "linear: test AUROC" in md
+    assert sorted(p.name for p in paths["dir"].glob("*.png")) == ["d_e_linear_efficiency.png", "d_e_linear_reliability.png"]
+    assert "<table>" in paths["html"].read_text()
