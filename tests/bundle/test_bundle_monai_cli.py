@@ -93,6 +93,6 @@ def test_pretrain_run_from_pretrain_json(cli: dict[str, tuple[int, str]], bundle
 
     state = load_checkpoint(out / "checkpoints" / "last.ckpt")
     assert state["run_config"]["task"] == "bundle_test_denoise" and state["run_config"]["input_shape"] == [1, SIZE, SIZE, SIZE]
-    assert int(state["step"]) == 2
+    assert int(state["step"]) == 2 and state["run_config"]["modality"] == "volume"
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     assert summary.get("steps", 2) == 2
