@@ -140,8 +140,8 @@ def _write_json(path: Path, obj: Any) -> None:
 def _check_out(out: Path) -> None:
     if out.exists():
         raise UserError(f"output folder {str(out)!r} already exists; choose a new --out (bundles are never overwritten)")
-    if not out.parent.exists():
-        raise UserError(f"the parent folder of --out {str(out)!r} does not exist; create {str(out.parent)!r} first")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UserError(f"the parent of --out {str(out)!r} is a file, not a folder")
 
 
 def export_bundle(
@@ -194,6 +194,7 @@ def export_bundle(
                         f"expected {(x.shape[0], expect)}")
     _, description = io_transforms(src)
 
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         files: dict[str, str] = {}
