@@ -184,3 +184,14 @@ def test_one_step_of_every_task_on_real_adrenalmnist3d(shared_data):
         loss = task({"x": x}, generator=torch.Generator().manual_seed(0))["loss"]
         loss.backward()
         assert torch.isfinite(loss), name
+
+
+def test_slice_order_resizes_slabs_for_fixed_size_encoders():
+    (enc_name, ekw) = SMALL_VIT
+    task = create_task("slice_order", create_encoder(enc_name, img_size=16, **ekw), num_permutations=6)
+    assert task.resize  # vit_3d needs its img_size: slabs are resized to it
+    seen = []
+    forward = task.encoder.forward_features
+    task.encoder.forward_features = lambda v: seen.append(tuple(v.shape)) or forward(v)
+    out = task(batch(), generator=torch.Generator().manual_seed(0))
+    assert seen == [(8, 1, 16, 16, 16)] and torch.isfinite(out["loss"])
