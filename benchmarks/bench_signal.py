@@ -202,7 +202,7 @@ def write_md(res: dict[str, Any], path: Path) -> None:
         for mode in ("forward", "forward_backward"):
             m = r[mode]
             L.append(f"| {r['negatives']} | {s['B']},{s['N']},{s['K']},{s['D']} | {mode} | {m['vectorised_ms']:.2f} | "
-                     f"{m['loop_ms']:.1f} | **{m['speedup_vs_loop']:.0f}x** | {m['steploop_ms']:.2f} | "
+                     f"{m['loop_ms']:.1f} | **{m['speedup_vs_loop']:.1f}x** | {m['steploop_ms']:.2f} | "
                      f"{m['speedup_vs_steploop']:.1f}x | {max(r['abs_diff_loop'], r['abs_diff_steploop']):.1e} |")
     L += ["\n## 2. An epoch over the store vs re-reading each item from its file\n",
           "| source | items (4 s windows) | store items/s | re-read items/s (sampled) | speedup | first load (ingest) s |",
@@ -222,7 +222,7 @@ def write_md(res: dict[str, Any], path: Path) -> None:
 
 
 def summarise_runs(runs: list[str], out: Path, window: int = 20) -> list[dict[str, Any]]:
-    """Copy each run's ``metrics.csv``/``config.yaml`` under ``out/runs``, plot the loss curves, summarise."""
+    """Copy each run's ``metrics.csv``/``config.yaml`` under ``out/pretrain_logs``, plot the loss curves, summarise."""
     import shutil
 
     import matplotlib
@@ -235,7 +235,7 @@ def summarise_runs(runs: list[str], out: Path, window: int = 20) -> list[dict[st
     fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.4), squeeze=False)
     for ax, run in zip(axes[0], runs, strict=True):
         r = Path(run)
-        dest = out / "runs" / r.name
+        dest = out / "pretrain_logs" / r.name  # not "runs/": that name is git-ignored
         dest.mkdir(parents=True, exist_ok=True)
         for f in ("metrics.csv", "config.yaml"):
             if (r / f).exists():
