@@ -233,7 +233,8 @@ def build_signal_data(
         "store": str(store.root), "window": win, "window_s": win / store.sfreq, "n_records": len(idx),
         "n_patients": len(patient_names), "n_padded_records": n_padded, "split_mode": mode,
         "skipped": store.meta.get("skipped", []), "n_items": {k: len(v) for k, v in splits.items()},
-        "patients_with_one_record": int((n_rec_per_patient == 1).sum()), "channel_units": None,
+        "patients_with_one_record": int((n_rec_per_patient == 1).sum()),
+        "channel_units": store.meta.get("units", []),
     }
     return SSLData("signal", splits, (store.n_chans, win), num_classes=len(class_names) or None,
                    class_names=class_names, multilabel=multilabel, sfreq=store.sfreq,

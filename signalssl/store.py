@@ -45,6 +45,13 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MEDSSL_CACHE", Path.home() / ".cache" / "medssl"))
 
 
+def select_units(rec: Record, channels: list[str]) -> list[str]:
+    """Units of ``channels`` (by name) in ``rec``."""
+    from signalssl.io import match_channels
+
+    return [rec.units[i] for i in match_channels(rec.channels, channels, rec.path)]
+
+
 def _source_signature(specs: list[RecordSpec]) -> str:
     h = hashlib.sha256()
     for s in specs:
@@ -200,6 +207,7 @@ def _write_store(tmp: Path, specs: list[RecordSpec], kind: str, opts: dict[str, 
     errors: list[tuple[str, str]] = []
     ref_chans: list[str] | None = opts["channels"]
     ref_rate: float | None = opts["sfreq"]
+    units: list[str] = []
     offset = 0
     bp = tuple(opts["bandpass"]) if opts["bandpass"] else None
     with open(tmp / "signals.bin", "wb") as fh:
@@ -211,12 +219,14 @@ def _write_store(tmp: Path, specs: list[RecordSpec], kind: str, opts: dict[str, 
                 elif opts["sfreq"] is None and not math.isclose(rec.sfreq, ref_rate):
                     raise DataError(f"{s.path}: sampling-rate mismatch: {rec.sfreq:g} Hz but earlier records have "
                                     f"{ref_rate:g} Hz; pass sfreq={ref_rate:g} (or another rate) to resample all")
+                if not units and ref_chans is not None:
+                    units = list(select_units(rec, ref_chans))
                 if opts["channels"] is None and ref_chans is not None and sorted(rec.channels) != sorted(ref_chans):
                     raise DataError(f"{s.path}: channels {rec.channels} differ from the first record's {ref_chans}; "
                                     "pass channels=... to pick one common set in one order")
                 out = preprocess(rec, sfreq=opts["sfreq"], channels=ref_chans, bandpass_hz=bp, notch_hz=opts["notch"])
                 if ref_chans is None:
-                    ref_chans = list(out.channels)
+                    ref_chans, units = list(out.channels), list(out.units)
                 x = out.signal
                 if dt == np.float16 and float(np.abs(x).max(initial=0.0)) > 6.0e4:
                     raise DataError(f"{s.path}: |sample| up to {float(np.abs(x).max()):.3g} overflows float16; "
@@ -249,6 +259,6 @@ def _write_store(tmp: Path, specs: list[RecordSpec], kind: str, opts: dict[str, 
     ev_df = pd.DataFrame(events, columns=["record", "start", "label"])
     (tmp / "events.csv").write_text(ev_df.to_csv(index=False) if len(ev_df) else "")
     meta = {"version": STORE_VERSION, "kind": kind, "channels": ref_chans, "sfreq": float(ref_rate),
-            "dtype": dt.name, "total_samples": offset, "options": opts, "source_signature": sig,
+            "dtype": dt.name, "units": units, "total_samples": offset, "options": opts, "source_signature": sig,
             "skipped": [{"record": n, "error": m} for n, m in errors]}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))

@@ -49,7 +49,7 @@ def test_ptbxl_kind_official_folds(mini_ptbxl: Path, cache: str) -> None:
     tr, va, te = data.splits["train"], data.splits["val"], data.splits["test"]
     # ecg 6 has no superclass label and is dropped (drop_empty); folds 1,2,3 -> train, 9 -> val, 10 -> test
     assert len(tr) == 3 and len(va) == 1 and len(te) == 1
-    assert data.channel_names[:3] == ["I", "II", "III"]
+    assert data.channel_names[:3] == ["I", "II", "III"] and data.meta["channel_units"] == ["mV"] * 12
     assert [tr.patient_names[p] for p in tr.patients] == ["11", "11", "44"]
     np.testing.assert_array_equal(va.labels[0], [1, 0, 0, 0])  # LVH -> HYP
     item = tr[1]

@@ -164,3 +164,20 @@ def test_real_edf_sizes_match(shared_data: Path, tmp_path: Path) -> None:
         fh.truncate(tmp_copy.stat().st_size - 1)
     with pytest.raises(DataError, match="truncated"):
         check_edf_size(tmp_copy)
+
+
+@pytest.mark.parametrize("fmt", ["bdf", "fif"])
+def test_bdf_and_fif(tmp_path: Path, fmt: str) -> None:
+    import mne
+
+    data = 1e-5 * np.random.default_rng(0).standard_normal((2, 500))
+    raw = mne.io.RawArray(data, mne.create_info(["Cz", "Pz"], 100.0, "eeg"), verbose="error")
+    path = tmp_path / (f"x.{fmt}" if fmt == "bdf" else "x_raw.fif")
+    if fmt == "bdf":
+        mne.export.export_raw(str(path), raw, fmt="bdf", verbose="error")
+        check_edf_size(path)  # 3 bytes per sample
+    else:
+        raw.save(path, verbose="error")
+    rec = read_record(path)
+    assert rec.channels == ["Cz", "Pz"] and rec.units == ["uV", "uV"]
+    np.testing.assert_allclose(rec.signal, data * 1e6, atol=1e-3 if fmt == "bdf" else 1e-4)
