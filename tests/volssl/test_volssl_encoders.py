@@ -100,3 +100,16 @@ def test_vit_rejects_wrong_input_size():
     vit = create_encoder("vit_3d", img_size=16, embed_dim=48, depth=1, num_heads=2)
     with pytest.raises(ConfigError, match="built for img_size"):
         vit.forward_features(torch.rand(1, 1, 32, 32, 32))
+
+
+def test_vit_linear_patch_embedding_equals_the_conv():
+    from einops import rearrange
+
+    vit = create_encoder("vit_3d", in_channels=2, img_size=(16, 16, 8), patch_size=(8, 8, 4), embed_dim=48,
+                         depth=1, num_heads=2)
+    x = torch.rand(2, 2, 16, 16, 8)
+    conv = rearrange(vit.patch_embed(x), "b e d h w -> b (d h w) e") + vit.pos_embed
+    torch.testing.assert_close(vit.embed(x), conv, rtol=1e-5, atol=1e-5)
+    ids = torch.tensor([[0, 3, 7], [1, 2, 6]])
+    full = vit._run(vit.embed(x).gather(1, ids[..., None].expand(-1, -1, 48)))
+    torch.testing.assert_close(vit.forward_masked(x, ids), full, rtol=1e-5, atol=1e-5)

@@ -143,14 +143,24 @@ class ViT3D(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, D, H, W) -> (B, N, E)`` patch tokens plus position embedding."""
+    def patch_values(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, D, H, W) -> (B, N, C*pd*ph*pw)`` in the order of ``patch_embed``'s weight."""
         if tuple(x.shape[2:]) != self.img_size:
             raise ConfigError(
                 f"vit_3d was built for img_size={self.img_size} but got a volume of {tuple(x.shape[2:])}; "
                 "build the encoder for the data's size"
             )
-        return rearrange(self.patch_embed(x), "b e d h w -> b (d h w) e") + self.pos_embed
+        pd, ph, pw = self.patch_size
+        return rearrange(x, "b c (d pd) (h ph) (w pw) -> b (d h w) (c pd ph pw)", pd=pd, ph=ph, pw=pw)
+
+    def _project(self, values: torch.Tensor) -> torch.Tensor:
+        # the strided Conv3d as one matrix product (same weights; much faster than a 16^3-kernel conv)
+        w = self.patch_embed.weight.reshape(self.embed_dim, -1)
+        return F.linear(values, w, self.patch_embed.bias)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, D, H, W) -> (B, N, E)`` patch tokens plus position embedding."""
+        return self._project(self.patch_values(x)) + self.pos_embed
 
     def _run(self, tokens: torch.Tensor) -> torch.Tensor:
         tokens = torch.cat([self.cls_token.expand(len(tokens), -1, -1), tokens], dim=1)
@@ -159,10 +169,15 @@ class ViT3D(nn.Module):
         return self.norm(tokens)
 
     def forward_masked(self, x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
-        """Encode only the kept patches (MAE): ``ids_keep (B, K)`` -> ``(B, 1 + K, E)`` (cls first)."""
-        tokens = self.embed(x)
-        tokens = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))
-        return self._run(tokens)
+        """Encode only the kept patches (MAE): ``ids_keep (B, K)`` -> ``(B, 1 + K, E)`` (cls first).
+
+        Only the kept patches are embedded (a quarter of the work at mask ratio 0.75).
+        """
+        values = self.patch_values(x)
+        values = torch.gather(values, 1, ids_keep[..., None].expand(-1, -1, values.shape[-1]))
+        pos = self.pos_embed.expand(len(x), -1, -1)
+        pos = torch.gather(pos, 1, ids_keep[..., None].expand(-1, -1, pos.shape[-1]))
+        return self._run(self._project(values) + pos)
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, D, H, W) -> (B, N, E)`` normalised patch tokens (no cls)."""

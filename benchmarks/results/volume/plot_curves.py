@@ -33,6 +33,8 @@ def main() -> None:
         extra = [c for c in df.columns if c.endswith("identity_loss")]
         for c in extra:
             ax.plot(df["step"], df[c], "--", label=f"{c} (input as output)", color="C3")
+        if extra and not any(c.endswith("acc") for c in df.columns):
+            ax.set_yscale("log")
         ax.set_title(f.stem)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
