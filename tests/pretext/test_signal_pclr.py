@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,15 @@ from pretext.base import SSLSplit
 from pretext.errors import UserError
 from pretext.registry import create_encoder, create_task
 from pretext.signal.pclr import PCLR, PatientPairs, pair_candidates
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: on the shared 2-core machine extra threads only spin (100x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 class ToySplit(SSLSplit):
@@ -147,7 +158,7 @@ def test_pclr_learns_patient_identity() -> None:
     task = create_task("pclr", enc, proj_dim=16, proj_hidden=32)
     opt = torch.optim.Adam(task.parameters(), lr=3e-3)
     losses = []
-    for step in range(25):
+    for step in range(15):
         g = torch.Generator().manual_seed(step)
         x1 = base[:, None] + 0.3 * torch.randn(6, 1, 256, generator=g)
         x2 = base[:, None] + 0.3 * torch.randn(6, 1, 256, generator=g)

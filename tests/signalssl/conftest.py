@@ -3,11 +3,23 @@ a miniature PTB-XL in the official layout, an EEGMAT-like folder, Sleep-EDF and 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: on the shared 2-core machine extra threads only spin (100x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 LEADS12 = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 
@@ -36,6 +48,7 @@ def write_edf(path: Path, data_uv: np.ndarray, sfreq: float, ch_names: list[str]
               annotations: list[tuple[float, float, str]] | None = None) -> Path:
     import mne
 
+    pytest.importorskip("edfio", reason="mne's EDF export needs edfio: pip install edfio (it is in requirements.lock)")
     path.parent.mkdir(parents=True, exist_ok=True)
     info = mne.create_info(ch_names, sfreq, "eeg")
     raw = mne.io.RawArray(data_uv * 1e-6, info, verbose="error")
