@@ -166,6 +166,8 @@ class CPC(PretextTask):
             temperature: divides the scores.
             context_dim: width of the added GRU context (encoders without ``forward_context``).
             context_layers: layers of the added GRU.
+            max_score_gb: refuse a batch whose score tensor (B, N, K, candidates) would exceed this
+                many GB (fp32), with a message that says how to shrink it.
         """
 
         steps: int = 12
@@ -173,6 +175,7 @@ class CPC(PretextTask):
         temperature: float = 1.0
         context_dim: int = 256
         context_layers: int = 1
+        max_score_gb: float = 4.0
 
         def __post_init__(self) -> None:
             if self.steps < 1:
@@ -181,6 +184,8 @@ class CPC(PretextTask):
                 raise UserError(f"cpc negatives={self.negatives!r} must be one of {NEGATIVES}")
             if self.temperature <= 0:
                 raise UserError(f"cpc temperature={self.temperature} must be > 0")
+            if self.max_score_gb <= 0:
+                raise UserError(f"cpc max_score_gb={self.max_score_gb} must be > 0")
 
     def __init__(self, encoder: nn.Module, cfg: Any = None) -> None:
         super().__init__(encoder, cfg)
@@ -216,6 +221,14 @@ class CPC(PretextTask):
         if n <= self.cfg.steps:
             raise UserError(f"cpc: the encoder gives N={n} latent steps for T={batch['x'].shape[-1]} samples; need more "
                             f"than steps={self.cfg.steps}: use longer windows or pass --task.steps {max(1, n - 1)}")
+        b, k = z.shape[0], self.cfg.steps
+        cand = {"batch": b, "same_seq": n, "both": b + n - 1, "all": b * n}[self.cfg.negatives]
+        gb = 4 * b * n * k * cand / 1e9
+        if gb > self.cfg.max_score_gb:
+            raise UserError(f"cpc: the score tensor would take {gb:.1f} GB (B={b}, N={n} latent steps, K={k}, "
+                            f"{cand} candidates with negatives={self.cfg.negatives!r}); use negatives=both or batch, "
+                            "a smaller batch, shorter windows or an encoder that downsamples more "
+                            f"(or raise --task.max_score_gb above {self.cfg.max_score_gb})")
         pred = rearrange(self.predictor(c), "b n (k d) -> b n k d", k=self.cfg.steps)
         loss, acc = cpc_loss(z, pred, self.cfg.negatives, self.cfg.temperature)
         return {"loss": loss, "cpc_acc": acc.detach()}

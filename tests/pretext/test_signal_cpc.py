@@ -98,6 +98,9 @@ def test_bad_config_and_input() -> None:
     task = create_task("cpc", enc, steps=12)
     with pytest.raises(UserError, match=r"N=4 latent steps.*--task.steps 3"):
         task({"x": torch.randn(2, 1, 128)})
+    big = create_task("cpc", enc, steps=2, negatives="all", max_score_gb=1e-8)
+    with pytest.raises(UserError, match=r"score tensor would take .* GB.*negatives=both"):
+        big({"x": torch.randn(2, 1, 128)})
     with pytest.raises(UserError, match="signals"):
         type(task).check_input(task.cfg, (1, 16, 16, 16))
 
