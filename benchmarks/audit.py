@@ -222,9 +222,11 @@ def plot_map(coords: np.ndarray, colourings: Mapping[str, np.ndarray], path: str
                 label = known[int(v)] if values.dtype.kind in "iu" and 0 <= int(v) < len(known) else str(v)
                 ax.scatter(coords[m, 0], coords[m, 1], s=8, color=plt.cm.tab10(j % 10), label=label)
             ax.legend(fontsize=6, markerscale=1.5, loc="best")
-        ax.set_title(f"{title} by {what}" if title else f"by {what}", fontsize=9)
+        ax.set_title(f"by {what}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,8 @@ Runs on data the project generates itself, so it needs no download::
     python -m benchmarks.demo --out runs/demo            # or: sslbench demo --out runs/demo
     python -m benchmarks.demo --out /tmp/d --quick       # tiny version for the tests (~30 s)
 
-For each modality (``--modalities signal,volume``):
+For each modality (``--modalities signal`` by default; ``signal,volume`` adds the 3D phantoms, which take
+about 3-4 more minutes on 2 CPU cores, mostly the supervised-from-scratch 3D baseline):
 
 1. generate the synthetic data (:mod:`signalssl.synthetic` 12-lead ECGs with four rhythm classes,
    :mod:`volssl.synthetic` 3D phantoms with three lesion classes), cached under ``OUT/data``;
@@ -76,7 +77,7 @@ def plans(quick: bool) -> dict[str, Plan]:
             modality="volume", kind="synthetic_phantom3d", data=vol, task="rotation", task_cfg={},
             encoder="resnet18_3d", encoder_cfg={"widen_factor": 0.25},
             pretrain={"steps": 4 if quick else 40, "batch_size": 16 if quick else 32, "lr": 1e-3, "warmup_steps": 2 if quick else 5},
-            finetune={"steps": 4 if quick else 40, "min_steps": 2 if quick else 20, "eval_every": 2 if quick else 20,
+            finetune={"steps": 4 if quick else 30, "min_steps": 2 if quick else 15, "eval_every": 2 if quick else 15,
                       "batch_size": 16 if quick else 32, "lr": 2e-3, "warmup_steps": 2 if quick else 5},
             scratch_seeds=1,
         ),
@@ -118,14 +119,19 @@ def run_modality(plan: Plan, out: Path, *, fractions: Sequence[float], seeds: Se
          + (f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""), t0)
 
     tic = time.perf_counter()
-    common = dict(data=data, protocol="linear", fractions=tuple(fractions), out=out, n_boot=n_boot,
-                  finetune=plan.finetune, dataset=plan.kind)
-    evaluate(ckpt, seeds=tuple(seeds), baselines=("random",), **common)
-    df = evaluate(ckpt, seeds=tuple(seeds[: plan.scratch_seeds]), baselines=("scratch",), **common)
-    df = df[df["dataset"] == plan.kind]
+    common = dict(data=data, protocol="linear", out=out, n_boot=n_boot, finetune=plan.finetune, dataset=plan.kind)
+    # At 100 % the label draw is the whole training split: one seed there; all seeds below 100 %.
+    low, full = tuple(f for f in fractions if f < 1), tuple(f for f in fractions if f >= 1)
+    df = pd.DataFrame()
+    if low:
+        evaluate(ckpt, fractions=low, seeds=tuple(seeds), baselines=("random",), **common)
+        df = evaluate(ckpt, fractions=low, seeds=tuple(seeds[: plan.scratch_seeds]), baselines=("scratch",), **common)
+    if full:
+        df = evaluate(ckpt, fractions=full, seeds=tuple(seeds[:1]), baselines=("random", "scratch"), **common)
+    df = df[(df["dataset"] == plan.kind) & df["fraction"].isin(fractions) & df["seed"].isin(seeds)]
     times["evaluate_s"] = time.perf_counter() - tic
-    _log(f"{plan.modality}: evaluated {len(df)} cells (linear probe x {len(fractions)} fractions x {len(seeds)} seeds, "
-         "random init, supervised scratch)", t0)
+    _log(f"{plan.modality}: evaluated {len(df)} cells (SSL and random init + linear probe, supervised scratch; "
+         f"fractions {list(fractions)}, seeds {list(seeds)} below 100 %, scratch on {plan.scratch_seeds})", t0)
 
     tic = time.perf_counter()
     view = View(data.splits["val"], np.arange(len(data.splits["val"])), "val")
@@ -255,7 +261,20 @@ def harness_report(out: Path) -> list[str]:
     return [str(p) for p in (res if isinstance(res, (list, tuple)) else [res]) if p]
 
 
-def run_demo(out: str | Path, *, quick: bool = False, modalities: Sequence[str] = ("signal", "volume"),
+def _check_stamp(out: Path, chosen: dict[str, dict[str, Any]]) -> None:
+    """Refuse to mix settings in one folder: finished cells of other settings would be reused as they are."""
+    from pretext.errors import UserError
+
+    path = out / "demo_plan.json"
+    stamp = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    clash = [m for m, plan in chosen.items() if m in stamp and stamp[m] != json.loads(json.dumps(plan))]
+    if clash:
+        raise UserError(f"{str(out)!r} holds a demo run with other settings for {clash} (e.g. --quick vs full); "
+                        "choose another --out or delete that folder")
+    path.write_text(json.dumps({**stamp, **chosen}, indent=1), encoding="utf-8")
+
+
+def run_demo(out: str | Path, *, quick: bool = False, modalities: Sequence[str] = ("signal",),
              seeds: Sequence[int] = (0, 1, 2), fractions: Sequence[float] = (0.01, 0.1, 1.0),
              n_boot: int | None = None, map_method: str | None = None) -> dict[str, Any]:
     """Run the demo into ``out``; returns ``{"report": path, "results": ..., "total_s": ...}``."""
@@ -268,6 +287,7 @@ def run_demo(out: str | Path, *, quick: bool = False, modalities: Sequence[str] 
     bad = [m for m in modalities if m not in all_plans]
     if bad:
         raise ConfigError(f"unknown demo modality {bad}; choose from {sorted(all_plans)}")
+    _check_stamp(out, {m: dataclasses.asdict(all_plans[m]) for m in modalities})
     n_boot = n_boot if n_boot is not None else (50 if quick else 200)
     map_method = map_method or ("pca" if quick else "auto")
     results = {m: run_modality(all_plans[m], out, fractions=fractions, seeds=seeds, n_boot=n_boot,
@@ -292,9 +312,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--quick", action="store_true", help="tiny data and budgets (for tests; numbers are not meaningful)")
-    p.add_argument("--modalities", default="signal,volume", help="comma list of signal, volume (default: both)")
+    p.add_argument("--modalities", default="signal",
+                   help="comma list of signal, volume (default: signal, ~2-3 min on 2 cores; adding volume "
+                        "costs about 3-4 min more on CPU)")
     p.add_argument("--seeds", default="0,1,2", help="label-draw seeds (default: 0,1,2)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default: 1, predictable on a shared machine; 0 = torch's choice)")
     p.add_argument("--map", dest="map_method", choices=["auto", "umap", "tsne", "pca"], default=None,
                    help="2-D map of the audit (default: auto = UMAP, t-SNE without umap-learn; pca with --quick)")
     return p
@@ -302,7 +325,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
     args = args or build_parser().parse_args(argv)
-    if args.threads:
+    if args.threads and args.threads > 0:
         torch.set_num_threads(args.threads)
     run_demo(args.out, quick=args.quick, modalities=[m.strip() for m in args.modalities.split(",") if m.strip()],
              seeds=[int(s) for s in args.seeds.split(",") if s.strip()], map_method=args.map_method)
