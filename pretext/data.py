@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 import yaml
 
@@ -23,7 +23,12 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
         )
     kind, rest = spec.split(":", 1)
     path, _, query = rest.partition("?")
-    options = {k: yaml.safe_load(v) for k, v in parse_qsl(query, keep_blank_values=True)}
+    options: dict[str, Any] = {}
+    for part in filter(None, query.split("&")):  # not parse_qsl: "+" must stay "+" (regex patterns)
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise ConfigError(f"data spec option {part!r} in {spec!r} must read key=value")
+        options[unquote(key)] = yaml.safe_load(unquote(value))
     return kind, path, options
 
 

@@ -23,8 +23,13 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+# One intra-op thread per test process: on a small shared machine extra threads spin and slow
+# everything down; MEDSSL_TEST_THREADS overrides.
+torch.set_num_threads(int(os.environ.get("MEDSSL_TEST_THREADS", "1")))
+
+
 @pytest.fixture(autouse=True)
-def _seed_and_threads() -> None:
+def _seed() -> None:
     torch.manual_seed(0)
 
 

@@ -44,3 +44,15 @@ def test_nested_types_round_trip() -> None:
 def test_bad_values_name_the_field(values: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         build_dataclass(TrainConfig, values)
+
+
+def test_data_spec_options_keep_plus_and_types() -> None:
+    from pretext.data import parse_spec
+
+    kind, path, opts = parse_spec(r"edf:/data/eeg?pattern=Subject(\d+)_(\d)\.edf&window=2.5&bandpass=[0.5,40]&x=a%26b")
+    assert (kind, path) == ("edf", "/data/eeg")
+    assert opts == {"pattern": r"Subject(\d+)_(\d)\.edf", "window": 2.5, "bandpass": [0.5, 40], "x": "a&b"}
+    with pytest.raises(ConfigError, match="must read key=value"):
+        parse_spec("edf:/x?window")
+    with pytest.raises(ConfigError, match="must read KIND:PATH"):
+        parse_spec("just-a-path.npz")
