@@ -347,8 +347,8 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str]
                                                     sort_keys=False))
     store = ResultStore(out)
     done = store.done()
-    total, counter = rec.n_cells(), {"n": len(done)}
-    log(f"recipe {rec.name}: {total} cells, {len(done)} already done -> {store.path}")
+    total, counter = rec.n_cells(), {"n": 0}
+    log(f"recipe {rec.name}: {total} cells ({len(done)} cells already in {store.path} are skipped)")
 
     def cell(ev: Evaluator, **kw: Any) -> None:
         row_key = {"dataset": ev.dataset, "encoder": ev.encoder_name, "fold": ev.splits.fold,
@@ -362,7 +362,7 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str]
         store.append(row)
         done.add(cell_key(row))
         counter["n"] += 1
-        log(f"[{counter['n']}/{total}] {ev.dataset} {row['task']} {row['encoder']} {row['arm']} {row['protocol']} "
+        log(f"[new {counter['n']}, recipe {total}] {ev.dataset} {row['task']} {row['encoder']} {row['arm']} {row['protocol']} "
             f"f={row['fraction']:g} s={row['seed']} fold={row['fold']}: auroc {_fmt(row.get('auroc'))} "
             f"[{_fmt(row.get('auroc_lo'))}, {_fmt(row.get('auroc_hi'))}] ({row['elapsed_s']:.1f}s)")
 
@@ -395,7 +395,7 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str]
                             for seed in rec.seeds:
                                 cell(ev, arm="ssl", protocol=proto, fraction=frac, seed=seed, task=task,
                                      encoder=enc, weights=info["weights"], checkpoint_path=info["checkpoint"])
-    log(f"done: {counter['n']} cells in {store.path}; write the report with: sslbench report {out}")
+    log(f"done: {counter['n']} new cell(s) in {store.path}; write the report with: sslbench report {out}")
     return store
 
 
