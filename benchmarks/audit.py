@@ -184,10 +184,14 @@ def embed_2d(z: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.nda
 
             import umap  # lazy: importing numba takes seconds
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                reducer = umap.UMAP(n_neighbors=min(15, n - 1), random_state=seed, metric="cosine")
-                return reducer.fit_transform(z), "umap"
+            threads = torch.get_num_threads()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    reducer = umap.UMAP(n_neighbors=min(15, n - 1), random_state=seed, metric="cosine")
+                    return reducer.fit_transform(z), "umap"
+            finally:  # numba's parallel layer resets the OpenMP thread count torch uses
+                torch.set_num_threads(threads)
         except ImportError:
             if method == "umap":
                 raise ImportError("UMAP needs umap-learn: pip install umap-learn (or use method='tsne')") from None

@@ -118,3 +118,28 @@ def test_tsne_fallback_and_bad_input(tmp_path):
         audit_features(z[:2], y[:2])
     with pytest.raises(ValueError, match="method"):
         audit_features(z, y, out_dir=tmp_path, method="isomap")
+
+
+def test_umap_path_keeps_torch_threads(monkeypatch):
+    """umap-learn's numba layer resets torch's OpenMP thread count; the audit puts it back."""
+    import sys
+    import types
+
+    from benchmarks.audit import embed_2d
+
+    class FakeUMAP:
+        def __init__(self, **kw):
+            self.kw = kw
+
+        def fit_transform(self, z):
+            torch.set_num_threads(2)
+            return z[:, :2]
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        coords, used = embed_2d(np.random.default_rng(0).normal(size=(20, 4)), "auto")
+        assert used == "umap" and coords.shape == (20, 2) and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
