@@ -27,4 +27,5 @@ run mae3d_64         --task mae3d         --encoder vit_3d --encoder.patch_size 
 run mae3d_28_p4      --task mae3d         --encoder vit_3d --encoder.patch_size 4 --encoder.embed_dim 192 --encoder.depth 4 --encoder.num_heads 6 --data "$D28?pad_to=32" --steps 200 --batch-size 8
 # raw (not per-patch normalised) targets: the trivial solution is no longer a zero prediction
 run mae3d_64_raw     --task mae3d --task.norm_pix_loss false --encoder vit_3d --encoder.patch_size 8 --encoder.embed_dim 192 --encoder.depth 4 --encoder.num_heads 6 --data "$D64" --steps 150 --batch-size 8
-.venv/bin/python $HERE/plot_curves.py $HERE/metrics --out $HERE
+.venv/bin/python $HERE/baselines.py --out $HERE/baselines.json
+.venv/bin/python $HERE/plot_curves.py $HERE/metrics --out $HERE --baselines $HERE/baselines.json

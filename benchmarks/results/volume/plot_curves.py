@@ -16,12 +16,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+# run name -> the trivial-solution loss it should be read against (keys of baselines.json)
+TRIVIAL = {
+    "rotation_28": "rotation_chance_ce",
+    "slice_order_28": "slice_order_chance_ce",
+    "pixel_shuffle_28": "pixel_shuffle_zero_prediction_mse_28",
+    "mae3d_28": "mae_normpix_patch_mean_28_pad32_p8",
+    "mae3d_28_p4": "mae_normpix_patch_mean_28_pad32_p4",
+    "mae3d_64": "mae_normpix_patch_mean_64_p16",
+    "mae3d_64_raw": "mae_raw_global_mean_mse_64",
+}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", type=Path)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--baselines", type=Path, default=None, help="baselines.json (trivial-solution losses)")
     args = ap.parse_args()
+    base = json.loads(args.baselines.read_text()) if args.baselines and args.baselines.is_file() else {}
     files = sorted(args.runs.glob("*.csv"))
     if not files:
         raise SystemExit(f"no metrics CSV files in {args.runs}")
@@ -35,6 +48,10 @@ def main() -> None:
             ax.plot(df["step"], df[c], "--", label=f"{c} (input as output)", color="C3")
         if extra and not any(c.endswith("acc") for c in df.columns):
             ax.set_yscale("log")
+        key = TRIVIAL.get(f.stem)
+        if key and key in base:
+            ax.axhline(base[key], color="0.5", ls="-.", lw=1, label=f"trivial: {key}")
+            ax.legend(fontsize=6)
         ax.set_title(f.stem)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
