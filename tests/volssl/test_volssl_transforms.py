@@ -204,3 +204,13 @@ def test_same_seed_same_views_on_gpu():
     gpu = genesis_corrupt(x.cuda(), gen(4), cfg)
     for a, b in zip(cpu, gpu, strict=False):
         torch.testing.assert_close(a, b.cpu(), atol=1e-5, rtol=0)
+
+
+def test_shuffle_probability_per_volume_and_chunked_tensor_path():
+    x = torch.rand(9, 2, 12, 10, 8)  # > 4 volumes: the tensor path works in chunks
+    p = sample_shuffle_params(9, (12, 10, 8), gen(2), num_blocks=100, max_block=(3, 3, 2), prob=0.5)
+    assert 0 < int(p["apply"].sum()) < 9
+    a = local_pixel_shuffle(x, params=p, backend="numba")
+    assert torch.equal(a, local_pixel_shuffle(x, params=p, backend="torch"))
+    changed = (a != x).flatten(1).any(1)
+    assert torch.equal(changed, p["apply"])
