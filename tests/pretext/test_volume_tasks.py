@@ -195,3 +195,29 @@ def test_slice_order_resizes_slabs_for_fixed_size_encoders():
     task.encoder.forward_features = lambda v: seen.append(tuple(v.shape)) or forward(v)
     out = task(batch(), generator=torch.Generator().manual_seed(0))
     assert seen == [(8, 1, 16, 16, 16)] and torch.isfinite(out["loss"])
+
+
+def test_sslbench_pretrain_on_a_medmnist_file(tmp_path, capsys, monkeypatch):
+    """The CLI end to end: data kind + encoder + task options from flags, then a checkpoint that loads."""
+    import numpy as np
+
+    from benchmarks.cli import main
+
+    monkeypatch.setenv("MEDSSL_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 6), ("val", 2), ("test", 2)):
+        arrays[f"{split}_images"] = (rng.random((n, 16, 16, 16)) > 0.6).astype(np.uint8) * 255
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(n, 1).astype(np.uint8)
+    np.savez(tmp_path / "tinymnist3d.npz", **arrays)
+    out = tmp_path / "run"
+    rc = main(["pretrain", "--task", "combined", "--encoder", "resnet18_3d", "--data",
+               f"medmnist3d:{tmp_path / 'tinymnist3d.npz'}", "--steps", "2", "--batch-size", "2", "--out", str(out),
+               "--precision", "32", "--progress", "false", "--task.tasks", "rotation,slice_order",
+               "--task.options", "{slice_order: {num_permutations: 4}}", "--encoder.widen_factor", "0.125"])
+    assert rc == 0, capsys.readouterr()
+    from pretext.engine.checkpoint import load_checkpoint
+
+    state = load_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert state["run_config"]["task_cfg"]["tasks"] == ["rotation", "slice_order"]
+    assert state["run_config"]["encoder_cfg"]["widen_factor"] == 0.125
