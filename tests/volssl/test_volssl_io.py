@@ -115,3 +115,25 @@ def test_bad_manifests(tmp_path, text, match):
     (tmp_path / "m.csv").write_text(text)
     with pytest.raises(DataError, match=match):
         read_manifest(tmp_path / "m.csv")
+
+
+def test_dicom_series_folder(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    folder = tmp_path / "series"
+    folder.mkdir()
+    vol = (np.random.default_rng(0).random((5, 8, 7)) * 1000).astype(np.int16)  # (slices, rows, cols)
+    for k in range(vol.shape[0]):
+        img = sitk.GetImageFromArray(vol[k:k + 1])
+        img.SetSpacing((0.5, 0.6, 2.0))
+        img.SetOrigin((0.0, 0.0, 2.0 * k))
+        for tag, value in (("0020|0013", str(k + 1)), ("0020|0032", f"0\\0\\{2.0 * k}"), ("0020|000e", "1.2.3.4"),
+                           ("0008|0060", "CT")):
+            img.SetMetaData(tag, value)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(folder / f"s{k:03d}.dcm"))
+        writer.Execute(img)
+    v = read_volume(folder)
+    assert v.array.shape == (1, 7, 8, 5)  # torchio's (x, y, z) voxel order
+    assert v.spacing == pytest.approx((0.5, 0.6, 2.0))
+    np.testing.assert_allclose(v.array[0], np.transpose(vol, (2, 1, 0)).astype(np.float32))
