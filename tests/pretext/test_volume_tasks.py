@@ -71,6 +71,8 @@ def test_forward_backward_and_determinism(name):
     # masked voxels of the noisy test volumes are unpredictable: per-patch normalised targets of
     # noise leave only memorisation, so the raw targets are used here
     ("mae3d", 0.5, 40, {"norm_pix_loss": False}),
+    ("combined", 0.3, 40, {"options": {"mae3d": {"decoder_dim": 48, "decoder_heads": 2, "decoder_depth": 1,
+                                                 "norm_pix_loss": False}}}),
 ])
 def test_overfits_a_fixed_batch(name, factor, steps, overrides):
     """With the views fixed (same generator seed every step), the loss must drop by ``factor``."""
