@@ -51,6 +51,22 @@ MEDMNIST3D_CLASSES: dict[str, list[str]] = {
 # -- MedMNIST 3D ------------------------------------------------------------------------------------
 
 
+def _writable(root: Path | None) -> Path | None:
+    """``root`` if a cache can be written there, else None (with a warning: data stay in memory)."""
+    if root is None:
+        return None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{np.random.randint(1 << 30)}"
+        probe.touch()
+        probe.unlink()
+        return root
+    except OSError as err:
+        warnings.warn(f"cache folder {str(root)!r} is not writable ({err}); keeping volumes in memory. "
+                      "Set MEDSSL_CACHE or ?cache=FOLDER to a writable place", stacklevel=3)
+        return None
+
+
 def _find_medmnist_file(path: Path, size: int | None) -> Path:
     if path.is_file():
         m = re.search(r"_(\d+)\.npz$", path.name)
@@ -106,6 +122,7 @@ def load_medmnist3d(
         labels = {s: np.asarray(store.open(f"{s}_labels")) for s in ("train", "val", "test")}
     else:
         raw = read_medmnist(file)
+        root = _writable(root)
         if root is not None:
             spec = {}
             for s, (img, lab) in raw.items():
@@ -221,6 +238,7 @@ def _ingest(paths: list[str], prep: PreprocessConfig, cache: Any, skip_broken: b
         for i, a in enumerate(arrays):
             mm[i] = a.astype(np.float16)
 
+    root = _writable(root)
     if root is None:
         buf = np.empty(stack_shape, dtype=np.float16)
         fill(buf)

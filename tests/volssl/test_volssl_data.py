@@ -51,6 +51,14 @@ def test_medmnist3d_cache_is_reused(medmnist_file, tmp_path, monkeypatch):
     assert torch.equal(first.splits["val"].load(2), second.splits["val"].load(2))
 
 
+def test_unwritable_cache_falls_back_to_memory(medmnist_file, tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the cache folder should go")
+    with pytest.warns(UserWarning, match="not writable"):
+        data = load_data(f"medmnist3d:{medmnist_file}?cache={blocker / 'sub'}")
+    assert data.splits["test"].load(3).shape == (1, 8, 8, 8)
+
+
 def test_nifti_folder_preprocessed(nifti_folder):
     data = load_data(f"nifti:{nifti_folder}?spacing=2&size=8&normalise=minmax")
     assert data.input_shape == (1, 8, 8, 8)
