@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from pretext.registry import create_encoder, create_task, list_tasks
+from pretext.registry import TASKS, create_encoder, create_task, list_tasks
 
 SMALL_RESNET = ("resnet18_3d", {"widen_factor": 0.125})
 SMALL_VIT = ("vit_3d", {"embed_dim": 48, "depth": 1, "num_heads": 2, "patch_size": 4})
@@ -42,7 +42,9 @@ def batch(n: int = 2, side: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def test_every_volume_task_is_covered():
-    assert set(list_tasks("volume")) == set(CASES)
+    """Every volume task this project ships (tests may register helpers of their own elsewhere)."""
+    shipped = {n for n in list_tasks("volume") if TASKS.get(n).__module__.startswith("pretext.volume.")}
+    assert shipped == set(CASES)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

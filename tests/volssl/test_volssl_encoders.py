@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pretext.errors import ConfigError
-from pretext.registry import create_encoder, list_encoders
+from pretext.registry import ENCODERS, create_encoder, list_encoders
 from volssl.encoders import UNetDecoder, sincos_pos_embed_3d
 
 # name -> (kwargs, expected num_features); every registered volume encoder must be listed here
@@ -19,7 +19,9 @@ CASES = {
 
 
 def test_every_volume_encoder_is_covered():
-    assert set(list_encoders("volume")) == set(CASES)
+    """Every volume encoder this project ships (tests may register helpers of their own elsewhere)."""
+    shipped = {n for n in list_encoders("volume") if ENCODERS.get(n).__module__.startswith("volssl.encoders.")}
+    assert shipped == set(CASES)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
