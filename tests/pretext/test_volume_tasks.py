@@ -175,9 +175,10 @@ def test_engine_fit_runs_a_volume_task(tmp_path):
 
 
 @pytest.mark.data
-def test_one_step_of_every_task_on_real_adrenalmnist3d(shared_data):
+def test_one_step_of_every_task_on_real_adrenalmnist3d(shared_data, tmp_path, monkeypatch):
     from pretext.data import load_data
 
+    monkeypatch.setenv("MEDSSL_CACHE", str(tmp_path / "cache"))
     data = load_data(f"medmnist3d:{shared_data / 'adrenalmnist3d'}?pad_to=32")
     tr = data.splits["train"]
     x = torch.stack([tr[i]["x"] for i in (0, 1)])
