@@ -5,8 +5,7 @@ Runs on data the project generates itself, so it needs no download::
     python -m benchmarks.demo --out runs/demo            # or: sslbench demo --out runs/demo
     python -m benchmarks.demo --out /tmp/d --quick       # tiny version for the tests (~30 s)
 
-For each modality (``--modalities signal`` by default; ``signal,volume`` adds the 3D phantoms, which take
-about 3-4 more minutes on 2 CPU cores, mostly the supervised-from-scratch 3D baseline):
+For each modality (``--modalities signal,volume`` by default; about 2-3.5 minutes on 2 CPU cores):
 
 1. generate the synthetic data (:mod:`signalssl.synthetic` 12-lead ECGs with four rhythm classes,
    :mod:`volssl.synthetic` 3D phantoms with three lesion classes), cached under ``OUT/data``;
@@ -274,7 +273,7 @@ def _check_stamp(out: Path, chosen: dict[str, dict[str, Any]]) -> None:
     path.write_text(json.dumps({**stamp, **chosen}, indent=1), encoding="utf-8")
 
 
-def run_demo(out: str | Path, *, quick: bool = False, modalities: Sequence[str] = ("signal",),
+def run_demo(out: str | Path, *, quick: bool = False, modalities: Sequence[str] = ("signal", "volume"),
              seeds: Sequence[int] = (0, 1, 2), fractions: Sequence[float] = (0.01, 0.1, 1.0),
              n_boot: int | None = None, map_method: str | None = None) -> dict[str, Any]:
     """Run the demo into ``out``; returns ``{"report": path, "results": ..., "total_s": ...}``."""
@@ -312,9 +311,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--quick", action="store_true", help="tiny data and budgets (for tests; numbers are not meaningful)")
-    p.add_argument("--modalities", default="signal",
-                   help="comma list of signal, volume (default: signal, ~2-3 min on 2 cores; adding volume "
-                        "costs about 3-4 min more on CPU)")
+    p.add_argument("--modalities", default="signal,volume", help="comma list of signal, volume (default: both)")
     p.add_argument("--seeds", default="0,1,2", help="label-draw seeds (default: 0,1,2)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: 1, predictable on a shared machine; 0 = torch's choice)")
