@@ -101,3 +101,25 @@ def test_cache_path_that_is_a_file(tmp_path):
     f.write_text("x")
     with pytest.raises(DataError, match="x.txt"):
         load_data(f"synthetic_ecg:{f}?n_patients=8&recordings_per_patient=1")
+
+
+def test_wide_qrs_separable_by_qrs_width():
+    """Bundle-branch-like class: the QRS energy lobe (all leads, clean signals) is wider than in every other class."""
+    data = load_data("synthetic_ecg:?n_patients=24&recordings_per_patient=1&seconds=6&sfreq=500&noise=0")
+    widths = {c: [] for c in range(4)}
+    for split in data.splits.values():
+        for i in range(len(split)):
+            energy = np.sqrt((np.diff(split.load(i).numpy(), axis=1) ** 2).sum(0))
+            peaks, _ = find_peaks(energy, height=0.3 * energy.max(), distance=int(0.27 * 500))
+            per_beat = []
+            for p in peaks[1:-1]:
+                above = energy > 0.15 * energy[p]
+                left, right = p, p
+                while left > 0 and above[left]:
+                    left -= 1
+                while right < len(energy) - 1 and above[right]:
+                    right += 1
+                per_beat.append((right - left) / 500)
+            widths[int(split.labels[i])].append(np.median(per_beat))
+    narrow = max(max(widths[c]) for c in (0, 1, 2))
+    assert min(widths[3]) > narrow
