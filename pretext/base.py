@@ -136,3 +136,48 @@ class SSLData:
         if self.modality == "volume":
             return {"in_channels": self.input_shape[0], "img_size": tuple(self.input_shape[1:])}
         return {"n_chans": self.input_shape[0], "n_times": self.input_shape[-1], "sfreq": self.sfreq}
+
+
+class ArraySplit(SSLSplit):
+    """A split over items held in one array (in memory or a memmap): ``x[index[i]]`` is item ``i``.
+
+    Args:
+        x: ``(N_all, C, ...)`` array of every item.
+        index: ``(N,)`` rows of ``x`` in this split.
+        labels, patients: per-row arrays over all ``N_all`` rows (subset by ``index`` here).
+        patient_names: patient identifiers.
+        meta: per-row ``pandas.DataFrame`` over all rows (subset by ``index`` here).
+    """
+
+    def __init__(self, x: np.ndarray, index: np.ndarray, labels: np.ndarray, patients: np.ndarray,
+                 patient_names: list[str], meta: Any = None) -> None:
+        self.x, self.index = x, np.asarray(index)
+        self.labels = labels[self.index]
+        self.patients = patients[self.index]
+        self.patient_names = patient_names
+        self.meta = meta.iloc[self.index].reset_index(drop=True) if meta is not None else None
+
+    def __len__(self) -> int:
+        return int(self.index.size)
+
+    def load(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.x[self.index[i]], dtype=np.float32))
+
+
+def stratified_patient_split(labels: np.ndarray, val_frac: float, test_frac: float, seed: int) -> dict[str, np.ndarray]:
+    """Patient indices per split (train/val/test), stratified by each patient's single class.
+
+    Args:
+        labels: ``(P,)`` one class per patient.
+        val_frac, test_frac: fractions of each class's patients for validation and test.
+        seed: the draw's seed.
+    """
+    rng = np.random.default_rng([seed, 0x5B1])
+    out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        n_test, n_val = int(round(test_frac * members.size)), int(round(val_frac * members.size))
+        out["test"] += members[:n_test].tolist()
+        out["val"] += members[n_test:n_test + n_val].tolist()
+        out["train"] += members[n_test + n_val:].tolist()
+    return {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in out.items()}

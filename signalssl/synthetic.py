@@ -31,9 +31,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from pretext.base import SSLData, SSLSplit
+from pretext.base import ArraySplit, SSLData, stratified_patient_split
 from pretext.errors import ConfigError, DataError
 from pretext.registry import register_data
 
@@ -190,37 +189,6 @@ def simulate_recording(pt: Any, rec: int, n_times: int, sfreq: float, seed: int,
     return (gain * rng.uniform(0.95, 1.05) * sig).astype(np.float32)
 
 
-class SyntheticECGSplit(SSLSplit):
-    """Recordings held in one array; items are ``(12, T)`` float32 tensors in mV."""
-
-    def __init__(self, x: np.ndarray, index: np.ndarray, labels: np.ndarray, patients: np.ndarray,
-                 patient_names: list[str], meta: pd.DataFrame) -> None:
-        self.x, self.index = x, index
-        self.labels = labels[index]
-        self.patients = patients[index]
-        self.patient_names = patient_names
-        self.meta = meta.iloc[index].reset_index(drop=True)
-
-    def __len__(self) -> int:
-        return int(self.index.size)
-
-    def load(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(np.array(self.x[self.index[i]], dtype=np.float32))
-
-
-def patient_splits(labels: np.ndarray, val_frac: float, test_frac: float, seed: int) -> dict[str, np.ndarray]:
-    """Patient indices per split, stratified by each patient's class (one class per patient)."""
-    rng = np.random.default_rng([seed, 0x5B1])
-    out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        n_test, n_val = int(round(test_frac * members.size)), int(round(val_frac * members.size))
-        out["test"] += members[:n_test].tolist()
-        out["val"] += members[n_test:n_test + n_val].tolist()
-        out["train"] += members[n_test + n_val:].tolist()
-    return {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in out.items()}
-
-
 def generate(n_patients: int, recordings_per_patient: int, sfreq: float, seconds: float, seed: int,
              noise: float = 1.0) -> np.ndarray:
     """All recordings, patient-major: ``(n_patients * recordings_per_patient, 12, T)`` float32 in mV."""
@@ -271,9 +239,9 @@ def load_synthetic_ecg(path: str = "", n_patients: int = 400, recordings_per_pat
     meta = table.loc[patients, ["patient", "sex", "age", "site"]].reset_index(drop=True)
     meta["recording"] = np.tile(np.arange(rpp), opts["n_patients"])
     names = table["patient"].tolist()
-    by_patient = patient_splits(table["label"].to_numpy(), float(val_frac), float(test_frac), opts["seed"])
+    by_patient = stratified_patient_split(table["label"].to_numpy(), float(val_frac), float(test_frac), opts["seed"])
     splits = {
-        k: SyntheticECGSplit(x, np.flatnonzero(np.isin(patients, pts)), labels, patients, names, meta)
+        k: ArraySplit(x, np.flatnonzero(np.isin(patients, pts)), labels, patients, names, meta)
         for k, pts in by_patient.items() if pts.size
     }
     return SSLData(

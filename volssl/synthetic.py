@@ -26,10 +26,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy.ndimage import gaussian_filter
 
-from pretext.base import SSLData, SSLSplit
+from pretext.base import ArraySplit, SSLData, stratified_patient_split
 from pretext.errors import ConfigError, DataError
 from pretext.registry import register_data
 
@@ -132,37 +131,6 @@ def simulate_scan(pt: Any, scan: int, size: int, seed: int, noise: float = 1.0,
     return (out, lesion.astype(np.float32)) if return_mask else out
 
 
-class SyntheticPhantomSplit(SSLSplit):
-    """Volumes held in one array; items are ``(1, S, S, S)`` float32 tensors."""
-
-    def __init__(self, x: np.ndarray, index: np.ndarray, labels: np.ndarray, patients: np.ndarray,
-                 patient_names: list[str], meta: pd.DataFrame) -> None:
-        self.x, self.index = x, index
-        self.labels = labels[index]
-        self.patients = patients[index]
-        self.patient_names = patient_names
-        self.meta = meta.iloc[index].reset_index(drop=True)
-
-    def __len__(self) -> int:
-        return int(self.index.size)
-
-    def load(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(np.array(self.x[self.index[i]], dtype=np.float32))
-
-
-def patient_splits(labels: np.ndarray, val_frac: float, test_frac: float, seed: int) -> dict[str, np.ndarray]:
-    """Patient indices per split, stratified by each patient's class (one class per patient)."""
-    rng = np.random.default_rng([seed, 0x5B1])
-    out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        n_test, n_val = int(round(test_frac * members.size)), int(round(val_frac * members.size))
-        out["test"] += members[:n_test].tolist()
-        out["val"] += members[n_test:n_test + n_val].tolist()
-        out["train"] += members[n_test + n_val:].tolist()
-    return {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in out.items()}
-
-
 def generate(n_patients: int, scans_per_patient: int, size: int, seed: int, noise: float = 1.0) -> np.ndarray:
     """All volumes, patient-major: ``(n_patients * scans_per_patient, 1, size, size, size)`` float32."""
     table = patient_table(n_patients, seed)
@@ -209,9 +177,9 @@ def load_synthetic_phantom3d(path: str = "", n_patients: int = 300, scans_per_pa
     meta = table.loc[patients, ["patient", "sex", "age", "site"]].reset_index(drop=True)
     meta["scan"] = np.tile(np.arange(sps), opts["n_patients"])
     names = table["patient"].tolist()
-    by_patient = patient_splits(table["label"].to_numpy(), float(val_frac), float(test_frac), opts["seed"])
+    by_patient = stratified_patient_split(table["label"].to_numpy(), float(val_frac), float(test_frac), opts["seed"])
     splits = {
-        k: SyntheticPhantomSplit(x, np.flatnonzero(np.isin(patients, pts)), labels, patients, names, meta)
+        k: ArraySplit(x, np.flatnonzero(np.isin(patients, pts)), labels, patients, names, meta)
         for k, pts in by_patient.items() if pts.size
     }
     s = opts["size"]
