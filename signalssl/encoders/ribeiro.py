@@ -9,10 +9,10 @@ input length works (the width, 320, is the same).
 from __future__ import annotations
 
 import torch
-from einops import rearrange
 from torch import nn
 
 from pretext.registry import register_encoder
+from signalssl.encoders._pooled import MapEncoder1d
 
 __all__ = ["RibeiroResNet", "ribeiro_resnet"]
 
@@ -39,7 +39,7 @@ class _Block(nn.Module):
         return self.drop(self.act(self.bn2(x))), x
 
 
-class RibeiroResNet(nn.Module):
+class RibeiroResNet(MapEncoder1d):
     """Ribeiro/PCLR ECG ResNet.
 
     Args:
@@ -75,15 +75,6 @@ class RibeiroResNet(nn.Module):
             x, y = blk(x, y)
             out.append(x)
         return out
-
-    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        return rearrange(self.forward_maps(x)[-1], "b f t -> b t f")
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_maps(x)[-1].mean(-1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)
 
 
 @register_encoder("ribeiro_resnet", modality="signal")

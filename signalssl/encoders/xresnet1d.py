@@ -8,10 +8,10 @@ zero-initialised last BatchNorm of each block.
 from __future__ import annotations
 
 import torch
-from einops import rearrange
 from torch import nn
 
 from pretext.registry import register_encoder
+from signalssl.encoders._pooled import MapEncoder1d
 
 __all__ = ["XResNet1d", "xresnet1d18", "xresnet1d34", "xresnet1d50", "xresnet1d101"]
 
@@ -52,7 +52,7 @@ class ResBlock1d(nn.Module):
         return self.act(y + s)
 
 
-class XResNet1d(nn.Module):
+class XResNet1d(MapEncoder1d):
     """1D xresnet encoder.
 
     Args:
@@ -101,15 +101,6 @@ class XResNet1d(nn.Module):
             x = stage(x)
             out.append(x)
         return out
-
-    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        return rearrange(self.forward_maps(x)[-1], "b f t -> b t f")
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_maps(x)[-1].mean(-1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)
 
 
 @register_encoder("xresnet1d18", modality="signal")
