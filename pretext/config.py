@@ -121,7 +121,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if origin is tuple and args:
             if len(args) != len(value):
                 raise ConfigError(f"{where}={value!r} needs {len(args)} values")
-            return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+            return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
         inner = args[0] if args else Any
         out = [_coerce(v, inner, where) for v in value]
         return tuple(out) if origin is tuple else out
