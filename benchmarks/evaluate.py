@@ -135,7 +135,8 @@ class Evaluator:
     def __init__(self, data: SSLData, splits: EvalSplits, *, dataset: str, encoder: str,
                  encoder_cfg: dict[str, Any] | None = None, cache_dir: str | Path | None = None,
                  finetune_cfg: FinetuneConfig = FinetuneConfig(), n_boot: int = 1000,
-                 strict_fractions: bool = False, device: str = "cpu") -> None:
+                 strict_fractions: bool = False, device: str = "cpu", models_dir: str | Path | None = None,
+                 task: str = "-") -> None:
         if data.num_classes is None:
             raise DataError(f"{data.source!r} has no labels (num_classes is None); evaluation needs labelled data")
         check_classes(splits.train, data.num_classes, data.class_names, data.source)
@@ -145,6 +146,8 @@ class Evaluator:
         self.strict, self.device = strict_fractions, device
         self.multilabel = bool(data.multilabel)
         self.n_classes = int(data.num_classes)
+        self.models_dir = Path(models_dir) if models_dir is not None else None
+        self.task = task
 
     def random_encoder(self, seed: int) -> nn.Module:
         torch.manual_seed(seed)
@@ -184,6 +187,8 @@ class Evaluator:
             proba = model.predict_proba(s.test)  # the test split, once
         res = summarize(s.test.labels, proba, groups=s.test.patient_ids, meta=s.test.meta,
                         multilabel=self.multilabel, n_boot=self.n_boot, seed=seed)
+        if self.models_dir is not None and protocol not in ("linear", "knn"):
+            selected["model"] = str(self.save_classifier(model, arm, protocol, fraction, seed, task, res))
         return {
             "dataset": self.dataset, "task": task, "encoder": self.encoder_name, "arm": arm, "protocol": protocol,
             "fraction": float(fraction), "seed": int(seed), "fold": s.fold, **s.describe(),
@@ -192,6 +197,21 @@ class Evaluator:
                                  for c in draw.fallback_classes],
             "selected": selected, **res, "elapsed_s": round(time.perf_counter() - t0, 2),
         }
+
+
+    def save_classifier(self, model: nn.Module, arm: str, protocol: str, fraction: float, seed: int, task: str,
+                        res: dict[str, Any]) -> Path:
+        """Save a fine-tuned cell's classifier so ``sslbench export-bundle`` can ship it."""
+        from pretext.pipeline import run_config_for
+        from volssl.bundle import save_classifier_checkpoint
+
+        assert self.models_dir is not None
+        path = self.models_dir / f"{self.dataset}_{task if arm == 'ssl' else arm}_{protocol}_f{fraction:g}_s{seed}.ckpt"
+        rc = run_config_for(task if arm == "ssl" else "-", {}, self.encoder_name, self.encoder_cfg, self.data, seed)
+        results = {f"test_{k}": float(v) for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return save_classifier_checkpoint(path, model.encoder, model.head, rc, {"kind": "linear", "num_classes": self.n_classes},
+                                          class_names=list(self.data.class_names), multilabel=self.multilabel,
+                                          results=results)
 
 
 def plan_arms(protocol: str, baselines: Sequence[str]) -> list[tuple[str, str]]:
@@ -229,6 +249,7 @@ def evaluate(
     strict_fractions: bool = False,
     dataset: str | None = None,
     device: str = "cpu",
+    save_models: bool = False,
 ) -> pd.DataFrame:
     """Evaluate a pretrained checkpoint on labelled data at several label fractions and seeds.
 
@@ -246,6 +267,8 @@ def evaluate(
         drop_unlabelled: leave records without a label out instead of failing.
         strict_fractions: fail when a fraction leaves a class empty instead of adding a patient.
         dataset: name used in tables (default: the data file's stem).
+        save_models: save each fine-tuned cell's classifier under ``out/models/`` (exportable with
+            ``sslbench export-bundle``); its path is in the row's ``selected["model"]``.
 
     Returns:
         One row per cell (see :meth:`Evaluator.run_cell`), including cells already in ``out``.
@@ -253,6 +276,8 @@ def evaluate(
     for b in baselines:
         if b not in ("random", "scratch"):
             raise ConfigError(f"baseline {b!r} must be 'random' or 'scratch'")
+    if save_models and not out:
+        raise ConfigError("save_models=True needs an out folder to save the classifiers in")
     protocols = [check_protocol(p) for p in _as_list(protocol, str)]
     fracs, seed_list = _as_list(fractions, float), _as_list(seeds, int)
     ft = finetune if isinstance(finetune, FinetuneConfig) else build_dataclass(FinetuneConfig, finetune or {}, "finetune")
@@ -262,7 +287,8 @@ def evaluate(
     splits = make_eval_splits(ds, k=k, fold=fold, drop_unlabelled=drop_unlabelled)
     ev = Evaluator(ds, splits, dataset=name, encoder=info["encoder"], encoder_cfg=info["encoder_cfg"],
                    cache_dir=Path(out) / "features" if out else None, finetune_cfg=ft, n_boot=n_boot,
-                   strict_fractions=strict_fractions, device=device)
+                   strict_fractions=strict_fractions, device=device,
+                   models_dir=Path(out) / "models" if out and save_models else None)
     store = ResultStore(out) if out else None
     done = store.done() if store else set()
     rows: list[dict[str, Any]] = []

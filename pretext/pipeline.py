@@ -40,19 +40,26 @@ def build_run(task: str, encoder: str, data: str, task_cfg: dict[str, Any] | Non
     check = getattr(type(module), "check_input", None)
     if callable(check):
         check(module.cfg, ds.input_shape)
-    run_config = {
+    run_config = run_config_for(task, to_dict(module.cfg) if module.cfg is not None else task_cfg, encoder,
+                                encoder_cfg, ds, seed)
+    return module, ds.splits[split], run_config
+
+
+def run_config_for(task: str, task_cfg: dict[str, Any], encoder: str, encoder_cfg: dict[str, Any], data: Any,
+                   seed: int = 0) -> dict[str, Any]:
+    """The ``run_config`` a checkpoint embeds: what rebuilds its encoder for ``data`` (an :class:`SSLData`)."""
+    return {
         "task": task,
-        "task_cfg": to_dict(module.cfg) if module.cfg is not None else task_cfg,
+        "task_cfg": dict(task_cfg),
         "encoder": encoder,
-        "encoder_cfg": {**{k: v for k, v in ds.encoder_kwargs().items() if v is not None}, **encoder_cfg},
-        "data": data,
-        "modality": ds.modality,
-        "input_shape": list(ds.input_shape),
-        "sfreq": ds.sfreq,
-        "channel_names": list(ds.channel_names),
+        "encoder_cfg": {**{k: v for k, v in data.encoder_kwargs().items() if v is not None}, **encoder_cfg},
+        "data": data.source,
+        "modality": data.modality,
+        "input_shape": list(data.input_shape),
+        "sfreq": data.sfreq,
+        "channel_names": list(data.channel_names),
         "seed": seed,
     }
-    return module, ds.splits[split], run_config
 
 
 def pretrain(task: str, encoder: str, data: str, out: str | Path | None, train: TrainConfig | dict[str, Any] | None = None,
@@ -69,4 +76,4 @@ def pretrain(task: str, encoder: str, data: str, out: str | Path | None, train: 
     return module, result
 
 
-__all__ = ["build_run", "pretrain", "seed_everything", "to_dict"]
+__all__ = ["build_run", "pretrain", "run_config_for", "seed_everything", "to_dict"]

@@ -84,3 +84,28 @@ def test_evaluate_cli(run_dir, tmp_path, capsys):
     assert rc == 0 and "knn" in out and (tmp_path / "report" / "report.md").is_file()
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2
     assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.ckpt"), "--data", SPEC, "--out", str(tmp_path)]) == 2
+
+
+def test_finetuned_classifier_is_saved_and_exports_as_bundle(run_dir, tmp_path):
+    from monai.bundle import ConfigParser
+
+    from volssl.bundle import export_bundle, verify_bundle
+
+    df = evaluate(run_dir, SPEC, protocol="finetune", fractions=(1.0,), seeds=(0,), out=tmp_path / "ev",
+                  baselines=(), n_boot=20, finetune={"steps": 4, "eval_every": 2, "batch_size": 8}, save_models=True)
+    model_path = df.iloc[0]["selected"]["model"]
+    assert model_path.endswith(".ckpt") and (tmp_path / "ev" / "models").is_dir()
+    bundle = export_bundle(model_path, tmp_path / "bundle", torchscript=False)
+    checks = verify_bundle(bundle)
+    assert checks["verify_metadata"].startswith("ok") and checks["verify_net_in_out"] == "ok"
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    net = parser.get_parsed_content("network_def")
+    state = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    net.load_state_dict(state)
+    x = load_data(SPEC).splits["test"][0]["x"][None]
+    assert net(x).shape == (1, load_data(SPEC).num_classes)
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert any("auroc" in k for k in meta.get("eval_metrics", {})) or "auroc" in (bundle / "docs" / "README.md").read_text()
+    with pytest.raises(ConfigError, match="needs an out folder"):
+        evaluate(run_dir, SPEC, protocol="finetune", fractions=(1.0,), seeds=(0,), out=None, save_models=True)
