@@ -51,7 +51,7 @@ def load_data(spec: str, **overrides: Any) -> SSLData:
             valid = [p for p in sig.parameters if p != "path"]
             raise ConfigError(f"data kind {kind!r} got unknown option(s) {bad}; valid options: {valid}")
     data = loader(path, **options)
-    data.source = data.source or spec
+    data.source = spec  # the full spec (kind, path and options) identifies the data everywhere downstream
     return data
 
 

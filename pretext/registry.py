@@ -177,7 +177,19 @@ def create_encoder(name: str, **kwargs: Any) -> Any:
     """Build a registered encoder: ``create_encoder("resnet18_3d", in_channels=1, img_size=(28,)*3)``."""
     factory = ENCODERS.get(name)
     check_kwargs(factory, kwargs, f"encoder {name!r}")
-    return factory(**kwargs)
+    encoder = factory(**kwargs)
+    _tag(encoder, {"encoder": name, "encoder_cfg": kwargs, "modality": ENCODERS.meta(name).get("modality")})
+    return encoder
+
+
+def _tag(module: Any, info: dict[str, Any]) -> None:
+    """Remember how a component was built, so ``fit`` can record it in checkpoints without being told."""
+    from pretext.config import to_dict
+
+    try:
+        object.__setattr__(module, "medssl_config", to_dict(info))
+    except (AttributeError, TypeError):  # objects with __slots__ or frozen ones: nothing to record
+        pass
 
 
 def create_task(name: str, encoder: Any, **cfg: Any) -> Any:
@@ -193,6 +205,9 @@ def create_task(name: str, encoder: Any, **cfg: Any) -> Any:
     if config_cls is not None and dataclasses.is_dataclass(config_cls):
         from pretext.config import build_dataclass
 
-        return cls(encoder, build_dataclass(config_cls, cfg, what=f"task {name!r}"))
-    check_kwargs(cls, cfg, f"task {name!r}")
-    return cls(encoder, **cfg)
+        task = cls(encoder, build_dataclass(config_cls, cfg, what=f"task {name!r}"))
+    else:
+        check_kwargs(cls, cfg, f"task {name!r}")
+        task = cls(encoder, **cfg)
+    _tag(task, {"task": name, "task_cfg": getattr(task, "cfg", None) or cfg})
+    return task

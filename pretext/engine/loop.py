@@ -163,7 +163,7 @@ def fit(
         cannot do; NonFiniteLossError: ``cfg.max_nonfinite`` non-finite losses in a row.
     """
     t_start = time.perf_counter()
-    run_config = dict(run_config or {})
+    run_config = {**_recorded_config(task), **(run_config or {})}
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = _check_out_dir(out, resume) if out is not None else None
     if resume and out is None:
@@ -338,6 +338,17 @@ def fit(
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float))
     logger.close()
     return FitResult(history, evals, step, nonfinite["skipped"], out, time.perf_counter() - t_start)
+
+
+def _recorded_config(task: nn.Module) -> dict[str, Any]:
+    """What ``create_task`` / ``create_encoder`` recorded about how ``task`` and its encoder were built."""
+    out: dict[str, Any] = {}
+    encoder = getattr(task, "encoder", None)
+    for part in (encoder, task):
+        info = getattr(part, "medssl_config", None) if part is not None else None
+        if isinstance(info, dict):
+            out.update({k: v for k, v in info.items() if v is not None})
+    return out
 
 
 def _unwrap(module: nn.Module) -> nn.Module:

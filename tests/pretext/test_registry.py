@@ -113,3 +113,21 @@ def test_installed_plugin_adds_task_and_encoder(tmp_path: Path) -> None:
             "print(type(t).__name__, t.cfg.pieces, t.encoder.num_features)")
     made = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert made.stdout.split() == ["JigsawToy", "9", "8"], made.stderr
+
+
+def test_fit_records_how_task_and_encoder_were_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pretext import registry
+    from pretext.config import TrainConfig
+    from pretext.engine import fit, load_checkpoint
+    from pretext.testing import RandomSplit
+
+    monkeypatch.setitem(registry.TASKS._items, "toy_rec", ToyTask)
+    monkeypatch.setitem(registry.TASKS._meta, "toy_rec", {"modality": "signal"})
+    monkeypatch.setitem(registry.ENCODERS._items, "tiny_rec", TinyEncoder)
+    monkeypatch.setitem(registry.ENCODERS._meta, "tiny_rec", {"modality": "signal"})
+    task = create_task("toy_rec", create_encoder("tiny_rec", in_features=16, num_features=4), noise=0.2)
+    fit(task, RandomSplit(), TrainConfig(steps=2, batch_size=8, progress=False, precision="32"), out_dir=tmp_path)
+    rc = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["run_config"]
+    assert rc["task"] == "toy_rec" and rc["task_cfg"]["noise"] == 0.2
+    assert rc["encoder"] == "tiny_rec" and rc["encoder_cfg"] == {"in_features": 16, "num_features": 4}
+    assert rc["modality"] == "signal"
