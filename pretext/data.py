@@ -73,3 +73,36 @@ def encoder_for_data(name: str, data: SSLData, **kwargs: Any) -> Any:
     sized = {k: v for k, v in data.encoder_kwargs().items() if has_var or k in params}
     sized.update(kwargs)
     return create_encoder(name, **sized)
+
+
+def cached_generated(path: str, kind: str, opts: dict[str, Any], make: Any, n_rows: int) -> Any:
+    """An array made by ``make(**opts)``, cached as ``.npy`` in folder ``path`` (none: not cached).
+
+    The file name hashes ``opts``; the file is written to a temporary name and renamed, and a cached
+    file whose row count is not ``n_rows`` is made again.
+
+    Raises:
+        DataError: ``path`` exists and is not a folder.
+    """
+    import hashlib
+    import json
+
+    import numpy as np
+
+    if not path:
+        return make(**opts)
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{kind} cache path {str(folder)!r} is a file; give a folder (or nothing)")
+    key = hashlib.sha1(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:12]
+    file = folder / f"{kind}_{key}.npy"
+    if file.exists():
+        x = np.load(file, mmap_mode="r")
+        if x.shape[0] == n_rows:
+            return x
+    folder.mkdir(parents=True, exist_ok=True)
+    x = make(**opts)
+    tmp = file.with_suffix(".tmp.npy")
+    np.save(tmp, x)
+    tmp.replace(file)
+    return x

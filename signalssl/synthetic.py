@@ -24,16 +24,14 @@ Classes (one per patient, all their recordings):
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pretext.base import ArraySplit, SSLData, stratified_patient_split
-from pretext.errors import ConfigError, DataError
+from pretext.data import cached_generated
+from pretext.errors import ConfigError
 from pretext.registry import register_data
 
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -252,21 +250,5 @@ def load_synthetic_ecg(path: str = "", n_patients: int = 400, recordings_per_pat
 
 
 def _cached(path: str, opts: dict[str, Any]) -> np.ndarray:
-    """Signals for ``opts``, read from / written to the cache folder ``path`` when one is given."""
-    if not path:
-        return generate(**opts)
-    folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise DataError(f"synthetic_ecg cache path {str(folder)!r} is a file; give a folder (or nothing)")
-    key = hashlib.sha1(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:12]
-    file = folder / f"synthetic_ecg_{key}.npy"
-    if file.exists():
-        x = np.load(file, mmap_mode="r")
-        if x.shape[0] == opts["n_patients"] * opts["recordings_per_patient"]:
-            return x
-    folder.mkdir(parents=True, exist_ok=True)
-    x = generate(**opts)
-    tmp = file.with_suffix(".tmp.npy")
-    np.save(tmp, x)
-    tmp.replace(file)
-    return x
+    """Data for ``opts``, read from / written to the cache folder ``path`` when one is given."""
+    return cached_generated(path, "synthetic_ecg", opts, generate, opts["n_patients"] * opts["recordings_per_patient"])

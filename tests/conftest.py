@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,13 @@ torch.set_num_threads(int(os.environ.get("MEDSSL_TEST_THREADS", "1")))
 
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
+def _seed_and_one_thread() -> Iterator[None]:
+    """Seed, and pin the intra-op threads for each test (some libraries, e.g. UMAP, change them)."""
     torch.manual_seed(0)
+    n = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("MEDSSL_TEST_THREADS", "1")))
+    yield
+    torch.set_num_threads(n)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

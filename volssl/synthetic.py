@@ -19,9 +19,6 @@ Axes are ``(D, H, W)`` = (z: feet -> head, y: anterior -> posterior, x: patient 
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +26,8 @@ import pandas as pd
 from scipy.ndimage import gaussian_filter
 
 from pretext.base import ArraySplit, SSLData, stratified_patient_split
-from pretext.errors import ConfigError, DataError
+from pretext.data import cached_generated
+from pretext.errors import ConfigError
 from pretext.registry import register_data
 
 CLASSES = ["no_lesion", "small_hypodense", "large_hyperdense"]
@@ -190,21 +188,5 @@ def load_synthetic_phantom3d(path: str = "", n_patients: int = 300, scans_per_pa
 
 
 def _cached(path: str, opts: dict[str, Any]) -> np.ndarray:
-    """Volumes for ``opts``, read from / written to the cache folder ``path`` when one is given."""
-    if not path:
-        return generate(**opts)
-    folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise DataError(f"synthetic_phantom3d cache path {str(folder)!r} is a file; give a folder (or nothing)")
-    key = hashlib.sha1(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:12]
-    file = folder / f"synthetic_phantom3d_{key}.npy"
-    if file.exists():
-        x = np.load(file, mmap_mode="r")
-        if x.shape[0] == opts["n_patients"] * opts["scans_per_patient"]:
-            return x
-    folder.mkdir(parents=True, exist_ok=True)
-    x = generate(**opts)
-    tmp = file.with_suffix(".tmp.npy")
-    np.save(tmp, x)
-    tmp.replace(file)
-    return x
+    """Data for ``opts``, read from / written to the cache folder ``path`` when one is given."""
+    return cached_generated(path, "synthetic_phantom3d", opts, generate, opts["n_patients"] * opts["scans_per_patient"])

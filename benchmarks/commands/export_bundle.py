@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from benchmarks.commands._options import parse_dotted
 from pretext.errors import UserError
 
 
@@ -35,23 +34,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run, accepts_extra=True)
 
 
-def _encoder_overrides(extra: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(extra):
-        tok = extra[i]
-        if not tok.startswith("--encoder."):
-            raise UserError(f"unrecognized argument {tok!r}; export-bundle takes --encoder.KW VALUE overrides only")
-        key, eq, val = tok[len("--encoder."):].partition("=")
-        if not eq:
-            if i + 1 >= len(extra):
-                raise UserError(f"{tok} needs a value")
-            val, i = extra[i + 1], i + 1
-        out[key] = yaml.safe_load(val)
-        i += 1
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from volssl.bundle import export_bundle
     from volssl.bundle.verify import verify_bundle
@@ -64,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--results {args.results!r} is not a readable JSON file: {err}") from err
         if not isinstance(results, dict):
             raise UserError(f"--results {args.results!r} must hold a JSON object of metric -> value")
-    out = export_bundle(args.checkpoint, args.out, encoder_overrides=_encoder_overrides(getattr(args, "extra", [])),
+    out = export_bundle(args.checkpoint, args.out, encoder_overrides=parse_dotted(list(getattr(args, "extra", [])), ("encoder",), "sslbench export-bundle")["encoder"],
                         num_classes=args.num_classes, modality=args.modality, version=args.version,
                         authors=args.authors, torchscript=not args.no_torchscript, results=results)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())

@@ -6,9 +6,7 @@ import argparse
 import json
 from typing import Any
 
-import yaml
-
-from pretext.errors import UserError
+from benchmarks.commands._options import parse_dotted
 
 
 def register(sub: Any) -> None:
@@ -31,20 +29,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from volssl.bundle.importer import import_bundle
 
-    extra: list[str] = list(getattr(args, "extra", []))
-    kwargs: dict[str, Any] = {}
-    i = 0
-    while i < len(extra):
-        tok = extra[i]
-        if not tok.startswith("--encoder."):
-            raise UserError(f"unrecognized argument {tok!r}; import-bundle takes --encoder.KW VALUE only")
-        key, eq, val = tok[len("--encoder."):].partition("=")
-        if not eq:
-            if i + 1 >= len(extra):
-                raise UserError(f"{tok} needs a value")
-            val, i = extra[i + 1], i + 1
-        kwargs[key] = yaml.safe_load(val)
-        i += 1
+    kwargs = parse_dotted(list(getattr(args, "extra", [])), ("encoder",), "sslbench import-bundle")["encoder"]
     report = import_bundle(args.bundle, args.out, encoder=args.encoder, encoder_kwargs=kwargs, config=args.config,
                            net_id=args.net_id)
     print(report.summary())

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from benchmarks.commands._options import parse_dotted
 from pretext.config import TrainConfig, build_dataclass
 from pretext.errors import ConfigError, UserError
 from pretext.pipeline import pretrain
@@ -47,29 +48,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run, accepts_extra=True)
 
 
-def _parse_dotted(extra: list[str]) -> dict[str, dict[str, Any]]:
-    """``--task.mask_ratio 0.6 --encoder.depth=4`` -> {"task": {"mask_ratio": 0.6}, "encoder": {"depth": 4}}."""
-    out: dict[str, dict[str, Any]] = {"task": {}, "encoder": {}}
-    i = 0
-    while i < len(extra):
-        tok = extra[i]
-        if not tok.startswith("--") or "." not in tok:
-            raise UserError(f"unrecognized argument {tok!r}; task options read --task.FIELD VALUE, "
-                            "encoder options --encoder.KW VALUE")
-        key, eq, val = tok[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(extra):
-                raise UserError(f"{tok} needs a value")
-            val = extra[i + 1]
-            i += 1
-        scope, _, field = key.partition(".")
-        if scope not in out or not field:
-            raise UserError(f"unrecognized argument {tok!r}; use --task.FIELD or --encoder.KW")
-        out[scope][field] = yaml.safe_load(val)
-        i += 1
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     base: dict[str, Any] = {}
@@ -78,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         if not cfg_file.is_file():
             raise UserError(f"config file {str(cfg_file)!r} does not exist")
         base = yaml.safe_load(cfg_file.read_text()) or {}
-    dotted = _parse_dotted(args.extra)
+    dotted = parse_dotted(args.extra, ("task", "encoder"), "sslbench pretrain")
     task = args.task or base.get("task")
     encoder = args.encoder or base.get("encoder")
     data = args.data or base.get("data")

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
 from pretext.errors import UserError
 from pretext.registry import create_encoder, create_task
 from pretext.signal.cpc import NEGATIVES, cpc_loss, cpc_loss_loop
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: on the shared 2-core machine extra threads only spin (100x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("negatives", NEGATIVES)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -12,15 +10,6 @@ from pretext.base import SSLSplit
 from pretext.errors import UserError
 from pretext.registry import create_encoder, create_task
 from pretext.signal.pclr import PCLR, PatientPairs, pair_candidates
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: on the shared 2-core machine extra threads only spin (100x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class ToySplit(SSLSplit):
