@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from benchmarks.features import cached_features, weights_id
-from benchmarks.metrics import summarize
+from benchmarks.metrics import pick_threshold, summarize
 from benchmarks.probes import FinetuneConfig, check_protocol, finetune, knn_probe, linear_probe
 from benchmarks.splits import EvalSplits, check_classes, make_eval_splits, sample_fraction
 from benchmarks.store import ResultStore, cell_key
@@ -180,13 +180,16 @@ class Evaluator:
             predict, selected = probe(feats["train"][draw.positions], train.labels, feats["val"], s.val.labels,
                                       n_classes=self.n_classes, multilabel=self.multilabel,
                                       **({"seed": seed} if protocol == "linear" else {}))
+            val_proba = predict(feats["val"])
             proba = predict(feats["test"])
         else:
             model, selected = finetune(copy.deepcopy(encoder), train, s.val, num_classes=self.n_classes,
                                        multilabel=self.multilabel, mode=protocol, cfg=self.ft, seed=seed)
+            val_proba = model.predict_proba(s.val)
             proba = model.predict_proba(s.test)  # the test split, once
+        threshold = pick_threshold(s.val.labels, val_proba, self.multilabel)  # decision rule from validation
         res = summarize(s.test.labels, proba, groups=s.test.patient_ids, meta=s.test.meta,
-                        multilabel=self.multilabel, n_boot=self.n_boot, seed=seed)
+                        multilabel=self.multilabel, n_boot=self.n_boot, seed=seed, threshold=threshold)
         if self.models_dir is not None and protocol not in ("linear", "knn"):
             selected["model"] = str(self.save_classifier(model, arm, protocol, fraction, seed, task, res))
         return {

@@ -3,7 +3,8 @@
 Conventions (scikit-learn underneath):
 
 * single-label: ``y_true (N,)`` int class indices, ``proba (N, C)`` class probabilities; the predicted
-  class is the argmax. Binary AUROC/AUPRC use the positive class (column 1); multi-class AUROC/AUPRC are
+  class is the argmax (for two classes, after :func:`apply_threshold` with a threshold picked on validation
+  by :func:`pick_threshold`, when the caller passes one). Binary AUROC/AUPRC use the positive class (column 1); multi-class AUROC/AUPRC are
   macro one-vs-rest means over the classes present in ``y_true`` (equal to sklearn's
   ``roc_auc_score(multi_class="ovr", average="macro")`` when every class is present); F1 is binary F1 of
   class 1 for two classes and macro F1 otherwise.
@@ -292,6 +293,50 @@ def subgroup_metrics(
     return rows
 
 
+def pick_threshold(y_true: np.ndarray, proba: np.ndarray, multilabel: bool = False) -> np.ndarray | None:
+    """Decision threshold(s) on the positive probability that maximise Youden's J (TPR - FPR).
+
+    Meant for the validation split. Returns ``(1,)`` for binary, ``(K,)`` for multi-label (0.5 where a label
+    has one class only), ``None`` for multi-class (argmax stays the decision rule).
+    """
+    from sklearn.metrics import roc_curve
+
+    y, p = np.asarray(y_true), np.asarray(proba, dtype=np.float64)
+    if multilabel:
+        cols = [(y[:, k] > 0.5).astype(int) for k in range(y.shape[1])]
+        scores = [p[:, k] for k in range(p.shape[1])]
+    elif p.ndim == 2 and p.shape[1] == 2:
+        cols, scores = [y.astype(int)], [p[:, 1]]
+    else:
+        return None
+    out = []
+    for yk, sk in zip(cols, scores, strict=True):
+        if len(np.unique(yk)) < 2:
+            out.append(0.5)
+            continue
+        fpr, tpr, thr = roc_curve(yk, sk)
+        best = int(np.argmax(tpr - fpr))
+        out.append(float(np.clip(thr[best], 1e-6, 1 - 1e-6)))
+    return np.asarray(out)
+
+
+def apply_threshold(proba: np.ndarray, threshold: np.ndarray | None, multilabel: bool = False) -> np.ndarray:
+    """Shift probabilities in logit space so that 0.5 (binary argmax, multi-label cut) falls at ``threshold``.
+
+    The shift is monotone per column, so AUROC and AUPRC do not change; thresholded metrics (accuracy,
+    balanced accuracy, F1, kappa) then use the chosen threshold.
+    """
+    if threshold is None:
+        return proba
+    p = np.clip(np.asarray(proba, dtype=np.float64), 1e-12, 1 - 1e-12)
+    t = np.asarray(threshold, dtype=np.float64)
+    shift = np.log(t) - np.log1p(-t)
+    if multilabel:
+        return 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p) - shift)))
+    p1 = 1.0 / (1.0 + np.exp(-(np.log(p[:, 1]) - np.log(p[:, 0]) - shift[0])))
+    return np.stack([1.0 - p1, p1], axis=1)
+
+
 def summarize(
     y_true: np.ndarray,
     proba: np.ndarray,
@@ -301,14 +346,22 @@ def summarize(
     multilabel: bool = False,
     n_boot: int = 1000,
     seed: int = 0,
+    threshold: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Everything one test evaluation reports: metrics, ``<metric>_lo/_hi`` CIs, ECE, reliability, subgroups."""
-    res: dict[str, Any] = compute_metrics(y_true, proba, multilabel=multilabel)
+    """Everything one test evaluation reports: metrics, ``<metric>_lo/_hi`` CIs, ECE, reliability, subgroups.
+
+    ``threshold`` (from :func:`pick_threshold` on validation) sets the decision rule of the thresholded
+    metrics; calibration (ECE, reliability) is always computed on the unshifted probabilities.
+    """
+    decided = apply_threshold(proba, threshold, multilabel)
+    res: dict[str, Any] = compute_metrics(y_true, decided, multilabel=multilabel)
     if n_boot > 0:
-        for m, (lo, hi) in bootstrap_ci(y_true, proba, groups=groups, multilabel=multilabel,
+        for m, (lo, hi) in bootstrap_ci(y_true, decided, groups=groups, multilabel=multilabel,
                                          n_boot=n_boot, seed=seed).items():
             res[f"{m}_lo"], res[f"{m}_hi"] = lo, hi
     res["ece"] = expected_calibration_error(y_true, proba, multilabel=multilabel)
     res["reliability"] = reliability(y_true, proba, multilabel=multilabel)
-    res["subgroups"] = subgroup_metrics(y_true, proba, meta, multilabel=multilabel) if meta is not None else []
+    res["subgroups"] = subgroup_metrics(y_true, decided, meta, multilabel=multilabel) if meta is not None else []
+    if threshold is not None:
+        res["threshold"] = [float(t) for t in np.atleast_1d(threshold)]
     return res

@@ -130,3 +130,25 @@ def test_summarize_has_everything():
     y, p = _fixed(n=50)
     s = summarize(y, p, groups=np.arange(50) // 2, n_boot=50)
     assert {"auroc", "auroc_lo", "auroc_hi", "ece", "reliability", "subgroups", "kappa"} <= set(s)
+
+
+def test_threshold_from_validation_keeps_auroc_and_fixes_majority_prediction():
+    from benchmarks.metrics import apply_threshold, compute_metrics, pick_threshold, summarize
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.25).astype(int)  # imbalanced, like EEGMAT's 3:1
+    score = np.clip(0.1 + 0.2 * y + rng.normal(0, 0.05, y.size), 0.01, 0.49)  # ranks well, always below 0.5
+    proba = np.stack([1 - score, score], 1)
+    plain = compute_metrics(y, proba)
+    assert plain["balanced_accuracy"] == pytest.approx(0.5)  # argmax predicts the majority class only
+    t = pick_threshold(y[:200], proba[:200])
+    assert t.shape == (1,) and 0.1 < t[0] < 0.5
+    shifted = apply_threshold(proba, t)
+    assert np.array_equal(np.argsort(shifted[:, 1]), np.argsort(proba[:, 1]))  # monotone
+    res = summarize(y[200:], proba[200:], threshold=t, n_boot=0)
+    assert res["auroc"] == pytest.approx(compute_metrics(y[200:], proba[200:])["auroc"])
+    assert res["balanced_accuracy"] > 0.8 and res["threshold"] == [pytest.approx(t[0])]
+    assert res["ece"] == pytest.approx(summarize(y[200:], proba[200:], n_boot=0)["ece"])  # calibration unshifted
+    assert pick_threshold(np.array([0, 1, 2]), np.eye(3)) is None  # multi-class keeps argmax
+    ml = pick_threshold(np.array([[0, 1], [1, 1], [0, 1]]), np.array([[0.1, 0.2], [0.3, 0.9], [0.2, 0.4]]), True)
+    assert ml.shape == (2,) and ml[1] == 0.5  # a label with one class keeps 0.5
