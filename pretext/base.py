@@ -181,3 +181,33 @@ def stratified_patient_split(labels: np.ndarray, val_frac: float, test_frac: flo
         out["val"] += members[n_test:n_test + n_val].tolist()
         out["train"] += members[n_test + n_val:].tolist()
     return {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in out.items()}
+
+
+def repeated_patient_splits(x: np.ndarray, table: Any, per_patient: int, val_frac: float, test_frac: float,
+                            seed: int, item_col: str) -> dict[str, ArraySplit]:
+    """Stratified patient-wise splits over ``x``, whose rows are ``per_patient`` consecutive items per patient.
+
+    Args:
+        x: ``(P * per_patient, C, ...)`` items, patient-major.
+        table: per-patient ``pandas.DataFrame`` with ``patient`` (name) and ``label`` columns, plus any
+            metadata columns (``sex``, ``age``, ``site``) copied into each split's ``meta``.
+        per_patient: items per patient; ``item_col`` names the item's index within its patient in ``meta``.
+        val_frac, test_frac, seed: see :func:`stratified_patient_split`.
+
+    Raises:
+        UserError: fractions outside [0, 1) or summing to 1 or more.
+    """
+    from pretext.errors import ConfigError
+
+    if not (0 <= val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
+        raise ConfigError(f"{val_frac=} and {test_frac=} must be in [0, 1) and sum to less than 1")
+    n_patients = len(table)
+    patients = np.repeat(np.arange(n_patients, dtype=np.int64), per_patient)
+    labels = table["label"].to_numpy(np.int64)[patients]
+    cols = [c for c in ("patient", "sex", "age", "site") if c in table.columns]
+    meta = table.loc[patients, cols].reset_index(drop=True)
+    meta[item_col] = np.tile(np.arange(per_patient), n_patients)
+    names = table["patient"].tolist()
+    by_patient = stratified_patient_split(table["label"].to_numpy(), float(val_frac), float(test_frac), seed)
+    return {k: ArraySplit(x, np.flatnonzero(np.isin(patients, pts)), labels, patients, names, meta)
+            for k, pts in by_patient.items() if pts.size}

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pretext.base import ArraySplit, SSLData, stratified_patient_split
+from pretext.base import SSLData, repeated_patient_splits
 from pretext.data import cached_generated
 from pretext.errors import ConfigError
 from pretext.registry import register_data
@@ -225,23 +225,11 @@ def load_synthetic_ecg(path: str = "", n_patients: int = 400, recordings_per_pat
         raise ConfigError(f"{n_patients=} must be >= {2 * len(CLASSES)} and {recordings_per_patient=} >= 1")
     if float(sfreq) < 50 or n_times < float(sfreq):
         raise ConfigError(f"{sfreq=} must be >= 50 Hz and {seconds=} >= 1 s")
-    if not (0 <= val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
-        raise ConfigError(f"{val_frac=} and {test_frac=} must be in [0, 1) and sum to less than 1")
     opts = dict(n_patients=int(n_patients), recordings_per_patient=int(recordings_per_patient), sfreq=float(sfreq),
                 seconds=float(seconds), seed=int(seed), noise=float(noise))
     x = _cached(path, opts)
     table = patient_table(opts["n_patients"], opts["seed"])
-    rpp = opts["recordings_per_patient"]
-    patients = np.repeat(np.arange(opts["n_patients"], dtype=np.int64), rpp)
-    labels = table["label"].to_numpy(np.int64)[patients]
-    meta = table.loc[patients, ["patient", "sex", "age", "site"]].reset_index(drop=True)
-    meta["recording"] = np.tile(np.arange(rpp), opts["n_patients"])
-    names = table["patient"].tolist()
-    by_patient = stratified_patient_split(table["label"].to_numpy(), float(val_frac), float(test_frac), opts["seed"])
-    splits = {
-        k: ArraySplit(x, np.flatnonzero(np.isin(patients, pts)), labels, patients, names, meta)
-        for k, pts in by_patient.items() if pts.size
-    }
+    splits = repeated_patient_splits(x, table, opts["recordings_per_patient"], float(val_frac), float(test_frac), opts["seed"], "recording")
     return SSLData(
         modality="signal", splits=splits, input_shape=(len(LEADS), n_times), num_classes=len(CLASSES),
         class_names=list(CLASSES), sfreq=float(sfreq), channel_names=list(LEADS),

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter
 
-from pretext.base import ArraySplit, SSLData, stratified_patient_split
+from pretext.base import SSLData, repeated_patient_splits
 from pretext.data import cached_generated
 from pretext.errors import ConfigError
 from pretext.registry import register_data
@@ -163,23 +163,11 @@ def load_synthetic_phantom3d(path: str = "", n_patients: int = 300, scans_per_pa
         raise ConfigError(f"{n_patients=} must be >= {2 * len(CLASSES)} and {scans_per_patient=} >= 1")
     if int(size) < 16:
         raise ConfigError(f"{size=} must be >= 16 voxels (the small lesion would vanish below that)")
-    if not (0 <= val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
-        raise ConfigError(f"{val_frac=} and {test_frac=} must be in [0, 1) and sum to less than 1")
     opts = dict(n_patients=int(n_patients), scans_per_patient=int(scans_per_patient), size=int(size),
                 seed=int(seed), noise=float(noise))
     x = _cached(path, opts)
     table = patient_table(opts["n_patients"], opts["seed"])
-    sps = opts["scans_per_patient"]
-    patients = np.repeat(np.arange(opts["n_patients"], dtype=np.int64), sps)
-    labels = table["label"].to_numpy(np.int64)[patients]
-    meta = table.loc[patients, ["patient", "sex", "age", "site"]].reset_index(drop=True)
-    meta["scan"] = np.tile(np.arange(sps), opts["n_patients"])
-    names = table["patient"].tolist()
-    by_patient = stratified_patient_split(table["label"].to_numpy(), float(val_frac), float(test_frac), opts["seed"])
-    splits = {
-        k: ArraySplit(x, np.flatnonzero(np.isin(patients, pts)), labels, patients, names, meta)
-        for k, pts in by_patient.items() if pts.size
-    }
+    splits = repeated_patient_splits(x, table, opts["scans_per_patient"], float(val_frac), float(test_frac), opts["seed"], "scan")
     s = opts["size"]
     return SSLData(
         modality="volume", splits=splits, input_shape=(1, s, s, s), num_classes=len(CLASSES),
