@@ -2,7 +2,8 @@
 
 Sub-commands are discovered from :mod:`benchmarks.commands`: every module there defines
 ``register(subparsers)``, which adds its parser and sets ``func=run`` with ``run(args) -> int``.
-User errors (:class:`pretext.errors.UserError`) print as one line and exit 2; set
+User errors (:class:`pretext.errors.UserError`, malformed YAML, a missing file) print as one line and exit 2;
+SIGTERM (pre-emption) checkpoints like Ctrl-C and exits 143 (Ctrl-C: 130); set
 ``MEDSSL_DEBUG=1`` (or pass ``--debug``) for the full traceback.
 """
 
@@ -12,11 +13,16 @@ import argparse
 import importlib
 import os
 import pkgutil
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
+
+import yaml
 
 import benchmarks.commands as commands_pkg
-from pretext.errors import NonFiniteLossError, UserError
+from pretext.errors import NonFiniteLossError, Preempted, UserError, raise_preempted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("MEDSSL_DEBUG") == "1"
     parser = build_parser()
+    previous = _install_sigterm()
     try:
         args, extra = parser.parse_known_args(argv)
         if getattr(args, "func", None) is None:
@@ -54,14 +61,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"sslbench: error: {err}", file=sys.stderr)
         return 2
+    except yaml.YAMLError as err:  # a --config file or a recipe that is not valid YAML
+        if debug:
+            raise
+        mark = getattr(err, "problem_mark", None)
+        where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "the input"
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        print(f"sslbench: error: malformed YAML in {where}: {problem}; fix the file (it must be a YAML mapping)",
+              file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
+        if debug:
+            raise
+        print(f"sslbench: error: {err.strerror or err}: {err.filename!r}; check the path", file=sys.stderr)
+        return 2
     except NonFiniteLossError as err:
         if debug:
             raise
         print(f"sslbench: stopped: {err}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        print("sslbench: interrupted; the last checkpoint is kept: continue with --resume", file=sys.stderr)
+    except Preempted as err:
+        where = (f"checkpoint written at step {err.step} to {err.checkpoint}; " if err.checkpoint else
+                 "finished cells and the last checkpoint are kept; ")
+        print(f"sslbench: terminated by SIGTERM (pre-emption); {where}continue with the same command "
+              "(sslbench pretrain: add --resume; sslbench run/evaluate: it skips finished cells)", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt as err:
+        where = f" (step {getattr(err, 'step', None)}, {err.checkpoint})" if getattr(err, "checkpoint", None) else ""
+        print(f"sslbench: interrupted; the last checkpoint is kept{where}: continue with --resume "
+              "(sslbench run/evaluate: rerun the same command)", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _install_sigterm() -> Any:
+    """SIGTERM raises :class:`Preempted` everywhere in the CLI (training installs its own around its loop)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, raise_preempted)
 
 
 if __name__ == "__main__":

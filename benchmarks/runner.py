@@ -43,13 +43,16 @@ from typing import Any
 import yaml
 
 from benchmarks.evaluate import Evaluator, encoder_from_checkpoint, plan_arms
+from benchmarks.paired import PREDICTIONS_DIR, attach_paired
 from benchmarks.probes import PROTOCOLS, FinetuneConfig
 from benchmarks.splits import make_eval_splits
 from benchmarks.store import ResultStore, cell_key
-from pretext.config import TrainConfig, build_dataclass, to_dict
+from pretext.config import TrainConfig, build_dataclass, read_yaml_mapping, to_dict
 from pretext.data import load_data, parse_spec
+from pretext.engine.checkpoint import atomic_write_text
 from pretext.errors import ConfigError, DataError
 from pretext.registry import DATA, ENCODERS, TASKS
+from pretext.runfolder import claim, data_fingerprint
 
 _TOP_KEYS = {"name", "description", "imports", "datasets", "tasks", "encoders", "pretrain", "finetune", "protocols",
              "fractions", "seeds", "baselines", "n_boot", "threads", "strict_fractions", "device", "audit"}
@@ -137,12 +140,8 @@ def load_recipe(path: str | Path, data_overrides: dict[str, str] | None = None, 
         DataError: missing data paths.
     """
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"recipe {str(p)!r} does not exist")
-    raw = yaml.safe_load(p.read_text()) or {}
+    raw = read_yaml_mapping(p, "recipe")
     where = f"recipe {str(p)!r}"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a YAML mapping")
     raw = apply_sets(raw, list(sets or []))
     unknown = sorted(set(raw) - _TOP_KEYS)
     if unknown:
@@ -318,8 +317,34 @@ def _pretrain(recipe: Recipe, dname: str, spec: str, task: str, encoder: str, ou
     return run
 
 
-def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str], None] = print) -> ResultStore:
+# Recipe keys that only say how to run, not what is computed: they may change between reruns of one folder.
+_HOW_KEYS = ("name", "description", "source", "threads", "device")
+_HOW_TRAIN_KEYS = ("num_workers", "log_every", "ckpt_every", "accelerator", "devices", "num_nodes", "strategy",
+                   "compile", "progress")
+# Matrix axes: growing them is an explicit --extend; lists of values, or {name: options} maps.
+_CELL_KEYS = ("protocols", "fractions", "seeds", "baselines", "datasets", "tasks", "encoders", "task_encoders")
+
+
+def claim_recipe_folder(rec: Recipe, out: Path, fingerprints: dict[str, str], extend: bool = False) -> None:
+    """``out`` holds one recipe's matrix: refuse another pretraining/fine-tuning budget, data or settings.
+
+    The identity is the recipe less its axes (and less how-to-run keys); each dataset's entry carries its data
+    fingerprint, so other data under the same spec is refused too.
+    """
+    raw = to_dict(dataclasses.asdict(rec))
+    identity = {k: v for k, v in raw.items() if k not in _HOW_KEYS + _CELL_KEYS}
+    identity["pretrain"] = {k: v for k, v in identity["pretrain"].items() if k not in _HOW_TRAIN_KEYS}
+    cells = {k: raw[k] for k in _CELL_KEYS}
+    cells["datasets"] = {n: {**d, "data_fingerprint": fingerprints.get(n)} for n, d in rec.datasets.items()}
+    claim(out, "run", identity, cells, extend=extend)
+
+
+def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str], None] = print,
+               extend: bool = False) -> ResultStore:
     """Run every cell of ``recipe`` not already in ``out/results.jsonl``; return the store.
+
+    ``out`` belongs to this recipe (:func:`claim_recipe_folder`): another pretraining or fine-tuning budget,
+    other data or other options are refused; new cells (seeds, fractions, tasks ...) need ``extend=True``.
 
     The recipe, data and task shapes are all checked first; then, per dataset and encoder, the baselines
     and each task's pretraining + cells run. A killed run resumes from the last finished cell (and from the
@@ -342,9 +367,9 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str]
         splits = {f: make_eval_splits(data, k=d.get("k"), fold=int(f), seed=int(d.get("split_seed", 0)),
                                       drop_unlabelled=bool(d.get("drop_unlabelled", False))) for f in folds}
         loaded[dname] = (data, splits)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(yaml.safe_dump({"source": rec.source, **to_dict(dataclasses.asdict(rec))},
-                                                    sort_keys=False))
+    claim_recipe_folder(rec, out, {n: data_fingerprint(d) for n, (d, _) in loaded.items()}, extend=extend)
+    atomic_write_text(out / "recipe.yaml", yaml.safe_dump({"source": rec.source, **to_dict(dataclasses.asdict(rec))},
+                                                          sort_keys=False))
     store = ResultStore(out)
     done = store.done()
     total, counter = rec.n_cells(), {"n": 0}
@@ -372,6 +397,7 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str]
             for splits in splits_by_fold.values():
                 ev = Evaluator(data, splits, dataset=dname, encoder=encoder, encoder_cfg=enc_cfg,
                                cache_dir=out / "features", finetune_cfg=rec.finetune, n_boot=rec.n_boot,
+                               predictions_dir=out / PREDICTIONS_DIR,
                                strict_fractions=rec.strict_fractions, device=rec.device)
                 for proto in rec.protocols:  # baselines first: they do not need pretraining
                     for arm, p in plan_arms(proto, rec.baselines)[1:]:
@@ -395,7 +421,9 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str]
                             for seed in rec.seeds:
                                 cell(ev, arm="ssl", protocol=proto, fraction=frac, seed=seed, task=task,
                                      encoder=enc, weights=info["weights"], checkpoint_path=info["checkpoint"])
-    log(f"done: {counter['n']} new cell(s) in {store.path}; write the report with: sslbench report {out}")
+    n_paired = attach_paired(out, n_boot=rec.n_boot, log=log)  # SSL vs baselines on the same test patients
+    log(f"done: {counter['n']} new cell(s) in {store.path} ({n_paired} SSL cell(s) got paired comparisons); "
+        f"write the report with: sslbench report {out}")
     return store
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -79,8 +80,16 @@ class TrainConfig:
         for name in ("steps", "batch_size", "accumulate", "log_every", "ckpt_every", "max_nonfinite"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1")
+        for name in ("lr", "min_lr", "weight_decay", "clip_grad", "ema"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ConfigError(f"{name}={value!r} must be a finite number (e.g. --{name.replace('_', '-')} 0.001)")
         if self.lr <= 0:
             raise ConfigError(f"lr={self.lr!r} must be > 0")
+        for name in ("min_lr", "weight_decay", "clip_grad", "warmup_steps", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 0"
+                                  + (" (0 loads data in the main process)" if name == "num_workers" else ""))
         if not 0.0 <= self.ema < 1.0:
             raise ConfigError(f"ema={self.ema!r} must be in [0, 1); use 0 to disable")
 
@@ -180,6 +189,30 @@ def to_dict(obj: Any) -> Any:
 
 def to_yaml(obj: Any) -> str:
     return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
+def read_yaml_mapping(path: str | Path, what: str = "YAML file") -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping (a run config, a recipe).
+
+    Raises:
+        ConfigError: the file is missing, is not valid YAML (the message gives line and column) or holds
+            something other than a mapping.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {str(p)!r} does not exist; check the path")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8", errors="replace"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{what} {str(p)!r} is not valid YAML{where}: {problem}; fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {str(p)!r} must hold a YAML mapping (key: value lines), got {type(data).__name__}")
+    return data
 
 
 def from_yaml(cls: type[D], text: str) -> D:

@@ -21,3 +21,18 @@ class ConfigError(UserError):
 
 class NonFiniteLossError(RuntimeError):
     """Training stopped because the loss was NaN/inf for too many steps in a row."""
+
+
+class Preempted(KeyboardInterrupt):
+    """SIGTERM (SLURM/Kubernetes pre-emption) received: handled like Ctrl-C, so the run checkpoints first.
+
+    Attributes (set by :func:`pretext.engine.fit` when it wrote a checkpoint): ``checkpoint``, ``step``.
+    """
+
+    checkpoint: str | None = None
+    step: int | None = None
+
+
+def raise_preempted(signum: int, frame: object) -> None:
+    """A ``signal.signal`` handler: turn SIGTERM into :class:`Preempted` in the main thread."""
+    raise Preempted(f"received signal {signum}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,8 @@ from pretext.config import TrainConfig, build_dataclass, to_dict
 from pretext.data import encoder_for_data, load_data
 from pretext.engine.loop import FitResult, fit
 from pretext.errors import ConfigError
-from pretext.registry import TASKS, create_task
+from pretext.registry import ENCODERS, TASKS, create_task
+from pretext.runfolder import data_fingerprint
 
 
 def seed_everything(seed: int) -> None:
@@ -18,9 +20,25 @@ def seed_everything(seed: int) -> None:
     _seed(seed, verbose=False)
 
 
-def build_run(task: str, encoder: str, data: str, task_cfg: dict[str, Any] | None = None,
-              encoder_cfg: dict[str, Any] | None = None, seed: int = 0, split: str = "train") -> tuple[Any, Any, dict[str, Any]]:
+def default_encoder(task: str, modality: str) -> str:
+    """The encoder a task uses when none is named: the task's own ``encoder=`` (``mae3d`` needs tokens:
+    ``vit_3d``), else the encoder registered with ``default=True`` for the modality."""
+    named = TASKS.meta(task).get("encoder")
+    if named:
+        return str(named)
+    defaults = ENCODERS.names(modality=modality, default=True)
+    if not defaults:
+        raise ConfigError(f"no default encoder is registered for {modality} data; pass --encoder, one of: "
+                          f"{', '.join(ENCODERS.names(modality=modality))}")
+    return defaults[0]
+
+
+def build_run(task: str, encoder: str | None, data: str, task_cfg: dict[str, Any] | None = None,
+              encoder_cfg: dict[str, Any] | None = None, seed: int = 0, split: str = "train",
+              log: Callable[[str], None] | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """Load ``data``, build encoder and task, and return ``(task_module, dataset, run_config)``.
+
+    ``encoder=None`` picks :func:`default_encoder` (and says so through ``log``).
 
     Raises:
         ConfigError: unknown names/options, or a task whose modality differs from the data's.
@@ -28,6 +46,11 @@ def build_run(task: str, encoder: str, data: str, task_cfg: dict[str, Any] | Non
     task_cfg, encoder_cfg = dict(task_cfg or {}), dict(encoder_cfg or {})
     task_cls = TASKS.get(task)
     ds = load_data(data)
+    if not encoder:
+        encoder = default_encoder(task, ds.modality)
+        if log is not None:
+            log(f"no encoder given: using {encoder!r}, the default for {task!r} on {ds.modality} data "
+                "(choose another with --encoder; sslbench list encoders)")
     t_mod = TASKS.meta(task).get("modality") or getattr(task_cls, "modality", "")
     if t_mod and t_mod not in (ds.modality, "any"):
         raise ConfigError(f"task {task!r} is for {t_mod} data but {data!r} is {ds.modality}; "
@@ -54,6 +77,7 @@ def run_config_for(task: str, task_cfg: dict[str, Any], encoder: str, encoder_cf
         "encoder": encoder,
         "encoder_cfg": {**{k: v for k, v in data.encoder_kwargs().items() if v is not None}, **encoder_cfg},
         "data": data.source,
+        "data_fingerprint": data_fingerprint(data),
         "modality": data.modality,
         "input_shape": list(data.input_shape),
         "sfreq": data.sfreq,
@@ -62,18 +86,19 @@ def run_config_for(task: str, task_cfg: dict[str, Any], encoder: str, encoder_cf
     }
 
 
-def pretrain(task: str, encoder: str, data: str, out: str | Path | None, train: TrainConfig | dict[str, Any] | None = None,
-             task_cfg: dict[str, Any] | None = None, encoder_cfg: dict[str, Any] | None = None,
-             resume: bool = False) -> tuple[Any, FitResult]:
+def pretrain(task: str, encoder: str | None, data: str, out: str | Path | None,
+             train: TrainConfig | dict[str, Any] | None = None, task_cfg: dict[str, Any] | None = None,
+             encoder_cfg: dict[str, Any] | None = None, resume: bool = False,
+             log: Callable[[str], None] | None = None) -> tuple[Any, FitResult]:
     """Pretrain ``task`` with ``encoder`` on ``data``; returns ``(task_module, FitResult)``.
 
     ``task_module.encoder`` is the pretrained encoder; ``out/encoder.safetensors`` holds its weights and
     ``out/checkpoints/last.ckpt`` the full resumable state with the resolved config.
     """
     train_cfg = train if isinstance(train, TrainConfig) else build_dataclass(TrainConfig, train or {})
-    module, dataset, run_config = build_run(task, encoder, data, task_cfg, encoder_cfg, seed=train_cfg.seed)
+    module, dataset, run_config = build_run(task, encoder, data, task_cfg, encoder_cfg, seed=train_cfg.seed, log=log)
     result = fit(module, dataset, train_cfg, out_dir=out, resume=resume, run_config=run_config)
     return module, result
 
 
-__all__ = ["build_run", "pretrain", "run_config_for", "seed_everything", "to_dict"]
+__all__ = ["build_run", "default_encoder", "pretrain", "run_config_for", "seed_everything", "to_dict"]

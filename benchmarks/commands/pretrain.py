@@ -12,10 +12,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from benchmarks.commands._options import parse_dotted
-from pretext.config import TrainConfig, build_dataclass
+from pretext.config import TrainConfig, build_dataclass, read_yaml_mapping
 from pretext.errors import ConfigError, UserError
 from pretext.pipeline import pretrain
 
@@ -30,7 +28,8 @@ def register(sub: Any) -> None:
                "--data medmnist3d:../shared/data/adrenalmnist3d/adrenalmnist3d.npz --steps 200 --out runs/rot",
     )
     p.add_argument("--task", help="registered task name (sslbench list tasks)")
-    p.add_argument("--encoder", help="registered encoder name (sslbench list encoders)")
+    p.add_argument("--encoder", help="registered encoder name (sslbench list encoders); default: the task's or the "
+                                     "data modality's default (resnet18_3d, vit_3d for mae3d, cpc_encoder)")
     p.add_argument("--data", help="data spec KIND:PATH[?opt=val&...] (sslbench list data)")
     p.add_argument("--out", required=True, help="run folder (config.yaml, metrics.csv, checkpoints/, tensorboard/)")
     p.add_argument("--config", help="YAML run config (e.g. a previous run's config.yaml); flags override it")
@@ -51,16 +50,17 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     base: dict[str, Any] = {}
+    if args.resume and not args.config and not (out / "config.yaml").is_file():
+        raise UserError(f"--resume given but {str(out)!r} holds no run (no config.yaml); drop --resume to start a "
+                        "new run there, or pass the --out of the run to continue")
     cfg_file = Path(args.config) if args.config else (out / "config.yaml" if args.resume else None)
     if cfg_file is not None:
-        if not cfg_file.is_file():
-            raise UserError(f"config file {str(cfg_file)!r} does not exist")
-        base = yaml.safe_load(cfg_file.read_text()) or {}
+        base = read_yaml_mapping(cfg_file, "config file")
     dotted = parse_dotted(args.extra, ("task", "encoder"), "sslbench pretrain")
     task = args.task or base.get("task")
     encoder = args.encoder or base.get("encoder")
     data = args.data or base.get("data")
-    missing = [n for n, v in (("--task", task), ("--encoder", encoder), ("--data", data)) if not v]
+    missing = [n for n, v in (("--task", task), ("--data", data)) if not v]  # the encoder has a default
     if missing:
         raise ConfigError(f"missing {', '.join(missing)}; see sslbench pretrain --help and sslbench list")
     task_cfg = {**(base.get("task_cfg") or {}), **dotted["task"]} if task == base.get("task") else dotted["task"]
@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         if val is not None:
             train[f.name] = val
     train_cfg = build_dataclass(TrainConfig, train, what="train")
-    module, result = pretrain(task, encoder, data, out, train_cfg, task_cfg, enc_cfg, resume=args.resume)
+    module, result = pretrain(task, encoder, data, out, train_cfg, task_cfg, enc_cfg, resume=args.resume, log=print)
+    encoder = encoder or getattr(module.encoder, "medssl_config", {}).get("encoder", "default encoder")
     last = result.history[-1] if result.history else {}
     first = result.history[0] if result.history else {}
     print(f"pretrained {task} / {encoder} for {result.steps} steps in {result.elapsed_s:.0f}s: "

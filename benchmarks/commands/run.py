@@ -22,6 +22,9 @@ def register(sub: Any) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="override a recipe key (dotted, YAML value; repeatable), e.g. pretrain.steps=100, seeds=[0]")
     p.add_argument("--dry-run", action="store_true", help="check the recipe and print the number of cells only")
+    p.add_argument("--extend", action="store_true",
+                   help="add new cells (seeds, fractions, protocols, tasks, datasets) to an --out that holds this "
+                        "recipe's finished cells; without it a different matrix is refused")
     p.add_argument("--report", action="store_true", help="write the report (sslbench report) at the end")
     p.set_defaults(func=run)
 
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
               f"(task, encoder) pairs {recipe.pairs()}, protocols {recipe.protocols}, fractions {recipe.fractions}, "
               f"seeds {recipe.seeds}")
         return 0
-    run_recipe(recipe, args.out)
+    run_recipe(recipe, args.out, extend=args.extend)
     if args.report:
         from benchmarks.reports import write_report
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
 import warnings
 from collections import defaultdict
@@ -36,7 +38,8 @@ from pretext.engine.monitor import RunLogger, Throughput, progress_bar
 from pretext.engine.precision import resolve_accelerator, resolve_precision
 from pretext.engine.sampler import ResumableBatchSampler, step_generator
 from pretext.engine.schedule import WarmupCosine
-from pretext.errors import ConfigError, NonFiniteLossError, UserError
+from pretext.errors import ConfigError, NonFiniteLossError, UserError, raise_preempted
+from pretext.runfolder import describe_diff, diff_values, plain_json
 
 CKPT_NAME = "last.ckpt"
 
@@ -176,7 +179,7 @@ def fit(
     state: dict[str, Any] | None = None
     if ckpt_path is not None:
         state = load_checkpoint(ckpt_path)
-        _check_same_run(state.get("run_config", {}), run_config, ckpt_path)
+        _check_same_run(state.get("run_config", {}), resolved, ckpt_path)
         task.load_state_dict(state["model"])
     start_step = int(state["step"]) if state else 0
 
@@ -260,6 +263,7 @@ def fit(
 
     model.train()
     step = start_step
+    previous_sigterm = _install_sigterm()
     try:
         while step < cfg.steps:
             bad = False
@@ -316,11 +320,15 @@ def fit(
                 run_eval(step)
             if step % cfg.ckpt_every == 0 and step != cfg.steps:
                 checkpoint(step)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Preempted) through the handler installed below
         bar.close()
         checkpoint(step)  # a step boundary: the run resumes exactly from here
         logger.close()
+        if out is not None:
+            err.checkpoint, err.step = str(out / "checkpoints" / CKPT_NAME), step  # type: ignore[attr-defined]
         raise
+    finally:
+        _restore_sigterm(previous_sigterm)
     bar.close()
     run_eval(step)
     checkpoint(step)
@@ -338,6 +346,21 @@ def fit(
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float))
     logger.close()
     return FitResult(history, evals, step, nonfinite["skipped"], out, time.perf_counter() - t_start)
+
+
+def _install_sigterm() -> Any:
+    """SIGTERM (SLURM / Kubernetes pre-emption) raises :class:`Preempted`, which checkpoints like Ctrl-C.
+
+    Only the main thread can install handlers; elsewhere (a thread running ``fit``) SIGTERM keeps its handler.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, raise_preempted)
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _recorded_config(task: nn.Module) -> dict[str, Any]:
@@ -365,10 +388,25 @@ def _batch_size(batch: Any) -> int:
     return 0
 
 
+# What a resumed run must share with the run it continues: the model, the data and the batch stream. The step
+# budget (``--steps``), logging and checkpoint cadence may change on resume.
+_SAME_RUN_KEYS = ("task", "encoder", "task_cfg", "encoder_cfg", "data", "data_fingerprint")
+_SAME_TRAIN_KEYS = ("seed", "batch_size", "accumulate")
+
+
 def _check_same_run(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    for key in ("task", "encoder"):
-        if key in saved and key in current and saved[key] != current[key]:
-            raise ConfigError(
-                f"checkpoint {str(path)!r} is from {key} {saved[key]!r}, not {current[key]!r}; "
-                f"resume with --{key} {saved[key]} or choose a new --out"
-            )
+    """Refuse to resume ``path`` with another task, encoder, config or data (each difference named)."""
+    diffs = []
+    for key in _SAME_RUN_KEYS:
+        if key in saved and key in current:
+            diffs += diff_values(plain_json(saved[key]), plain_json(current[key]), key)
+    s_train, c_train = saved.get("train") or {}, current.get("train") or {}
+    for key in _SAME_TRAIN_KEYS:
+        if key in s_train and key in c_train and s_train[key] != c_train[key]:
+            diffs.append((f"train.{key}", s_train[key], c_train[key]))
+    if diffs:
+        raise ConfigError(
+            f"checkpoint {str(path)!r} is from another run ({describe_diff(diffs)}); resuming would mix two "
+            "configurations in one run folder: resume with the run's own settings (only --out and --resume, "
+            "optionally --steps) or choose a new --out"
+        )

@@ -68,7 +68,7 @@ class MAEDecoder(nn.Module):
         return self.head(self.norm(tokens))[:, 1:]
 
 
-@register_task("mae3d", modality="volume")
+@register_task("mae3d", modality="volume", encoder="vit_3d")
 class MAE3D(PretextTask):
     """Masked autoencoding of 3D patches (see module docstring). Input ``(B, C, D, H, W)``."""
 

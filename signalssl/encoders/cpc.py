@@ -100,7 +100,7 @@ class CPCEncoder(nn.Module):
         return self.forward_features(x)
 
 
-@register_encoder("cpc_encoder", modality="signal")
+@register_encoder("cpc_encoder", modality="signal", default=True)
 def cpc_encoder(n_chans: int = 12, n_times: int = 1000, sfreq: float | None = None, **kw: object) -> CPCEncoder:
     """CPC encoder (strided conv + GRU context by default; ``context=lstm|transformer``)."""
     return CPCEncoder(n_chans, n_times, sfreq, **kw)  # type: ignore[arg-type]

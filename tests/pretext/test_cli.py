@@ -46,7 +46,7 @@ def test_pretrain_writes_resolved_config_and_resumes(tmp_path: Path, capsys: pyt
     assert load_checkpoint(out / "checkpoints" / "last.ckpt")["step"] == 6
     # a checkpoint from another task is refused with the fix
     assert main(["pretrain", "--out", str(out), "--resume", "--task", "slice_order", "--steps", "8"]) == 2
-    assert "from task 'rotation', not 'slice_order'" in _err(capsys)
+    assert "task: 'rotation' -> 'slice_order'" in _err(capsys)
 
 
 def test_pretrain_signal_task_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -73,32 +73,20 @@ class ExportSource:
 
 
 def _load_state(path: Path) -> dict[str, Any]:
-    if path.is_dir():  # a run folder
-        path = path / "checkpoints" / "last.ckpt"
+    """``{"model": state, "run_config": ...}`` of a run folder, ``last.ckpt`` or ``encoder.safetensors``
+    (read by the engine's safe readers: ``weights_only=True`` / safetensors)."""
+    import json
+
+    from pretext.engine.checkpoint import load_checkpoint, load_safetensors
+
+    if path.is_dir():  # a run folder: its full checkpoint, else the encoder weights a finished run leaves
+        ckpt = path / "checkpoints" / "last.ckpt"
+        path = ckpt if ckpt.is_file() or not (path / "encoder.safetensors").is_file() else path / "encoder.safetensors"
     if path.suffix == ".safetensors":  # the engine's encoder.safetensors, run_config in its metadata
-        if not path.is_file():
-            raise DataError(f"checkpoint {str(path)!r} does not exist")
-        import json
-
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata() or {}
+        tensors, meta = load_safetensors(path)
         run_config = json.loads(meta["run_config"]) if "run_config" in meta else None
-        return {"model": {f"encoder.{k}": v for k, v in load_file(str(path)).items()}, "run_config": run_config}
-    try:
-        from pretext.engine.checkpoint import load_checkpoint
-    except ImportError:  # engine not installed in this build: same safe load
-        load_checkpoint = None
-    if load_checkpoint is not None:
-        return load_checkpoint(path)
-    if not path.is_file():
-        raise DataError(f"checkpoint {str(path)!r} does not exist; pass the path of a .ckpt written by sslbench")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or "model" not in state:
-        raise DataError(f"checkpoint {str(path)!r} has no 'model' entry; it was not written by medssl")
-    return state
+        return {"model": {f"encoder.{k}": v for k, v in tensors.items()}, "run_config": run_config}
+    return load_checkpoint(path)
 
 
 def _plugin_modules(name: str) -> list[str]:

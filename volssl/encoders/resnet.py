@@ -86,7 +86,7 @@ class ResNet3D(ResNet):
         return super().forward(x)
 
 
-@register_encoder("resnet18_3d", modality="volume")
+@register_encoder("resnet18_3d", modality="volume", default=True)
 def resnet18_3d(in_channels: int = 1, img_size: int | Sequence[int] = (32, 32, 32), spatial_dims: int = 3,
                 widen_factor: float = 1.0, stem: str = "auto", no_max_pool: bool = False,
                 norm: str = "batch") -> ResNet3D:
