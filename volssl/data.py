@@ -193,25 +193,35 @@ def _prep_config(options: dict[str, Any]) -> PreprocessConfig:
     return build_dataclass(PreprocessConfig, opts, what="volume preprocessing")
 
 
-def _ingest(paths: list[str], prep: PreprocessConfig, cache: Any, skip_broken: bool) -> tuple[LazyArray, np.ndarray, list[str]]:
+def _ingest(paths: list[str], prep: PreprocessConfig, cache: Any, skip_broken: bool,
+            volume_index: int | None = None) -> tuple[LazyArray, np.ndarray, list[str]]:
     """Read + preprocess every file once into a ``(N, C, D, H, W)`` float16 store.
+
+    ``volume_index`` keeps one volume of each 4D file; without it a 4D NIfTI's last axis is read as
+    channels, and a warning names those files.
 
     Returns:
         (store, spacings (N, 3), skipped paths). A broken file raises a :class:`DataError` naming
         every broken file, unless ``skip_broken`` (then each is named in a warning and in meta).
     """
     root = resolve_cache(cache)
-    key = cache_key("volumes", paths, {"prep": to_dict(prep), "skip_broken": skip_broken})
+    settings: dict[str, Any] = {"prep": to_dict(prep), "skip_broken": skip_broken}
+    if volume_index is not None:
+        settings["volume_index"] = int(volume_index)
+    key = cache_key("volumes", paths, settings)
     if root is not None and ArrayStore.exists(root / key):
         st = ArrayStore(root / key)
         return LazyArray(st.path("images")), np.asarray(st.open("spacing")), list(st.index.get("skipped", []))
-    arrays, spacings, broken, kept = [], [], [], []
+    arrays, spacings, broken, kept, multi = [], [], [], [], []
     for p in paths:
         try:
-            arr, sp = preprocess_volume(read_volume(p), prep)
+            vol = read_volume(p, volume_index)
+            arr, sp = preprocess_volume(vol, prep)
         except DataError as err:
             broken.append((p, str(err)))
             continue
+        if vol.array.shape[0] > 1:
+            multi.append((p, vol.array.shape[0]))
         arrays.append(arr)
         spacings.append(sp)
         kept.append(p)
@@ -225,6 +235,20 @@ def _ingest(paths: list[str], prep: PreprocessConfig, cache: Any, skip_broken: b
         warnings.warn(f"skipping broken volume {p}: {msg}", stacklevel=3)
     if not arrays:
         raise DataError(f"none of the {len(paths)} volume(s) could be read")
+    if multi:
+        shown = ", ".join(f"{p} ({c} volumes)" for p, c in multi[:3]) + (", ..." if len(multi) > 3 else "")
+        warnings.warn(f"{len(multi)} of {len(paths)} image(s) are 4D; their last axis is read as channels: {shown}. "
+                      "If these are time points or separate scans rather than channels, pick one with "
+                      "?volume_index=N or split the files (fslsplit, nibabel.funcs.four_to_three)", stacklevel=3)
+    chans = sorted({a.shape[0] for a in arrays})
+    if len(chans) > 1:
+        first = {c: kept[[a.shape[0] for a in arrays].index(c)] for c in chans}
+        raise DataError(
+            f"images have different numbers of channels/volumes {chans} (e.g. "
+            + ", ".join(f"{c}: {p}" for c, p in first.items())
+            + "); a 4D file's last axis is read as channels: pick one volume of each with ?volume_index=N, "
+            "or split the 4D files (fslsplit, nibabel.funcs.four_to_three)"
+        )
     shapes = sorted({a.shape for a in arrays})
     if len(shapes) > 1:
         raise DataError(
@@ -254,10 +278,12 @@ def _ingest(paths: list[str], prep: PreprocessConfig, cache: Any, skip_broken: b
 
 
 def _build_volume_data(df: Any, prep: PreprocessConfig, cache: Any, skip_broken: bool, source: str,
-                       val_fraction: float, test_fraction: float, seed: int) -> SSLData:
+                       val_fraction: float, test_fraction: float, seed: int,
+                       volume_index: int | None = None) -> SSLData:
     import pandas as pd
 
-    store, spacing, skipped = _ingest(list(df["path"]), prep, cache, skip_broken)
+    missing = list(df.attrs.get("missing", []))
+    store, spacing, skipped = _ingest(list(df["path"]), prep, cache, skip_broken, volume_index)
     df = df[~df["path"].isin(skipped)].reset_index(drop=True)
     df["spacing_d"], df["spacing_h"], df["spacing_w"] = spacing[:, 0], spacing[:, 1], spacing[:, 2]
     raw = df["label"] if "label" in df.columns else pd.Series([None] * len(df))
@@ -302,34 +328,38 @@ def _build_volume_data(df: Any, prep: PreprocessConfig, cache: Any, skip_broken:
         class_names=class_names,
         source=source,
         meta={"preprocess": to_dict(prep), "spacing": tuple(map(float, sp[0])) if len(sp) == 1 else "mixed",
-              "skipped": skipped},
+              "skipped": missing + skipped},
     )
 
 
 @register_data("manifest3d", modality="volume")
 def load_manifest3d(path: str, cache: Any = "auto", skip_broken: bool = False, val_fraction: float = 0.0,
-                    test_fraction: float = 0.0, seed: int = 0, **preprocess: Any) -> SSLData:
+                    test_fraction: float = 0.0, seed: int = 0, volume_index: int | None = None,
+                    **preprocess: Any) -> SSLData:
     """Bring-your-own volumes listed in a CSV ``path,label,patient_id[,split]``.
 
     Args:
         path: the manifest; relative image paths are resolved against its folder.
         cache: "auto", a folder, or "none" (see :func:`load_medmnist3d`).
-        skip_broken: leave unreadable files out (named in a warning and in ``meta["skipped"]``)
+        skip_broken: leave unreadable or missing files out (named in a warning and in ``meta["skipped"]``)
             instead of stopping with an error that lists them.
         val_fraction, test_fraction, seed: patient-level split when the manifest has no ``split`` column.
+        volume_index: keep volume N of each 4D image (time series, multi-scan files); without it a
+            4D NIfTI's last axis is read as channels (with a warning) and a 4D time series is refused.
         **preprocess: fields of :class:`volssl.preprocess.PreprocessConfig` (orientation, spacing,
             window, normalise, percentiles, foreground_crop, foreground_threshold,
             foreground_margin, size, resize).
     """
     _check_prep_options(preprocess)
-    df = read_manifest(path)
+    df = read_manifest(path, skip_missing=bool(skip_broken))
     return _build_volume_data(df, _prep_config(preprocess), cache, bool(skip_broken), path,
-                              float(val_fraction), float(test_fraction), int(seed))
+                              float(val_fraction), float(test_fraction), int(seed), _volume_index(volume_index))
 
 
 @register_data("nifti", modality="volume")
 def load_nifti(path: str, cache: Any = "auto", skip_broken: bool = False, patient_from: str = "file",
-               val_fraction: float = 0.0, test_fraction: float = 0.0, seed: int = 0, **preprocess: Any) -> SSLData:
+               val_fraction: float = 0.0, test_fraction: float = 0.0, seed: int = 0, volume_index: int | None = None,
+               **preprocess: Any) -> SSLData:
     """A folder of images (NIfTI, NRRD, MHA, DICOM series; searched recursively), or a manifest CSV.
 
     Unlabelled (labels -1) unless a manifest is given. ``patient_from`` = "file" (each file its own
@@ -341,7 +371,7 @@ def load_nifti(path: str, cache: Any = "auto", skip_broken: bool = False, patien
     p = Path(path)
     if p.is_file() and p.suffix.lower() == ".csv":
         return load_manifest3d(path, cache=cache, skip_broken=skip_broken, val_fraction=val_fraction,
-                               test_fraction=test_fraction, seed=seed, **preprocess)
+                               test_fraction=test_fraction, seed=seed, volume_index=volume_index, **preprocess)
     _check_prep_options(preprocess)
     files = [p] if p.is_file() else list_volume_files(p)
     if not files:
@@ -351,7 +381,19 @@ def load_nifti(path: str, cache: Any = "auto", skip_broken: bool = False, patien
     pids = [re.sub(r"(\.nii)?(\.gz)?$|\.[a-z]+$", "", f.name) if patient_from == "file" else f.parent.name for f in files]
     df = pd.DataFrame({"path": [str(f) for f in files], "patient_id": pids})
     return _build_volume_data(df, _prep_config(preprocess), cache, bool(skip_broken), path,
-                              float(val_fraction), float(test_fraction), int(seed))
+                              float(val_fraction), float(test_fraction), int(seed), _volume_index(volume_index))
+
+
+def _volume_index(v: Any) -> int | None:
+    if v is None or (isinstance(v, str) and v.lower() in ("", "none")):
+        return None
+    try:
+        n = int(v)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0 or str(v).strip() not in (str(n), f"{n}.0"):
+        raise ConfigError(f"volume_index={v!r} must be a whole number >= 0 (the volume of each 4D image to keep)")
+    return n
 
 
 def _check_prep_options(options: dict[str, Any]) -> None:
@@ -359,5 +401,6 @@ def _check_prep_options(options: dict[str, Any]) -> None:
     if bad:
         raise ConfigError(
             f"unknown volume data option(s) {bad}; valid: cache, skip_broken, val_fraction, test_fraction, seed, "
+            "volume_index, "
             f"patient_from (nifti), {', '.join(_PREP_FIELDS)}"
         )

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from pretext.errors import DataError
+from pretext.manifest import check_duplicates, check_patient_splits, missing_rows
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 TORCHIO_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".img", ".hdr", ".tif", ".tiff")
@@ -74,11 +75,20 @@ def _to_channels_first(data: np.ndarray, path: str) -> np.ndarray:
     )
 
 
-def read_nifti(path: str | Path) -> Volume:
+_SPLIT_4D = ("split the file into 3D volumes (fslsplit IN.nii.gz OUT_ -t, or nibabel.funcs.four_to_three) "
+             "or pick one volume with ?volume_index=N")
+
+
+def read_nifti(path: str | Path, volume_index: int | None = None) -> Volume:
     """Read a ``.nii``/``.nii.gz`` file with nibabel.
 
+    A 4D file ``(D, H, W, C)`` is read as C channels, except a time series (the header's time unit is
+    set, e.g. fMRI) which is refused; ``volume_index`` picks one volume of a 4D file instead (3D files
+    are unaffected).
+
     Raises:
-        DataError: the file is missing, corrupt or truncated, or not 3D.
+        DataError: the file is missing, corrupt or truncated, complex-valued, a 4D time series
+            (without ``volume_index``), or not 3D.
     """
     import nibabel as nib
 
@@ -87,8 +97,29 @@ def read_nifti(path: str | Path) -> Volume:
         raise DataError(f"NIfTI file {str(path)!r} does not exist; check the path")
     try:
         img = nib.load(str(path))
+        dtype = np.dtype(img.get_data_dtype())
+        if dtype.kind == "c":
+            raise DataError(
+                f"NIfTI file {str(path)!r} is complex-valued (dtype {dtype}); the tasks need real voxels: "
+                "save the magnitude (np.abs) or the real part as a float NIfTI"
+            )
+        shape = tuple(int(n) for n in img.shape)
+        if len(shape) == 4 and shape[3] > 1:
+            if volume_index is not None:
+                if not 0 <= int(volume_index) < shape[3]:
+                    raise DataError(f"NIfTI file {str(path)!r} has {shape[3]} volumes (shape {shape}); "
+                                    f"volume_index={volume_index} must be in 0..{shape[3] - 1}")
+                img = img.slicer[..., int(volume_index)]
+            elif img.header.get_xyzt_units()[1] not in ("unknown", None):
+                raise DataError(
+                    f"NIfTI file {str(path)!r} is a 4D time series of {shape[3]} volumes (shape {shape}, "
+                    f"time unit {img.header.get_xyzt_units()[1]!r}); the 3D tasks need one volume per file: "
+                    + _SPLIT_4D
+                )
         data = np.asarray(img.dataobj, dtype=np.float32)
         affine = np.asarray(img.affine, dtype=np.float64)
+    except DataError:
+        raise
     except Exception as err:  # nibabel raises many types for damaged files (EOFError, ImageFileError, zlib)
         raise DataError(
             f"cannot read NIfTI file {str(path)!r} ({type(err).__name__}: {err}); the file is corrupt or "
@@ -126,14 +157,22 @@ def read_torchio(path: str | Path) -> Volume:
     return Volume(data, affine, spacing_from_affine(affine), str(path))
 
 
-def read_volume(path: str | Path) -> Volume:
-    """Read one volume, choosing the reader from the suffix (NIfTI -> nibabel, else torchio)."""
+def read_volume(path: str | Path, volume_index: int | None = None) -> Volume:
+    """Read one volume, choosing the reader from the suffix (NIfTI -> nibabel, else torchio).
+
+    ``volume_index`` keeps one volume (channel) of a 4D image; 3D images are unaffected.
+    """
     p = Path(path)
     name = p.name.lower()
     if name.endswith(NIFTI_SUFFIXES):
-        vol = read_nifti(p)
+        vol = read_nifti(p, volume_index)
     elif name.endswith(TORCHIO_SUFFIXES) or is_dicom_dir(p):
         vol = read_torchio(p)
+        if volume_index is not None and vol.array.shape[0] > 1:
+            if not 0 <= int(volume_index) < vol.array.shape[0]:
+                raise DataError(f"{str(p)!r} has {vol.array.shape[0]} volumes; volume_index={volume_index} "
+                                f"must be in 0..{vol.array.shape[0] - 1}")
+            vol.array = vol.array[int(volume_index): int(volume_index) + 1]
     else:
         raise DataError(
             f"{str(p)!r}: unknown image format; supported suffixes: {', '.join(VOLUME_SUFFIXES)} "
@@ -188,10 +227,29 @@ def read_medmnist(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         )
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for s in MEDMNIST_SPLITS:
+        for key in (f"{s}_images", f"{s}_labels"):
+            dtype = _npz_member_dtype(npz, key)
+            if dtype is not None and dtype.kind not in "biuf":
+                what = ("an object (pickled) array, which medssl never unpickles (allow_pickle=False: "
+                        "unpickling can run code)") if dtype.kind == "O" else f"not numeric (dtype {dtype})"
+                raise DataError(
+                    f"{str(path)!r}: {key} is {what}; MedMNIST images and labels are numeric arrays: "
+                    "re-save them with np.savez(..., " + key + "=np.asarray(x, dtype=np.uint8))"
+                )
         try:
             images, labels = npz[f"{s}_images"], npz[f"{s}_labels"]
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
             raise DataError(f"{str(path)!r}: cannot read {s}_images/{s}_labels ({err}); the file is truncated") from err
+        if images.dtype.kind == "f":
+            bad = ~np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+            if bad.any():
+                first = np.flatnonzero(bad)
+                i = int(first[0])
+                kinds = " and ".join(k for k, f in (("NaN", np.isnan), ("inf", np.isinf)) if f(images[i]).any())
+                raise DataError(
+                    f"{str(path)!r}: {s}_images[{i}] contains {kinds} ({len(first)} image(s) with non-finite "
+                    f"voxels: indices {first[:10].tolist()}); repair or drop those images before use"
+                )
         if images.ndim == 5 and images.shape[-1] in (1, 3):  # (N, D, H, W, C) colour variants
             images = np.moveaxis(images, -1, 1)
         elif images.ndim != 4:
@@ -205,22 +263,37 @@ def read_medmnist(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def _npz_member_dtype(npz: Any, key: str) -> np.dtype | None:
+    """The dtype of array ``key`` of an open ``.npz``, read from its header only (None if unreadable)."""
+    try:
+        with npz.zip.open(f"{key}.npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            return np.dtype(read(fh)[2])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        return None  # the full read below reports it
+
+
 # -- manifest -------------------------------------------------------------------------------------
 
 
 MANIFEST_COLUMNS = ("path", "label", "patient_id")
 
 
-def read_manifest(path: str | Path, require_label: bool = True) -> Any:
+def read_manifest(path: str | Path, require_label: bool = True, skip_missing: bool = False) -> Any:
     """Read a manifest CSV with columns ``path,label,patient_id[,split]`` (extra columns kept as meta).
 
     Relative paths are resolved against the manifest's folder. ``label`` may be empty (unknown, -1).
+    The checks of :mod:`pretext.manifest` apply: a file listed twice, a patient on two splits and a
+    missing file are refused by line; with ``skip_missing`` missing files are left out instead (named
+    in a warning and in ``df.attrs["missing"]``).
 
     Returns:
         A ``pandas.DataFrame`` with an absolute ``path`` column.
 
     Raises:
-        DataError: file unreadable or empty, a required column missing, a split name unknown.
+        DataError: file unreadable or empty, a required column missing, a split name unknown, a
+            duplicated row, a patient on two splits, a missing file.
     """
     import pandas as pd
 
@@ -255,12 +328,16 @@ def read_manifest(path: str | Path, require_label: bool = True) -> Any:
         bad = sorted(set(df["split"]) - set(MEDMNIST_SPLITS))
         if bad:
             raise DataError(f"manifest {str(path)!r}: unknown split name(s) {bad}; use train, val or test")
-        mixed = df.groupby("patient_id")["split"].nunique()
-        if (mixed > 1).any():
-            raise DataError(
-                f"manifest {str(path)!r}: patient(s) {list(mixed[mixed > 1].index[:5])} appear in more than one "
-                "split; splits must be by patient"
-            )
+        check_patient_splits(path, df["patient_id"].astype(str).tolist(), df["split"].tolist())
     base = path.resolve().parent
-    df["path"] = [str(p if Path(p).is_absolute() else base / p) for p in df["path"].astype(str)]
+    df["path"] = [str(p if Path(p).is_absolute() else base / p) for p in df["path"].astype(str).str.strip()]
+    lines = [int(i) + 2 for i in range(len(df))]
+    check_duplicates(path, df["path"].tolist(), lines)
+    gone = missing_rows(path, df["path"].tolist(), lines, skip_missing, "?skip_broken=true")
+    missing = [df["path"].iloc[i] for i in gone]
+    if gone:
+        df = df.drop(index=df.index[gone]).reset_index(drop=True)
+        if len(df) == 0:
+            raise DataError(f"manifest {str(path)!r}: none of its {len(gone)} file(s) exist; fix the paths")
+    df.attrs["missing"] = missing
     return df

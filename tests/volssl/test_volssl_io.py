@@ -94,9 +94,13 @@ def test_medmnist_not_an_npz(tmp_path):
 
 
 def test_manifest_resolves_relative_paths(tmp_path):
-    (tmp_path / "m.csv").write_text("path,label,patient_id,split\na.nii.gz,1,p1,train\n/abs/b.nii.gz,,p2,VAL\n")
+    (tmp_path / "abs").mkdir()
+    for f in ("a.nii.gz", "abs/b.nii.gz"):
+        (tmp_path / f).touch()  # the manifest refuses missing files
+    b = tmp_path / "abs" / "b.nii.gz"
+    (tmp_path / "m.csv").write_text(f"path,label,patient_id,split\na.nii.gz,1,p1,train\n{b},,p2,VAL\n")
     df = read_manifest(tmp_path / "m.csv")
-    assert df["path"].tolist() == [str(tmp_path / "a.nii.gz"), "/abs/b.nii.gz"]
+    assert df["path"].tolist() == [str(tmp_path / "a.nii.gz"), str(b)]
     assert df["split"].tolist() == ["train", "val"]
 
 
