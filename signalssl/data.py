@@ -15,13 +15,15 @@ Registered kinds (``KIND:PATH?option=value&...``):
 
 Options common to all: ``sfreq`` (resample), ``channels`` (explicit order), ``bandpass=low,high``,
 ``notch``, ``window``/``stride`` (seconds), ``normalize=none|zscore``, ``dtype=float16|float32``,
-``cache`` (store folder root), ``on_error=raise|skip``, ``split=auto|official|patient|none``,
+``cache`` (store folder root), ``on_error=raise|skip``, ``pad_short`` (zero-pad records shorter than one
+window instead of refusing them), ``split=auto|official|patient|none``,
 ``val_frac``, ``test_frac``, ``seed``.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +34,7 @@ from pretext.base import SSLData, SSLSplit
 from pretext.errors import DataError, UserError
 from pretext.registry import register_data
 from signalssl import layouts
-from signalssl.io import Record
+from signalssl.io import Record, check_rate
 from signalssl.layouts import RecordSpec
 from signalssl.store import SignalStore, ingest
 from signalssl.windows import seconds_to_samples, sliding_windows
@@ -121,6 +123,16 @@ def _list(v: Any) -> list[Any] | None:
     return [v]
 
 
+def _flag(v: Any, what: str) -> bool:
+    if isinstance(v, bool):
+        return v
+    if str(v).strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(v).strip().lower() in ("0", "false", "no", "off", "", "none"):
+        return False
+    raise UserError(f"{what}={v!r} must be true or false")
+
+
 def _label_map(v: Any) -> dict[str, str] | None:
     if v is None or isinstance(v, dict):
         return None if v is None else {str(k): str(x) for k, x in v.items()}
@@ -138,15 +150,18 @@ def build_signal_data(
     min_count: int = 0, drop_empty: bool = False, window: float | None = 10.0, stride: float | None = None,
     sfreq: float | None = None, channels: Any = None, bandpass: Any = None, notch: float | None = None,
     normalize: str = "none", dtype: str = "float16", cache: str | None = None, on_error: str = "raise",
-    split: str = "auto", val_frac: float = 0.1, test_frac: float = 0.2, seed: int = 0,
+    pad_short: bool = False, split: str = "auto", val_frac: float = 0.1, test_frac: float = 0.2, seed: int = 0,
     events_fn: Callable[[RecordSpec, Record], Any] | None = None, extra_key: dict[str, Any] | None = None,
 ) -> SSLData:
     """Ingest ``specs`` (cached), cut windows, map labels and patients, split by patient.
 
     ``window=None`` uses whole records (all must have one length). With ``events_fn`` the
-    windows are the labelled epochs instead of a sliding grid. See the module docstring for
-    the other options.
+    windows are the labelled epochs instead of a sliding grid. A record shorter than one window
+    is refused by name; ``pad_short=True`` zero-pads it to one window, ``on_error="skip"`` leaves it
+    out (named in a warning and in ``meta["skipped"]``). See the module docstring for the other options.
     """
+    sfreq = check_rate(sfreq)
+    pad_short = _flag(pad_short, "pad_short")
     if normalize not in NORMALIZE:
         raise UserError(f"{normalize=} must be one of {NORMALIZE}")
     if split not in ("auto", "official", "patient", "none"):
@@ -167,7 +182,9 @@ def build_signal_data(
         recs, starts = ev["record"].to_numpy(np.int64), ev["start"].to_numpy(np.int64)
         item_labels: list[Any] = list(ev["label"])
         n_padded = 0
+        short_skipped = []
     else:
+        short_skipped = []
         if window is None:
             if len(set(lengths.tolist())) != 1:
                 raise UserError(f"{kind}:{path}: records have {len(set(lengths.tolist()))} different lengths "
@@ -176,9 +193,22 @@ def build_signal_data(
         else:
             win = seconds_to_samples(window, store.sfreq)
         hop = seconds_to_samples(stride, store.sfreq, "stride") if stride else win
-        recs, starts = sliding_windows(lengths, win, hop)
+        short = np.flatnonzero(lengths < win)
+        if len(short) and not pad_short:
+            listing = ", ".join(f"{idx['record'].iloc[r]} ({lengths[r]} samples)" for r in short[:10])
+            more = f" and {len(short) - 10} more" if len(short) > 10 else ""
+            what = (f"{kind}:{path}: {len(short)} record(s) are shorter than one window of {win} samples "
+                    f"({win / store.sfreq:g} s): {listing}{more}")
+            if on_error != "skip":
+                raise DataError(f"{what}; pass pad_short=true to zero-pad each to one window, on_error=skip to "
+                                "leave them out, or a shorter window=SECONDS")
+            warnings.warn(f"{what}; leaving them out (on_error=skip; pad_short=true would zero-pad them)",
+                          stacklevel=3)
+            short_skipped = [{"record": str(idx["record"].iloc[r]),
+                              "error": f"{lengths[r]} samples, shorter than one window of {win}"} for r in short]
+        recs, starts = sliding_windows(lengths, win, hop, pad_short=pad_short)
         item_labels = [rec_labels[r] for r in recs]
-        n_padded = int((lengths < win).sum())
+        n_padded = int(len(short)) if pad_short else 0
     # classes
     if multilabel:
         counts: dict[str, int] = {}
@@ -232,7 +262,7 @@ def build_signal_data(
     meta = {
         "store": str(store.root), "window": win, "window_s": win / store.sfreq, "n_records": len(idx),
         "n_patients": len(patient_names), "n_padded_records": n_padded, "split_mode": mode,
-        "skipped": store.meta.get("skipped", []), "n_items": {k: len(v) for k, v in splits.items()},
+        "skipped": store.meta.get("skipped", []) + short_skipped, "n_items": {k: len(v) for k, v in splits.items()},
         "patients_with_one_record": int((n_rec_per_patient == 1).sum()),
         "channel_units": store.meta.get("units", []),
     }
@@ -327,9 +357,12 @@ def load_sleepedf(path: str, channels: Any = "EEG Fpz-Cz", trim_wake_min: float 
 @register_data("manifest", modality="signal")
 def load_manifest(path: str, multilabel: bool = False, **options: Any) -> SSLData:
     """Bring-your-own signals from a CSV ``path,label,patient_id[,sfreq][,split]``."""
-    specs = layouts.scan_manifest(path)
+    missing: list[dict[str, str]] = []
+    specs = layouts.scan_manifest(path, on_error=str(options.get("on_error", "raise")), skipped=missing)
     multi = multilabel or any(isinstance(s.label, list) for s in specs)
     if multi:
         for s in specs:
             s.label = [s.label] if isinstance(s.label, str) else s.label
-    return build_signal_data("manifest", path, specs, multilabel=multi, **options)
+    data = build_signal_data("manifest", path, specs, multilabel=multi, **options)
+    data.meta["skipped"] = missing + list(data.meta["skipped"])
+    return data

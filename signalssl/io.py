@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from pretext.errors import DataError, UserError
+from pretext.errors import ConfigError, DataError, UserError
 
 __all__ = [
-    "Record", "read_record", "read_wfdb", "read_edf", "read_npy", "check_wfdb_size", "check_edf_size",
+    "Record", "read_record", "check_rate", "read_wfdb", "read_edf", "read_npy", "check_wfdb_size", "check_edf_size",
     "preprocess", "resample", "bandpass", "notch", "select_channels", "match_channels",
 ]
 
@@ -62,6 +62,29 @@ class Record:
         return int(self.signal.shape[1])
 
 
+def check_rate(value: Any, what: str = "sfreq") -> float | None:
+    """``value`` as a sampling rate in Hz (``None``/empty stays ``None``).
+
+    Raises:
+        ConfigError: not a finite number > 0 (the message names the value).
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        rate = float("nan")
+    if not (math.isfinite(rate) and rate > 0):
+        raise ConfigError(f"{what} must be a number > 0, got {str(value)!r}; give the sampling rate in Hz, e.g. {what}=250")
+    return rate
+
+
+def _check_file_rate(path: str, rate: float, where: str) -> None:
+    if not (math.isfinite(rate) and rate > 0):
+        raise DataError(f"{path}: the sampling rate in the {where} is {rate:g} Hz but must be > 0; fix it "
+                        "or leave the record out")
+
+
 def _strip_ext(path: str | Path) -> str:
     p = str(path)
     for ext in WFDB_EXTS:
@@ -84,6 +107,7 @@ def read_record(path: str | Path, sfreq: float | None = None, channels: list[str
     """
     p = str(path)
     low = p.lower()
+    sfreq = check_rate(sfreq)
     if low.endswith(".npy"):
         if sfreq is None:
             raise DataError(f"{p}: a .npy array stores no sampling rate; give it (manifest column 'sfreq' or option sfreq=)")
@@ -159,6 +183,28 @@ def _rdheader(record: str) -> tuple[Any, str | None]:
             raise DataError(f"{record}.hea: unreadable WFDB header ({err}); fix or remove the record") from err
 
 
+def _check_header_rate(record: str) -> None:
+    """Refuse a WFDB header whose record line gives a sampling rate that is not > 0.
+
+    wfdb itself silently falls back to its default 250 Hz for a rate it cannot parse (e.g. ``-100``).
+    """
+    import re
+
+    try:
+        lines = Path(record + ".hea").read_text(errors="replace").splitlines()
+    except OSError:
+        return  # _rdheader names the missing header
+    line = next((ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")), "")
+    fields = line.split()
+    if len(fields) < 3:
+        return  # no rate given: the WFDB default (250 Hz) is the documented one
+    m = re.match(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", fields[2])
+    rate = float(m.group(0)) if m else float("nan")
+    if not (math.isfinite(rate) and rate > 0):
+        raise DataError(f"{record}.hea: sampling rate {fields[2]!r} on the record line (third field) must be > 0; "
+                        "fix the header or leave the record out")
+
+
 def read_wfdb(path: str | Path) -> Record:
     """Read a WFDB record (``.dat`` or ``.mat`` signal files); samples in mV, leads named.
 
@@ -168,6 +214,7 @@ def read_wfdb(path: str | Path) -> Record:
     import wfdb
 
     record = _strip_ext(path)
+    _check_header_rate(record)
     header, tmp = _rdheader(record)
     try:
         check_wfdb_size(record, header)
@@ -181,6 +228,7 @@ def read_wfdb(path: str | Path) -> Record:
             shutil.rmtree(tmp, ignore_errors=True)
     if rec.p_signal is None:
         raise DataError(f"{record}: multi-frequency/segmented WFDB records are not supported; convert it to one rate")
+    _check_file_rate(f"{record}.hea", float(rec.fs), "WFDB header's record line (third field)")
     sig = np.asarray(rec.p_signal, dtype=np.float64).T
     units = [str(u or "mV") for u in (rec.units or ["mV"] * sig.shape[0])]
     for i, u in enumerate(units):
@@ -211,9 +259,14 @@ def check_edf_size(path: str | Path) -> None:
                 raise DataError(f"{p}: {len(head)} bytes, shorter than an EDF header (256 bytes); the file is truncated")
             ns = int(head[252:256].decode("ascii").strip())
             n_rec = int(head[236:244].decode("ascii").strip())
+            duration = float(head[244:252].decode("ascii").strip())
             sig_head = f.read(256 * ns)
     except (ValueError, UnicodeDecodeError) as err:
         raise DataError(f"{p}: not a valid EDF/BDF header ({err}); check the file") from err
+    if not duration > 0:
+        raise DataError(f"{p}: the header's record duration is {duration:g} s, so its sampling rate is not > 0 "
+                        "(rate = samples per record / duration); the rate must be > 0: fix the header "
+                        "(bytes 244-252) or re-export the file")
     if len(sig_head) < 256 * ns:
         raise DataError(f"{p}: header declares {ns} signals but the file ends inside the header; the file is truncated")
     if n_rec < 0:
@@ -250,6 +303,7 @@ def read_edf(path: str | Path) -> Record:
         raw = reader(p, preload=True, verbose="error")
     except Exception as err:
         raise DataError(f"{p}: mne could not read it ({type(err).__name__}: {err})") from err
+    _check_file_rate(p, float(raw.info["sfreq"]), "EDF header (record duration)")
     data = raw.get_data().astype(np.float64)
     units = []
     for i, ch in enumerate(raw.info["chs"]):

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pretext.errors import DataError
+from pretext.manifest import check_duplicates, check_patient_splits, missing_rows
 
 __all__ = [
     "RecordSpec", "scan_wfdb", "scan_ptbxl", "scan_cinc2017", "scan_cinc2021", "scan_edf", "scan_sleepedf",
@@ -307,11 +308,15 @@ def sleep_events(annotations: list[tuple[float, float, str]], epoch_s: float = 3
 
 
 # ---------------------------------------------------------------------------------- manifest
-def scan_manifest(csv: str | Path) -> list[RecordSpec]:
+def scan_manifest(csv: str | Path, on_error: str = "raise",
+                  skipped: list[dict[str, str]] | None = None) -> list[RecordSpec]:
     """Bring-your-own data: CSV ``path,label,patient_id[,sfreq][,split]``.
 
     ``path`` is relative to the CSV's folder or absolute: WFDB, EDF/BDF/FIF or ``.npy``
     ``(channels, samples)``. Multi-label rows separate labels with ``;``; an empty label is unknown.
+    The checks of :mod:`pretext.manifest` apply: a file listed twice, a patient on two splits and a
+    missing file are refused by line; with ``on_error="skip"`` missing files are left out instead
+    (named in a warning, and appended to ``skipped`` as ``{"record", "error"}`` like the store's).
     """
     p = Path(csv)
     if not p.is_file():
@@ -322,25 +327,46 @@ def scan_manifest(csv: str | Path) -> list[RecordSpec]:
             fix = ("add it (if each recording is its own patient, copy the path column); patient-wise splits need it"
                    if col == "patient_id" else "add it")
             raise DataError(f"manifest {p} has no {col!r} column (columns: {list(t.columns)}); {fix}")
-    out, seen = [], set()
+    rows, files, lines = [], [], []
     for i, row in enumerate(t.to_dict("records")):
         rel = row["path"].strip()
         if not rel:
             raise DataError(f"manifest {p} row {i + 2}: empty path")
-        f = Path(rel) if Path(rel).is_absolute() else p.parent / rel
-        if not (f.exists() or f.with_name(f.name + ".hea").exists()):
-            raise DataError(f"manifest {p} row {i + 2}: {f} does not exist; fix the path (relative to the CSV's folder)")
         if not row["patient_id"].strip():
             raise DataError(f"manifest {p} row {i + 2}: empty patient_id for {rel}")
-        lab = row["label"].strip()
-        label: Any = None if not lab else (lab.split(";") if ";" in lab else lab)
-        sf = row.get("sfreq", "").strip()
         split = row.get("split", "").strip() or None
         if split not in (None, "train", "val", "test"):
             raise DataError(f"manifest {p} row {i + 2}: split {split!r} must be train, val or test (or empty)")
-        name = rel if rel not in seen else f"{rel}#{i}"
-        seen.add(name)
-        out.append(RecordSpec(name, str(f), row["patient_id"].strip(), label, split, float(sf) if sf else None))
-    if not out:
+        sf = row.get("sfreq", "").strip()
+        rate = None
+        if sf:
+            try:
+                rate = float(sf)
+            except ValueError:
+                rate = float("nan")
+            if not rate > 0 or not np.isfinite(rate):
+                raise DataError(f"manifest {p} row {i + 2}: sfreq must be a number > 0, got {sf!r}; "
+                                "write the sampling rate in Hz (e.g. 250) or leave it empty to use the file's")
+        f = Path(rel) if Path(rel).is_absolute() else p.parent / rel
+        rows.append((rel, row, split, rate))
+        files.append(str(f))
+        lines.append(i + 2)
+    if not rows:
         raise DataError(f"manifest {p} has no rows")
+    check_patient_splits(p, [r[1]["patient_id"].strip() for r in rows], [r[2] for r in rows])
+    check_duplicates(p, [re.sub(r"\.(hea|dat|mat)$", "", f) for f in files], lines)
+    gone = set(missing_rows(p, files, lines, on_error == "skip", "on_error=skip",
+                            exists=lambda f: f.exists() or f.with_name(f.name + ".hea").exists()))
+    if skipped is not None:
+        skipped += [{"record": rows[k][0], "error": f"manifest {p} line {lines[k]}: {files[k]} does not exist"}
+                    for k in sorted(gone)]
+    out = []
+    for k, (rel, row, split, rate) in enumerate(rows):
+        if k in gone:
+            continue
+        lab = row["label"].strip()
+        label: Any = None if not lab else (lab.split(";") if ";" in lab else lab)
+        out.append(RecordSpec(rel, files[k], row["patient_id"].strip(), label, split, rate))
+    if not out:
+        raise DataError(f"manifest {p}: none of its {len(rows)} file(s) exist; fix the paths")
     return out

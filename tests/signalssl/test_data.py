@@ -74,7 +74,7 @@ def test_store_is_reused_and_never_reparsed(wfdb_folder: Path, cache: str, monke
 
 
 def test_short_records_padded_and_float16(wfdb_folder: Path, cache: str) -> None:
-    data = load_data(f"wfdb:{wfdb_folder}?cache={cache}&window=6&split=none")
+    data = load_data(f"wfdb:{wfdb_folder}?cache={cache}&window=6&split=none&pad_short=true")
     tr = data.splits["train"]
     assert data.meta["n_padded_records"] == 2 and len(tr) == 3
     x = tr[2]["x"]
