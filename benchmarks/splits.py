@@ -10,7 +10,8 @@ Every split the harness uses is by patient, never by record:
 
 Label fractions (1 %, 10 %, 100 % ...) are drawn from the training patients, stratified by each patient's
 rarest label, seeded. **Documented fallback**: when the fraction would leave a class with no labelled
-example, one random patient carrying that class is added (the cell records ``fallback_classes``); with
+example, one random patient carrying that class is added (the cell records ``fallback_classes`` and a
+:class:`FractionFallbackWarning` names the classes on the console); with
 ``strict=True`` this is an error instead. A class that has no example in the whole training split is always
 an error.
 
@@ -20,6 +21,7 @@ an error.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,6 +38,10 @@ class LeakageError(DataError):
 
 class FractionError(DataError):
     """A label fraction leaves a class with no labelled example (``strict=True``)."""
+
+
+class FractionFallbackWarning(UserWarning):
+    """A label fraction left a class empty and one patient of that class was added (the documented fallback)."""
 
 
 @dataclasses.dataclass
@@ -445,6 +451,14 @@ def sample_fraction(
                 )
             chosen = np.append(chosen, rng.choice(pat_has))
             fallback.append(int(c))
+    if fallback:
+        shown = [names[c] if c < len(names) else str(c) for c in fallback]
+        warnings.warn(
+            f"label fraction {fraction} (seed {seed}) left class(es) {shown} with no labelled example; added one "
+            f"patient per such class ({len(np.unique(chosen))} of {len(patients)} patients labelled, more than the "
+            "fraction asks). Use a larger fraction, or strict_fractions: true in the recipe to refuse instead",
+            FractionFallbackWarning, stacklevel=2,
+        )
     positions = np.flatnonzero(np.isin(inverse, chosen))
     return FractionDraw(np.sort(positions), int(len(np.unique(chosen))), fallback)
 
