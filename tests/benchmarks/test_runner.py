@@ -83,6 +83,7 @@ def test_tiny_recipe_end_to_end_and_report(tmp_path):
     assert main(["report", str(out)]) == 0
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_killed_run_resumes_without_losing_cells(tmp_path):
     recipe = _recipe(tmp_path, fractions=[0.5, 1.0], seeds=[0, 1, 2], protocols=["linear"], baselines=["random"],

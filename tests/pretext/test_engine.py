@@ -50,6 +50,7 @@ def test_fit_writes_run_folder_and_loss_falls(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 60
 
 
+@pytest.mark.faults
 def test_killed_run_resumes_to_identical_weights(tmp_path: Path) -> None:
     straight = _task()
     fit(straight, RandomSplit(), _cfg(), out_dir=tmp_path / "a")
@@ -69,6 +70,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path: Path) -> None:
     assert [int(float(r.split(",")[0])) for r in rows] == [2, 4, 6, 8, 10, 12]
 
 
+@pytest.mark.faults
 def test_keyboard_interrupt_checkpoints_then_resumes(tmp_path: Path) -> None:
     class Interrupting(ToyTask):
         def forward(self, batch, generator=None):

@@ -154,6 +154,7 @@ def test_rate_mismatch_in_folder_names_record_and_fix(tmp_path: Path, cache: str
     assert load_data(f"wfdb:{root}?cache={cache}&window=1&sfreq=100&split=none").meta["n_items"]["train"] == 10
 
 
+@pytest.mark.faults
 def test_broken_record_in_folder_reported_by_name(wfdb_folder: Path, cache: str) -> None:
     dat = wfdb_folder / "rec1.dat"
     dat.write_bytes(dat.read_bytes()[:100])

@@ -78,6 +78,7 @@ def test_npy_needs_rate_and_right_orientation(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- bad input
+@pytest.mark.faults
 def test_truncated_edf_names_file_and_fix(tmp_path: Path) -> None:
     f = write_edf(tmp_path / "ok.edf", np.zeros((2, 1000)), 100.0, ["A", "B"])
     check_edf_size(f)
@@ -91,6 +92,7 @@ def test_truncated_edf_names_file_and_fix(tmp_path: Path) -> None:
         read_record(grown)
 
 
+@pytest.mark.faults
 def test_truncated_wfdb_names_file(tmp_path: Path) -> None:
     write_wfdb(tmp_path, "t", ecg_like(2, 500, 100.0), 100.0, ["I", "II"])
     dat = tmp_path / "t.dat"

@@ -76,6 +76,7 @@ def test_nifti_folder_patient_split(nifti_folder):
     assert len(names["val"]) == 1 and not names["val"] & names["train"]
 
 
+@pytest.mark.faults
 def test_nifti_broken_file_is_named(nifti_folder):
     (nifti_folder / "zz_broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
     with pytest.raises(DataError, match=r"1 of 4 volume\(s\).*zz_broken\.nii\.gz"):
