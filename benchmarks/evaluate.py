@@ -32,6 +32,7 @@ from torch import nn
 
 from benchmarks.features import cached_features, weights_id
 from benchmarks.metrics import pick_threshold, summarize
+from benchmarks.paired import PREDICTIONS_DIR, attach_paired, predictions_name, save_predictions
 from benchmarks.probes import FinetuneConfig, check_protocol, finetune, knn_probe, linear_probe
 from benchmarks.splits import EvalSplits, check_classes, make_eval_splits, sample_fraction
 from benchmarks.store import ResultStore, cell_key
@@ -136,7 +137,7 @@ class Evaluator:
                  encoder_cfg: dict[str, Any] | None = None, cache_dir: str | Path | None = None,
                  finetune_cfg: FinetuneConfig = FinetuneConfig(), n_boot: int = 1000,
                  strict_fractions: bool = False, device: str = "cpu", models_dir: str | Path | None = None,
-                 task: str = "-") -> None:
+                 task: str = "-", predictions_dir: str | Path | None = None) -> None:
         if data.num_classes is None:
             raise DataError(f"{data.source!r} has no labels (num_classes is None); evaluation needs labelled data")
         check_classes(splits.train, data.num_classes, data.class_names, data.source)
@@ -148,6 +149,7 @@ class Evaluator:
         self.n_classes = int(data.num_classes)
         self.models_dir = Path(models_dir) if models_dir is not None else None
         self.task = task
+        self.predictions_dir = Path(predictions_dir) if predictions_dir is not None else None  # for paired tests
 
     def random_encoder(self, seed: int) -> nn.Module:
         torch.manual_seed(seed)
@@ -192,6 +194,11 @@ class Evaluator:
                         multilabel=self.multilabel, n_boot=self.n_boot, seed=seed, threshold=threshold)
         if self.models_dir is not None and protocol not in ("linear", "knn"):
             selected["model"] = str(self.save_classifier(model, arm, protocol, fraction, seed, task, res))
+        if self.predictions_dir is not None:  # kept so benchmarks.paired can compare arms on the same patients
+            key = {"dataset": self.dataset, "task": task, "encoder": self.encoder_name, "arm": arm,
+                   "protocol": protocol, "fraction": float(fraction), "seed": int(seed), "fold": s.fold}
+            res["predictions"] = save_predictions(self.predictions_dir / predictions_name(key), s.test.labels,
+                                                  proba, s.test.patient_ids).name
         return {
             "dataset": self.dataset, "task": task, "encoder": self.encoder_name, "arm": arm, "protocol": protocol,
             "fraction": float(fraction), "seed": int(seed), "fold": s.fold, **s.describe(),
@@ -291,7 +298,8 @@ def evaluate(
     ev = Evaluator(ds, splits, dataset=name, encoder=info["encoder"], encoder_cfg=info["encoder_cfg"],
                    cache_dir=Path(out) / "features" if out else None, finetune_cfg=ft, n_boot=n_boot,
                    strict_fractions=strict_fractions, device=device,
-                   models_dir=Path(out) / "models" if out and save_models else None)
+                   models_dir=Path(out) / "models" if out and save_models else None,
+                   predictions_dir=Path(out) / PREDICTIONS_DIR if out else None)
     store = ResultStore(out) if out else None
     done = store.done() if store else set()
     rows: list[dict[str, Any]] = []
@@ -311,6 +319,8 @@ def evaluate(
                     if store:
                         store.append(row)
                     rows.append(row)
+    if store:
+        attach_paired(out, n_boot=n_boot, multilabel=ev.multilabel)  # SSL vs baselines on the same test patients
     all_rows = store.rows() if store else rows
     return pd.DataFrame(all_rows)
 
