@@ -2,15 +2,14 @@
 
 A checkpoint is a plain dict of tensors and primitives, so it loads with
 ``torch.load(..., weights_only=True)``: no pickled classes, no code runs on load.
-Files are written to a temporary sibling, fsynced, then renamed over the target, so a
-run killed mid-write leaves the previous checkpoint intact.
+Files are written to a temporary sibling, fsynced, then renamed over the target
+(:mod:`pretext.atomic`), so a run killed mid-write, or a full disk, leaves the previous
+checkpoint intact.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,38 +17,32 @@ from typing import Any
 import numpy as np
 import torch
 
+from pretext.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from pretext.errors import DataError
 
+__all__ = ["atomic_write_bytes", "atomic_write_text", "save_checkpoint", "load_checkpoint", "save_safetensors",
+           "capture_rng", "restore_rng", "CHECKPOINT_VERSION"]
+
 CHECKPOINT_VERSION = 1
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    _atomic_write(Path(path), lambda fh: fh.write(data))
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
     """Write ``state`` (tensors and primitives only) atomically with ``torch.save``."""
     state = {"version": CHECKPOINT_VERSION, **state}
-    _atomic_write(Path(path), lambda fh: torch.save(state, fh))
+    atomic_write(Path(path), lambda fh: torch.save(state, fh), needed_bytes=_tensor_bytes(state),
+                 hint="free some space there (or pass another output folder) and rerun; the previous "
+                      "checkpoint, if any, is unchanged")
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """About how many bytes ``torch.save(obj)`` writes (its tensors' storage)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, Mapping):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -64,11 +57,43 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise DataError(f"checkpoint {str(path)!r} cannot be read safely ({type(err).__name__}: {err}); "
-                        "it may be truncated or not a medssl checkpoint") from err
+        raise DataError(f"checkpoint {str(path)!r} cannot be read safely ({_load_problem(err)}); it may be "
+                        "truncated, damaged or not a medssl checkpoint: pass the run's checkpoints/last.ckpt or its "
+                        "encoder.safetensors, or pretrain again") from err
     if not isinstance(state, dict) or "model" not in state:
         raise DataError(f"checkpoint {str(path)!r} has no 'model' entry; it was not written by medssl")
     return state
+
+
+def _load_problem(err: BaseException) -> str:
+    """What went wrong reading a file, without PyTorch's advice to retry with ``weights_only=False``: a file
+    that needs it runs arbitrary code when loaded, and is refused here on purpose."""
+    text = str(err)
+    if "weights_only" in text or "Unsupported global" in text or "WeightsUnpickler" in text:
+        return "it holds Python objects other than tensors and plain values, which are never unpickled"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(err).__name__}: {first[:200]}" if first else type(err).__name__
+
+
+def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a ``.safetensors`` file.
+
+    Raises:
+        DataError: the file is missing, truncated or not safetensors (named, with the fix).
+    """
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"weights file {str(p)!r} does not exist; pass a run folder's encoder.safetensors")
+    try:
+        with safe_open(str(p), "pt") as fh:
+            meta = fh.metadata() or {}
+        return load_file(str(p)), dict(meta)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise DataError(f"weights file {str(p)!r} is not a readable safetensors file ({_load_problem(err)}); it may "
+                        "be truncated or damaged: copy it again or pretrain again") from err
 
 
 def save_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
