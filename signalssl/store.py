@@ -11,6 +11,13 @@ The folder name is a hash of the source (paths, sizes, mtimes), the data kind an
 option that changes the samples, so a second load with the same options reads only the
 index. Windows are then index arithmetic on the memmap (:mod:`signalssl.windows`).
 The memmap is opened lazily in each process, so the store is safe in DataLoader workers.
+
+A store is built in a temporary folder and renamed into place (:func:`pretext.atomic.atomic_dir`);
+a full disk says so in words and leaves nothing behind. ``meta.json`` records each file's size
+at build time; opening compares them (cheap: no hashing), so a deleted or truncated file is
+found before any read: :func:`ingest` then deletes the store with a warning and rebuilds it
+from the source, and :class:`SignalStore` alone refuses it with a :class:`DataError` naming
+the folder.
 """
 
 from __future__ import annotations
@@ -20,7 +27,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -29,11 +35,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pretext.atomic import atomic_dir
 from pretext.errors import DataError, UserError
 from signalssl.io import Record, preprocess, read_record
 from signalssl.layouts import RecordSpec
 
-__all__ = ["SignalStore", "ingest", "default_cache_dir", "STORE_VERSION"]
+__all__ = ["SignalStore", "ingest", "default_cache_dir", "store_damage", "STORE_VERSION"]
 
 STORE_VERSION = 1
 DTYPES = ("float16", "float32")
@@ -69,6 +76,46 @@ def _source_signature(specs: list[RecordSpec]) -> str:
     return h.hexdigest()
 
 
+def _source_bytes(specs: list[RecordSpec]) -> int:
+    """Total size of the source files: about what the store needs on disk."""
+    total = 0
+    for s in specs:
+        base = Path(s.path)
+        for f in [base] if base.exists() else base.parent.glob(base.name + ".*"):
+            try:
+                total += f.stat().st_size if f.is_file() else sum(g.stat().st_size for g in f.rglob("*") if g.is_file())
+            except OSError:
+                pass
+    return total
+
+
+def store_damage(root: str | Path) -> str | None:
+    """What is wrong with the store at ``root`` (missing, unreadable or wrong-sized files), or ``None``.
+
+    Cheap: reads ``meta.json`` and stats the other files against the sizes it recorded.
+    """
+    root = Path(root)
+    meta_path = root / "meta.json"
+    if not meta_path.is_file():
+        return "meta.json is missing"
+    try:
+        meta = json.loads(meta_path.read_text())
+        expected = int(meta["total_samples"]) * len(meta["channels"]) * np.dtype(meta["dtype"]).itemsize
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"meta.json cannot be read ({type(err).__name__}); it is truncated or corrupt"
+    if meta.get("version") != STORE_VERSION:
+        return f"store version {meta.get('version')} != {STORE_VERSION}"
+    sizes = {"signals.bin": expected, **(meta.get("files") or {})}
+    for name in ("signals.bin", "index.csv", "events.csv"):
+        f = root / name
+        if not f.is_file():
+            return f"{name} is missing"
+        want = sizes.get(name)
+        if want is not None and f.stat().st_size != int(want):
+            return f"{name} has {f.stat().st_size} bytes, {int(want)} were written"
+    return None
+
+
 class SignalStore:
     """A read-only ingested dataset: ``read(record, start, length) -> (C, length)`` float32.
 
@@ -85,9 +132,11 @@ class SignalStore:
         meta_path = self.root / "meta.json"
         if not meta_path.exists():
             raise DataError(f"{self.root}: not a signal store (no meta.json); delete it and load the data again")
+        problem = store_damage(self.root)
+        if problem:
+            raise DataError(f"signal store {str(self.root)!r} is damaged ({problem}); delete {self.root} and rerun "
+                            "(it is rebuilt from the source records)")
         self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        if self.meta.get("version") != STORE_VERSION:
-            raise DataError(f"{self.root}: store version {self.meta.get('version')} != {STORE_VERSION}; delete the folder")
         self.index = pd.read_csv(self.root / "index.csv", dtype={"record": str, "patient": str, "split": str},
                                  keep_default_na=False)
         ev = self.root / "events.csv"
@@ -183,19 +232,16 @@ def ingest(
     key = hashlib.sha256(json.dumps([kind, STORE_VERSION, sig, opts], sort_keys=True, default=str).encode()).hexdigest()[:20]
     root = Path(cache) if cache else default_cache_dir()
     final = root / "signal" / f"{kind}-{key}"
-    if (final / "meta.json").exists():
-        return SignalStore(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-{key}-", dir=final.parent))
-    try:
+    if final.exists():
+        problem = store_damage(final)
+        if problem is None:
+            return SignalStore(final)
+        warnings.warn(f"signal store {final} is damaged ({problem}); deleting it and rebuilding it from the source",
+                      stacklevel=2)
+        shutil.rmtree(final, ignore_errors=True)
+    with atomic_dir(final, needed_bytes=_source_bytes(specs),
+                    hint="free some space there or set MEDSSL_CACHE to a folder on a larger disk, then rerun") as tmp:
         _write_store(tmp, specs, kind, opts, sig, events_fn)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process finished first: use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return SignalStore(final)
 
 
@@ -260,5 +306,6 @@ def _write_store(tmp: Path, specs: list[RecordSpec], kind: str, opts: dict[str, 
     (tmp / "events.csv").write_text(ev_df.to_csv(index=False) if len(ev_df) else "")
     meta = {"version": STORE_VERSION, "kind": kind, "channels": ref_chans, "sfreq": float(ref_rate),
             "dtype": dt.name, "units": units, "total_samples": offset, "options": opts, "source_signature": sig,
-            "skipped": [{"record": n, "error": m} for n, m in errors]}
+            "skipped": [{"record": n, "error": m} for n, m in errors],
+            "files": {n: (tmp / n).stat().st_size for n in ("signals.bin", "index.csv", "events.csv")}}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))

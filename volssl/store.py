@@ -3,7 +3,13 @@
 Volumes are read and preprocessed once; training then only slices a memory map (no file
 parsing per step). The cache key hashes the source files (path, size, mtime) and the
 preprocessing settings, so a changed file or setting makes a new entry. Entries are written
-to a temporary folder and renamed into place, so a killed ingest never leaves a half entry.
+to a temporary folder and renamed into place (:func:`pretext.atomic.atomic_dir`), so a killed
+ingest never leaves a half entry, and a full disk says so in words.
+
+``index.json`` records each array file's size at build time; opening an entry compares the
+sizes (cheap: no hashing), so a deleted or truncated file is found before any read.
+:meth:`ArrayStore.exists` removes such an entry with a warning (the caller rebuilds it from the
+source); :class:`ArrayStore` itself refuses it with a :class:`DataError` naming the folder.
 """
 
 from __future__ import annotations
@@ -12,12 +18,15 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pretext.atomic import atomic_dir, preallocate
+from pretext.errors import DataError
 
 STORE_VERSION = 1
 
@@ -55,11 +64,51 @@ class ArrayStore:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
+        problem = self.damage(self.folder)
+        if problem:
+            raise DataError(f"volume cache {str(self.folder)!r} is damaged ({problem}); "
+                            f"delete {self.folder} and rerun (it is rebuilt from the source files)")
         self.index: dict[str, Any] = json.loads((self.folder / "index.json").read_text())
 
     @staticmethod
+    def damage(folder: Path) -> str | None:
+        """What is wrong with the entry at ``folder`` (a missing or wrong-sized file), or ``None``.
+
+        Cheap: reads ``index.json`` and stats the files it lists (sizes recorded at build time).
+        """
+        folder = Path(folder)
+        meta = folder / "index.json"
+        if not folder.is_dir():
+            return "the folder does not exist"
+        if not meta.is_file():
+            return "index.json is missing"
+        try:
+            index = json.loads(meta.read_text())
+        except (OSError, ValueError) as err:
+            return f"index.json cannot be read ({type(err).__name__}); it is truncated or corrupt"
+        if not isinstance(index, dict):
+            return "index.json is not a JSON object"
+        for name, size in (index.get("_files") or {}).items():
+            f = folder / name
+            if not f.is_file():
+                return f"{name} is missing"
+            if f.stat().st_size != int(size):
+                return f"{name} has {f.stat().st_size} bytes, {int(size)} were written"
+        return None
+
+    @staticmethod
     def exists(folder: Path) -> bool:
-        return (Path(folder) / "index.json").is_file()
+        """True if an intact entry is at ``folder``; a damaged one is removed with a warning (rebuild it)."""
+        folder = Path(folder)
+        if not folder.exists():
+            return False
+        problem = ArrayStore.damage(folder)
+        if problem is None:
+            return True
+        warnings.warn(f"volume cache {folder} is damaged ({problem}); deleting it and rebuilding it from the source",
+                      stacklevel=2)
+        shutil.rmtree(folder, ignore_errors=True)
+        return False
 
     def path(self, name: str) -> Path:
         return self.folder / f"{name}.npy"
@@ -82,22 +131,18 @@ class ArrayStore:
             index: JSON metadata saved as ``index.json``.
         """
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp", dir=folder.parent))
-        try:
+        needed = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype, _ in arrays.values())
+        with atomic_dir(folder, needed_bytes=needed,
+                        hint="free some space there or set MEDSSL_CACHE to a folder on a larger disk, then rerun") as tmp:
+            files = {}
             for name, (shape, dtype, fill) in arrays.items():
                 mm = np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+                preallocate(tmp / f"{name}.npy")  # a full disk raises here, not SIGBUS in fill
                 fill(mm)
                 mm.flush()
                 del mm
-            (tmp / "index.json").write_text(json.dumps(index, indent=1, default=str))
-            try:
-                os.replace(tmp, folder)
-            except OSError:  # another process won the race: keep theirs
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+                files[f"{name}.npy"] = (tmp / f"{name}.npy").stat().st_size
+            (tmp / "index.json").write_text(json.dumps({**index, "_files": files}, indent=1, default=str))
         return cls(folder)
 
 
