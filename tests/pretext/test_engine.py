@@ -147,7 +147,7 @@ def test_output_folder_guards(tmp_path: Path) -> None:
         fit(_task(), RandomSplit(), _cfg(steps=2), out_dir=tmp_path / "run")
     with pytest.raises(UserError, match="does not exist; drop --resume"):
         fit(_task(), RandomSplit(), _cfg(steps=2), out_dir=tmp_path / "empty", resume=True)
-    with pytest.raises(ConfigError, match="from task 'toy', not 'other'"):
+    with pytest.raises(ConfigError, match="task: 'toy' -> 'other'"):
         fit(_task(), RandomSplit(), _cfg(steps=4), out_dir=tmp_path / "run", resume=True,
             run_config={"task": "other", "encoder": "tiny"})
     blocker = tmp_path / "file"
