@@ -5,7 +5,8 @@ writes ``DIR/report/report.md``, ``report.html`` and PNGs:
 
 * label-efficiency table per dataset / encoder / protocol: test AUROC mean ± std over seeds and the mean
   bootstrap 95 % CI, for each SSL task beside the random-init and scratch baselines;
-* SSL minus baseline differences (paired by seed);
+* SSL minus baseline differences (paired by seed), and on the same test patients from the rows' ``paired``
+  entries (difference, paired bootstrap CI, DeLong p; see :mod:`benchmarks.paired`);
 * all metrics (AUROC, AUPRC, accuracy, balanced accuracy, F1, kappa, ECE) at the largest fraction;
 * subgroup AUROC (sex, age band, site) where the data has metadata;
 * plots: label-efficiency curves with CI bands, and reliability diagrams.
@@ -104,6 +105,53 @@ def delta_table(df: pd.DataFrame, metric: str = "auroc") -> tuple[list[str], lis
                 d = d[d.index.get_level_values(0) == f]
                 row.append(f"{d.mean():+.3f} ± {d.std(ddof=1):.3f}" if len(d) > 1 else (f"{d.mean():+.3f}" if len(d) else ""))
             rows.append(row)
+    return header, rows
+
+
+def _pm(x: Any) -> str:
+    return "n/a" if x is None or not math.isfinite(float(x)) else f"{float(x):+.3f}"
+
+
+def paired_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """SSL minus each baseline from the rows' ``paired`` entries (same test patients), per fraction.
+
+    A cell shows the difference combined over seeds with its paired bootstrap 95 % CI (or the single seed's),
+    ``*`` where the interval excludes 0, then how many seeds' own intervals exclude 0 and (binary AUROC) how
+    many have DeLong p < 0.05. One row per comparison and metric (AUROC, AUPRC).
+    """
+    fracs = sorted(df.fraction.unique())
+    header = ["comparison (paired, same test patients)"] + [f"{f:g} labels" for f in fracs]
+    rows: list[list[str]] = []
+    if "paired" not in df.columns:
+        return header, rows
+    for m in _order(df.method.unique()):
+        if not m.startswith("ssl:"):
+            continue
+        sub = df[df.method == m]
+        for b in ("random", "scratch"):
+            for metric, prefix in (("AUROC", ""), ("AUPRC", "auprc_")):
+                row, seen, last = [], False, {}
+                for f in fracs:
+                    entries = [p[b] for p in sub[sub.fraction == f].paired if isinstance(p, dict) and isinstance(p.get(b), dict)]
+                    if not entries:
+                        row.append("")
+                        continue
+                    seen, last = True, entries[0]
+                    comb = entries[0].get("seeds") if len(entries) > 1 else None
+                    top = comb if isinstance(comb, dict) else entries[0]
+                    lo, hi = top.get(f"{prefix}lo"), top.get(f"{prefix}hi")
+                    excl = lo is not None and hi is not None and (lo > 0 or hi < 0)
+                    text = f"{_pm(top.get(f'{prefix}diff'))} [{_pm(lo)}, {_pm(hi)}]{' *' if excl else ''}"
+                    n_ex = sum(1 for e in entries if e.get(f"{prefix}lo") is not None and e.get(f"{prefix}hi") is not None
+                               and (e[f"{prefix}lo"] > 0 or e[f"{prefix}hi"] < 0))
+                    text += f" ({n_ex}/{len(entries)} seeds CI excl. 0"
+                    ps = [e.get("p_delong") for e in entries if e.get("p_delong") is not None]
+                    if not prefix and ps:
+                        text += f"; DeLong p<0.05 {sum(p < 0.05 for p in ps)}/{len(ps)}"
+                    row.append(text + ")")
+                if seen:
+                    macro = "" if last.get("metric", "auroc") == "auroc" else "macro "
+                    rows.append([f"{m} − {b} ({macro}{metric})"] + row)
     return header, rows
 
 
@@ -304,6 +352,13 @@ def build_blocks(df: pd.DataFrame, report_dir: Path, title: str) -> list[Block]:
             if dt[1]:
                 blocks.append(("p", "SSL minus baseline (paired by fraction and seed), test AUROC:"))
                 blocks.append(("table", dt))
+            pt = paired_table(sub)
+            if pt[1]:
+                blocks.append(("p", "SSL minus baseline scored on the same test patients: difference (mean over "
+                                    "seeds) [paired patient-level bootstrap 95 % CI]; * = the interval excludes 0. "
+                                    "DeLong's test for binary AUROC; macro AUROC (multi-class / multi-label) has "
+                                    "the bootstrap interval only."))
+                blocks.append(("table", pt))
             blocks.append(("table", metrics_table(sub)))
             sg = subgroup_table(sub)
             if sg:
@@ -337,4 +392,4 @@ def write_report(folder: str | Path, out: str | Path | None = None, title: str |
     return {"markdown": md, "html": htm, "dir": report_dir}
 
 
-__all__ = ["load_results", "write_report", "efficiency_table", "delta_table", "metrics_table"]
+__all__ = ["load_results", "write_report", "efficiency_table", "delta_table", "metrics_table", "paired_table"]

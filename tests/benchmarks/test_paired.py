@@ -243,3 +243,30 @@ def test_attach_paired_fills_ssl_rows_once(tmp_path):
     assert ssl0["paired"]["random"]["seeds"]["seeds"] == [0, 1]
     assert "paired" not in next(r for r in rows if r["arm"] == "ssl" and r["seed"] == 2)
     assert attach_paired(tmp_path, n_boot=100) == 0  # idempotent
+
+
+def test_harness_cells_write_predictions_that_attach_paired_pairs(tmp_path):
+    """Evaluator cells (as evaluate / sslbench run build them) save test predictions keyed by cell."""
+    from benchmarks.evaluate import Evaluator
+    from benchmarks.splits import make_eval_splits
+    from tests.benchmarks import _tiny as T
+
+    data = T.make_data()
+    ev = Evaluator(data, make_eval_splits(data), dataset="tiny", encoder=T.ENCODER, n_boot=50,
+                   predictions_dir=tmp_path / "predictions")
+    store = ResultStore(tmp_path)
+    for seed in (0, 1):
+        store.append(ev.run_cell(arm="ssl", protocol="knn", fraction=1.0, seed=seed, task="t",
+                                 encoder=ev.random_encoder(100 + seed), weights=f"w{seed}"))
+        store.append(ev.run_cell(arm="random", protocol="knn", fraction=1.0, seed=seed))
+    assert len(list((tmp_path / "predictions").glob("*.npz"))) == 4
+    assert attach_paired(tmp_path, n_boot=50) == 2
+    rows = store.rows()
+    for r in (r for r in rows if r["arm"] == "ssl"):
+        p = r["paired"]["random"]
+        base = next(b for b in rows if b["arm"] == "random" and b["seed"] == r["seed"])
+        assert p["ssl"] == pytest.approx(r["auroc"]) and p["baseline"] == pytest.approx(base["auroc"])
+        assert p["diff"] == pytest.approx(r["auroc"] - base["auroc"]) and p["metric"] == "auroc"
+        assert p["lo"] <= p["diff"] <= p["hi"] and 0 <= p["p_delong"] <= 1
+        assert p["seeds"]["seeds"] == [0, 1] and p["n_patients"] == r["n_test_patients"]
+    assert all("paired" not in r for r in rows if r["arm"] == "random")

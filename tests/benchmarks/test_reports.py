@@ -38,3 +38,24 @@ def test_tables_aggregate_over_seeds(tmp_path):
     assert "# T" in md and "sex=F (n=10)" in md and "linear: test AUROC" in md
     assert sorted(p.name for p in paths["dir"].glob("*.png")) == ["d_e_linear_efficiency.png", "d_e_linear_reliability.png"]
     assert "<table>" in paths["html"].read_text()
+
+
+def test_paired_table_marks_intervals_excluding_zero(tmp_path):
+    from benchmarks.reports import paired_table
+
+    store = ResultStore(tmp_path)
+    for r in _rows():
+        if r["arm"] == "ssl":
+            lo = 0.01 if r["fraction"] == 1.0 else -0.02
+            entry = {"metric": "auroc", "diff": 0.05, "lo": lo, "hi": 0.09, "p_delong": 0.01, "auprc_diff": 0.02,
+                     "auprc_lo": -0.01, "auprc_hi": 0.05}
+            comb = {"diff": 0.05, "lo": lo, "hi": 0.08, "auprc_diff": 0.02, "auprc_lo": -0.01, "auprc_hi": 0.04}
+            r["paired"] = {"random": {**entry, "seeds": comb}}
+        store.append(r)
+    header, rows = paired_table(load_results(tmp_path))
+    auroc = next(r for r in rows if r[0] == "ssl:rotation − random (AUROC)")
+    assert auroc[1] == "+0.050 [-0.020, +0.080] (0/2 seeds CI excl. 0; DeLong p<0.05 2/2)"
+    assert auroc[2] == "+0.050 [+0.010, +0.080] * (2/2 seeds CI excl. 0; DeLong p<0.05 2/2)"
+    auprc = next(r for r in rows if r[0] == "ssl:rotation − random (AUPRC)")
+    assert "*" not in auprc[2] and "DeLong" not in auprc[2]
+    assert "same test patients" in write_report(tmp_path, title="T")["markdown"].read_text()
