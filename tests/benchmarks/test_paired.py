@@ -251,7 +251,7 @@ def test_harness_cells_write_predictions_that_attach_paired_pairs(tmp_path):
     from benchmarks.splits import make_eval_splits
     from tests.benchmarks import _tiny as T
 
-    data = T.make_data()
+    data = T.make_data(n=16)
     ev = Evaluator(data, make_eval_splits(data), dataset="tiny", encoder=T.ENCODER, n_boot=50,
                    predictions_dir=tmp_path / "predictions")
     store = ResultStore(tmp_path)
