@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +37,10 @@ from benchmarks.probes import FinetuneConfig, check_protocol, finetune, knn_prob
 from benchmarks.splits import EvalSplits, check_classes, make_eval_splits, sample_fraction
 from benchmarks.store import ResultStore, cell_key
 from pretext.base import SSLData
-from pretext.config import build_dataclass
+from pretext.config import build_dataclass, to_dict
 from pretext.data import encoder_for_data, load_data
 from pretext.errors import ConfigError, DataError
+from pretext.runfolder import claim, data_fingerprint, state_hash
 
 ARMS = ("ssl", "random", "scratch")
 _SIZE_KEYS = ("img_size", "n_times", "sfreq", "spatial_dims")
@@ -56,22 +57,20 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     Returns:
         ``(encoder state dict, run_config, resolved file path)``.
     """
-    from pretext.engine.checkpoint import load_checkpoint
+    from pretext.engine.checkpoint import load_checkpoint, load_safetensors
 
     p = Path(path)
-    if p.is_dir():
-        p = p / "checkpoints" / "last.ckpt"
+    if p.is_dir():  # a run folder: its full checkpoint, else the encoder weights a finished run leaves
+        ckpt, weights = p / "checkpoints" / "last.ckpt", p / "encoder.safetensors"
+        if not ckpt.is_file() and not weights.is_file():
+            raise DataError(f"run folder {str(p)!r} has neither checkpoints/last.ckpt nor encoder.safetensors; "
+                            "pass the folder given to sslbench pretrain --out")
+        p = ckpt if ckpt.is_file() else weights
     if p.suffix == ".safetensors":
-        if not p.is_file():
-            raise DataError(f"checkpoint {str(p)!r} does not exist")
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        with safe_open(str(p), "pt") as fh:
-            meta = fh.metadata() or {}
+        tensors, meta = load_safetensors(p)
         if "run_config" not in meta:
             raise DataError(f"{str(p)!r} has no run_config metadata; pass the run's checkpoints/last.ckpt instead")
-        return load_file(str(p)), json.loads(meta["run_config"]), p
+        return tensors, json.loads(meta["run_config"]), p
     state = load_checkpoint(p)
     run_config = state.get("run_config") or {}
     if not run_config.get("encoder"):
@@ -234,12 +233,20 @@ def plan_arms(protocol: str, baselines: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _as_list(x: Any, cast: type) -> list[Any]:
+def _as_list(x: Any, cast: type, what: str = "value") -> list[Any]:
     if isinstance(x, str):
         x = [v for v in x.split(",") if v.strip()]
     if not isinstance(x, (list, tuple)):
         x = [x]
-    return [cast(v) for v in x]
+    out = []
+    for v in x:
+        try:
+            out.append(cast(v))
+        except (TypeError, ValueError):
+            kind = "integers" if cast is int else "numbers" if cast is float else cast.__name__
+            raise ConfigError(f"{what} {v!r} is not valid: give comma-separated {kind}, e.g. "
+                              f"{'0,1,2' if cast is int else '0.01,0.1,1'}") from None
+    return out
 
 
 def evaluate(
@@ -260,6 +267,8 @@ def evaluate(
     dataset: str | None = None,
     device: str = "cpu",
     save_models: bool = False,
+    extend: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Evaluate a pretrained checkpoint on labelled data at several label fractions and seeds.
 
@@ -279,6 +288,12 @@ def evaluate(
         dataset: name used in tables (default: the data file's stem).
         save_models: save each fine-tuned cell's classifier under ``out/models/`` (exportable with
             ``sslbench export-bundle``); its path is in the row's ``selected["model"]``.
+        extend: allow adding cells (protocols, fractions, seeds, baselines) to an ``out`` folder that holds
+            other cells of the same checkpoint and data; without it, a different set is refused.
+        log: where to say which cells will run (``print`` on the CLI); ``None`` is silent.
+
+    Raises:
+        ConfigError: ``out`` holds results of another checkpoint (content hash), data or evaluation setting.
 
     Returns:
         One row per cell (see :meth:`Evaluator.run_cell`), including cells already in ``out``.
@@ -289,7 +304,11 @@ def evaluate(
     if save_models and not out:
         raise ConfigError("save_models=True needs an out folder to save the classifiers in")
     protocols = [check_protocol(p) for p in _as_list(protocol, str)]
-    fracs, seed_list = _as_list(fractions, float), _as_list(seeds, int)
+    fracs, seed_list = _as_list(fractions, float, "fraction"), _as_list(seeds, int, "seed")
+    bad = [f for f in fracs if not 0.0 < f <= 1.0]
+    if bad:
+        raise ConfigError(f"fraction={bad[0]!r} must be in (0, 1] (a share of the labelled patients), "
+                          "e.g. --fractions 0.01,0.1,1")
     ft = finetune if isinstance(finetune, FinetuneConfig) else build_dataclass(FinetuneConfig, finetune or {}, "finetune")
     ds = load_data(data) if isinstance(data, str) else data
     encoder, info = encoder_from_checkpoint(checkpoint, ds)
@@ -300,8 +319,21 @@ def evaluate(
                    strict_fractions=strict_fractions, device=device,
                    models_dir=Path(out) / "models" if out and save_models else None,
                    predictions_dir=Path(out) / PREDICTIONS_DIR if out else None)
+    if out:
+        claim(out, "evaluate", identity={
+            "encoder_weights_sha256": state_hash(encoder.state_dict()), "data": ds.source,
+            "data_fingerprint": data_fingerprint(ds), "k": k, "fold": fold, "finetune": to_dict(ft),
+            "n_boot": n_boot, "drop_unlabelled": drop_unlabelled, "strict_fractions": strict_fractions,
+        }, cells={"protocols": protocols, "fractions": fracs, "seeds": seed_list, "baselines": list(baselines)},
+            extend=extend)
     store = ResultStore(out) if out else None
     done = store.done() if store else set()
+    if log is not None:
+        arms = sorted({f"{arm}/{p}" for proto in protocols for arm, p in plan_arms(proto, baselines)})
+        n = len(arms) * len(fracs) * len(seed_list)
+        log(f"evaluating {info['checkpoint']} on {ds.source}: {n} cells = arms {arms} x fractions {fracs} x "
+            f"seeds {seed_list}" + (f" ({len(done)} finished cells in {out} are kept)" if done else "")
+            + ("; the scratch arm trains a model from random init on each cell" if "scratch" in baselines else ""))
     rows: list[dict[str, Any]] = []
     for proto in protocols:
         for arm, p in plan_arms(proto, baselines):

@@ -32,6 +32,9 @@ def register(sub: Any) -> None:
     p.add_argument("--strict-fractions", action="store_true",
                    help="fail when a fraction leaves a class empty (default: add one patient of that class)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--extend", action="store_true",
+                   help="add new cells (protocols, fractions, seeds, baselines) to an --out holding this checkpoint's "
+                        "results; without it a different set is refused")
     p.add_argument("--report", action="store_true", help="write the report into --out at the end")
     p.add_argument("--save-models", action="store_true",
                    help="save each fine-tuned classifier under OUT/models/ (export with sslbench export-bundle)")
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     df = evaluate(args.checkpoint, args.data, protocol=args.protocol, fractions=args.fractions, seeds=args.seeds,
                   out=args.out, baselines=baselines, finetune=ft, k=args.k, fold=args.fold, n_boot=args.n_boot,
                   drop_unlabelled=args.drop_unlabelled, strict_fractions=args.strict_fractions,
-                  save_models=args.save_models)
+                  save_models=args.save_models, extend=args.extend, log=print)
     cols = [c for c in ("task", "arm", "protocol", "fraction", "seed", "auroc", "auroc_lo", "auroc_hi", "accuracy")
             if c in df.columns]
     print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
