@@ -18,8 +18,9 @@ entry-point groups ``medssl.tasks``, ``medssl.encoders`` and ``medssl.data``::
     my_task = "my_pkg.tasks:MyTask"      # a class/function (registered under "my_task")
     more = "my_pkg.more_tasks"             # or a module whose decorators register on import
 
-Built-in components live in the modules named in ``_BUILTIN`` and are imported the first
-time a registry is read, so importing :mod:`pretext` stays cheap.
+Built-in components live in the packages named in ``_BUILTIN``; every module in them (found by scanning
+the package folder) is imported the first time a registry is read, so a new task is one file dropped
+beside the others, and importing :mod:`pretext` stays cheap.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import pkgutil
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
@@ -41,6 +43,18 @@ _BUILTIN: dict[str, tuple[str, ...]] = {
     "data": ("volssl.data", "signalssl.data", "volssl.synthetic", "signalssl.synthetic"),
 }
 _GROUPS = {"task": "medssl.tasks", "encoder": "medssl.encoders", "data": "medssl.data"}
+
+
+def _import_submodules(package: Any) -> None:
+    """Import every module of a built-in package: a new file in ``pretext/volume/`` (or ``volssl/encoders/``,
+    ...) registers itself by being there; no ``__init__`` or list needs editing."""
+    path = getattr(package, "__path__", None)
+    if path is None:  # a plain module
+        return
+    for info in pkgutil.iter_modules(path, prefix=package.__name__ + "."):
+        importlib.import_module(info.name)
+        if info.ispkg:
+            _import_submodules(importlib.import_module(info.name))
 
 
 class Registry:
@@ -79,10 +93,12 @@ class Registry:
         self._loaded = True
         for module in _BUILTIN[self.kind]:
             try:
-                importlib.import_module(module)
+                mod = importlib.import_module(module)
             except ModuleNotFoundError as err:  # a sub-package not installed in this build
                 if err.name is None or not module.startswith(err.name):
                     raise
+                continue
+            _import_submodules(mod)
         for ep in _entry_points(self.group):
             obj = ep.load()
             if inspect.ismodule(obj):

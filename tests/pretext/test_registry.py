@@ -131,3 +131,25 @@ def test_fit_records_how_task_and_encoder_were_built(tmp_path: Path, monkeypatch
     assert rc["task"] == "toy_rec" and rc["task_cfg"]["noise"] == 0.2
     assert rc["encoder"] == "tiny_rec" and rc["encoder_cfg"] == {"in_features": 16, "num_features": 4}
     assert rc["modality"] == "signal"
+
+
+def test_a_new_task_is_one_file_in_a_scanned_package(tmp_path, monkeypatch) -> None:
+    """Built-in packages are scanned: a module dropped into one registers without any import line."""
+    import importlib
+
+    from pretext.registry import TASKS, _import_submodules
+
+    pkg = tmp_path / "scanpkg"
+    (pkg / "nested").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "nested" / "__init__.py").write_text("")
+    body = ("from pretext.base import PretextTask\nfrom pretext.registry import register_task\n\n"
+            "@register_task({name!r}, modality='volume')\nclass T(PretextTask):\n    pass\n")
+    (pkg / "my_task.py").write_text(body.format(name="_scan_top"))
+    (pkg / "nested" / "deep_task.py").write_text(body.format(name="_scan_deep"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _import_submodules(importlib.import_module("scanpkg"))
+    assert {"_scan_top", "_scan_deep"} <= set(TASKS.names())
+    for name in ("_scan_top", "_scan_deep"):
+        TASKS._items.pop(name)
+        TASKS._meta.pop(name)
