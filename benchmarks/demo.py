@@ -118,7 +118,8 @@ def run_modality(plan: Plan, out: Path, *, fractions: Sequence[float], seeds: Se
          + (f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""), t0)
 
     tic = time.perf_counter()
-    common = dict(data=data, protocol="linear", out=out, n_boot=n_boot, finetune=plan.finetune, dataset=plan.kind)
+    common = dict(data=data, protocol="linear", out=out, n_boot=n_boot, finetune=plan.finetune, dataset=plan.kind,
+                  extend=True)  # one matrix built in three calls
     # At 100 % the label draw is the whole training split: one seed there; all seeds below 100 %.
     low, full = tuple(f for f in fractions if f < 1), tuple(f for f in fractions if f >= 1)
     df = pd.DataFrame()
