@@ -33,17 +33,19 @@ from volssl.transforms import (
 )
 
 
-def genesis_corrupt(x: torch.Tensor, generator: torch.Generator | None, cfg: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def genesis_corrupt(x: torch.Tensor, generator: torch.Generator | None, cfg: Any,
+                    backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """The Models Genesis corruption chain: ``x (B, C, D, H, W)`` -> ``(input, target)``.
 
     The target is ``x`` after the flips; the input adds shuffle, remap and painting. The draws
-    follow a fixed order, so one generator state gives one pair on any device.
+    follow a fixed order, so one generator state gives one pair on any device. ``backend`` is the
+    shuffle's (:func:`volssl.shuffle.local_pixel_shuffle`): "auto", "numba" or "torch" (the device path).
     """
     b = x.shape[0]
     flips = random_flips(generator, b, cfg.flip_rate)
     target = apply_flips(x, flips) if flips.any() else x
     max_block = tuple(cfg.max_block) if cfg.max_block else None
-    out = local_pixel_shuffle(target, generator, cfg.num_blocks, max_block, cfg.local_rate)
+    out = local_pixel_shuffle(target, generator, cfg.num_blocks, max_block, cfg.local_rate, backend=backend)
     out = bezier_remap(out, generator, cfg.nonlinear_rate, cfg.bezier_points)
     u = torch.rand(b, 2, generator=generator, dtype=torch.float64)
     paint = u[:, 0] < cfg.paint_rate
