@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from benchmarks.splits import View
+from pretext.atomic import atomic_write
 
 
 def weights_id(checkpoint: str | Path) -> str:
@@ -77,11 +76,7 @@ def cached_features(
         except (OSError, ValueError):
             pass  # a damaged cache file is recomputed
     feats = encode(encoder, view, batch_size, device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".feat.", suffix=".npy", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        np.save(fh, feats)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: np.save(fh, feats), needed_bytes=feats.nbytes)
     return feats
 
 

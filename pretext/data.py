@@ -9,6 +9,7 @@ from urllib.parse import unquote
 
 import yaml
 
+from pretext.atomic import atomic_write
 from pretext.base import SSLData
 from pretext.errors import ConfigError, DataError
 from pretext.registry import DATA, ENCODERS, create_encoder
@@ -100,9 +101,6 @@ def cached_generated(path: str, kind: str, opts: dict[str, Any], make: Any, n_ro
         x = np.load(file, mmap_mode="r")
         if x.shape[0] == n_rows:
             return x
-    folder.mkdir(parents=True, exist_ok=True)
     x = make(**opts)
-    tmp = file.with_suffix(".tmp.npy")
-    np.save(tmp, x)
-    tmp.replace(file)
+    atomic_write(file, lambda fh: np.save(fh, x), needed_bytes=x.nbytes)
     return x
