@@ -28,6 +28,20 @@ Any key can be overridden from the command line with ``--set KEY=VALUE`` (dotted
 names is checked (names, modalities, paths, task input shapes, splits) before any work starts. Pretraining
 goes through the engine into ``OUT/pretrain/<dataset>/<encoder>/<task>`` and resumes from its checkpoint;
 cells already in ``OUT/results.jsonl`` are skipped, so a killed run continues where it stopped.
+
+Spreading one recipe over processes and machines: the cells fall into *work units* (:func:`work_units`): each
+baseline arm's cells of one (dataset, encoder, fold), and each (dataset, encoder, task) pretraining with all
+its SSL cells (so a pretraining happens in exactly one process). ``run_recipe(..., shard=(i, n))`` (``sslbench
+run --shard I/N``) runs only the units whose index in that fixed enumeration is ``i`` modulo ``n``; shards are
+disjoint, so any number of independent jobs can fill one ``OUT`` (appends to ``results.jsonl`` are locked,
+every other file is written temp-then-rename). A killed job's unfinished cell is redone by rerunning its
+shard; finished cells are never run twice. ``sslbench run --workers N`` starts the N shards as local
+processes. On a SLURM cluster, a job array over a shared folder::
+
+    sbatch --array=0-15 --wrap "sslbench run recipe.yaml --out /shared/out --shard \\$SLURM_ARRAY_TASK_ID/16"
+
+then, once every task has finished, ``sslbench report /shared/out`` (the report is the same as from one
+process; paired comparisons are attached by whichever shard finishes last).
 """
 
 from __future__ import annotations
@@ -257,8 +271,7 @@ def run_audit(rec: Recipe, ev: Evaluator, encoder: Any, name: str, out: Path, lo
                         method=rec.audit["method"], device=rec.device)
     from benchmarks.store import _clean
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_clean(res), indent=1))
+    atomic_write_text(path, json.dumps(_clean(res), indent=1))
     log(f"audit {name}: kNN purity {res.get('knn_purity', float('nan')):.3f} "
         f"(other patients {res.get('knn_purity_other_patients', float('nan')):.3f}) in {time.perf_counter() - t0:.0f}s")
 
@@ -317,6 +330,56 @@ def _pretrain(recipe: Recipe, dname: str, spec: str, task: str, encoder: str, ou
     return run
 
 
+def work_units(rec: Recipe) -> list[tuple[Any, ...]]:
+    """The recipe's units of work, in a fixed order: unit ``j`` belongs to shard ``j % n``.
+
+    ``("baseline", dataset, encoder, fold, arm)``: that baseline arm's cells (every protocol, fraction, seed);
+    ``("ssl", dataset, encoder, task)``: the pretraining and its SSL cells over every fold;
+    ``("audit", dataset, encoder)``: the random-init audit, only where no random-arm unit carries it.
+    """
+    arms = list(dict.fromkeys(a for p in rec.protocols for a, _ in plan_arms(p, rec.baselines)[1:]))
+    units: list[tuple[Any, ...]] = []
+    for dname, d in rec.datasets.items():
+        for encoder in rec.encoders:
+            units += [("baseline", dname, encoder, int(f), arm) for f in d.get("folds") or [0] for arm in arms]
+            if "random" in rec.baselines and "random" not in arms:
+                units.append(("audit", dname, encoder))
+            units += [("ssl", dname, encoder, t) for t, e in rec.pairs() if e == encoder]
+    return units
+
+
+def _random_audit_unit(rec: Recipe, dname: str, encoder: str) -> tuple[Any, ...]:
+    """The unit that runs the random-init audit: the first fold's random arm, else its own unit."""
+    arms = {a for p in rec.protocols for a, _ in plan_arms(p, rec.baselines)[1:]}
+    if "random" not in arms:
+        return ("audit", dname, encoder)
+    return ("baseline", dname, encoder, int((rec.datasets[dname].get("folds") or [0])[0]), "random")
+
+
+def unit_cells(rec: Recipe, unit: tuple[Any, ...]) -> int:
+    """How many cells a unit of :func:`work_units` holds."""
+    per = len(rec.fractions) * len(rec.seeds)
+    if unit[0] == "audit":
+        return 0
+    if unit[0] == "ssl":
+        return per * len(rec.protocols) * len(rec.datasets[unit[1]].get("folds") or [0])
+    pairs = {pair for p in rec.protocols for pair in plan_arms(p, rec.baselines)[1:] if pair[0] == unit[4]}
+    return per * len(pairs)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``."""
+    i, slash, n = str(text).partition("/")
+    try:
+        shard = (int(i), int(n))
+    except ValueError:
+        shard = (-1, 0)
+    if not slash or not 0 <= shard[0] < shard[1]:
+        raise ConfigError(f"--shard {text!r} must read I/N with 0 <= I < N, e.g. 0/4 (SLURM: "
+                          "--shard $SLURM_ARRAY_TASK_ID/N with --array=0-(N-1))")
+    return shard
+
+
 # Recipe keys that only say how to run, not what is computed: they may change between reruns of one folder.
 _HOW_KEYS = ("name", "description", "source", "threads", "device")
 _HOW_TRAIN_KEYS = ("num_workers", "log_every", "ckpt_every", "accelerator", "devices", "num_nodes", "strategy",
@@ -340,7 +403,7 @@ def claim_recipe_folder(rec: Recipe, out: Path, fingerprints: dict[str, str], ex
 
 
 def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str], None] = print,
-               extend: bool = False) -> ResultStore:
+               extend: bool = False, shard: tuple[int, int] | None = None) -> ResultStore:
     """Run every cell of ``recipe`` not already in ``out/results.jsonl``; return the store.
 
     ``out`` belongs to this recipe (:func:`claim_recipe_folder`): another pretraining or fine-tuning budget,
@@ -349,11 +412,22 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str]
     The recipe, data and task shapes are all checked first; then, per dataset and encoder, the baselines
     and each task's pretraining + cells run. A killed run resumes from the last finished cell (and from the
     last pretraining checkpoint).
+
+    ``shard=(i, n)`` runs only the work units ``j`` with ``j % n == i`` (see the module docstring); ``n``
+    processes with ``i = 0 .. n-1`` on one ``out`` together run every cell exactly once.
     """
     import torch
 
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     out = Path(out)
+    if shard is not None:
+        shard = parse_shard(f"{shard[0]}/{shard[1]}")
+    units = work_units(rec)
+    mine_units = {u for j, u in enumerate(units) if shard is None or j % shard[1] == shard[0]}
+
+    def mine(unit: tuple[Any, ...]) -> bool:
+        return unit in mine_units
+
     if rec.threads:
         torch.set_num_threads(int(rec.threads))
     # -- everything checked before any work -------------------------------------------------------------
@@ -373,6 +447,10 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str]
     store = ResultStore(out)
     done = store.done()
     total, counter = rec.n_cells(), {"n": 0}
+    if shard is not None:
+        total = sum(unit_cells(rec, u) for u in mine_units)
+        log(f"shard {shard[0]}/{shard[1]}: {len(mine_units)} of {len(units)} work units, {total} of "
+            f"{rec.n_cells()} cells")
     log(f"recipe {rec.name}: {total} cells ({len(done)} cells already in {store.path} are skipped)")
 
     def cell(ev: Evaluator, **kw: Any) -> None:
@@ -394,19 +472,21 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str]
     for dname, (data, splits_by_fold) in loaded.items():
         spec = rec.datasets[dname]["data"]
         for encoder, enc_cfg in rec.encoders.items():
-            for splits in splits_by_fold.values():
+            for i_fold, (fold, splits) in enumerate(splits_by_fold.items()):
                 ev = Evaluator(data, splits, dataset=dname, encoder=encoder, encoder_cfg=enc_cfg,
                                cache_dir=out / "features", finetune_cfg=rec.finetune, n_boot=rec.n_boot,
                                predictions_dir=out / PREDICTIONS_DIR,
                                strict_fractions=rec.strict_fractions, device=rec.device)
                 for proto in rec.protocols:  # baselines first: they do not need pretraining
                     for arm, p in plan_arms(proto, rec.baselines)[1:]:
+                        if not mine(("baseline", dname, encoder, int(fold), arm)):
+                            continue
                         for frac in rec.fractions:
                             for seed in rec.seeds:
                                 cell(ev, arm=arm, protocol=p, fraction=frac, seed=seed)
-                if "random" in rec.baselines:
+                if "random" in rec.baselines and i_fold == 0 and mine(_random_audit_unit(rec, dname, encoder)):
                     run_audit(rec, ev, ev.random_encoder(0), f"{dname}_{encoder}_random-init", out, log)
-                for task in [t for t, e in rec.pairs() if e == encoder]:
+                for task in [t for t, e in rec.pairs() if e == encoder and mine(("ssl", dname, encoder, t))]:
                     keys = [cell_key({"dataset": dname, "encoder": encoder, "fold": splits.fold, "task": task,
                                       "arm": "ssl", "protocol": proto, "fraction": float(f), "seed": int(s)})
                             for proto in rec.protocols for f in rec.fractions for s in rec.seeds]
@@ -421,7 +501,8 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str]
                             for seed in rec.seeds:
                                 cell(ev, arm="ssl", protocol=proto, fraction=frac, seed=seed, task=task,
                                      encoder=enc, weights=info["weights"], checkpoint_path=info["checkpoint"])
-    n_paired = attach_paired(out, n_boot=rec.n_boot, log=log)  # SSL vs baselines on the same test patients
+    with store.lock():  # other shards may be appending meanwhile
+        n_paired = attach_paired(out, n_boot=rec.n_boot, log=log)  # SSL vs baselines on the same test patients
     log(f"done: {counter['n']} new cell(s) in {store.path} ({n_paired} SSL cell(s) got paired comparisons); "
         f"write the report with: sslbench report {out}")
     return store

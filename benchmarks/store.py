@@ -2,6 +2,11 @@
 
 A run killed mid-write leaves at most one partial last line, which :meth:`ResultStore.rows` ignores (and
 :meth:`ResultStore.append` first cuts off), so finished cells are never lost and a resumed run skips them.
+
+Several processes (``sslbench run --shard I/N`` jobs, ``--workers N``) may append to one file at once: each
+row is one ``os.write`` on an ``O_APPEND`` descriptor, made while holding an exclusive ``flock`` on the sidecar
+``results.jsonl.lock`` (:meth:`ResultStore.lock`). The lock is a separate file because rewriters of the
+results file (``benchmarks.paired.attach_paired``) replace it by rename; they run under the same lock.
 """
 
 from __future__ import annotations
@@ -9,10 +14,19 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: a single writer only
+    fcntl = None  # type: ignore[assignment]
+
 RESULTS_NAME = "results.jsonl"
+LOCK_NAME = RESULTS_NAME + ".lock"
+_HELD: dict[str, int] = {}  # lock files this process holds (re-entrant), with their depth
 KEY_FIELDS = ("dataset", "task", "encoder", "arm", "protocol", "fraction", "seed", "fold")
 
 
@@ -62,15 +76,43 @@ class ResultStore:
     def done(self) -> set[str]:
         return {cell_key(r) for r in self.rows()}
 
-    def append(self, row: dict[str, Any]) -> None:
-        """Write one row as a single line, then flush and fsync."""
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder's results lock (exclusive ``flock`` on ``results.jsonl.lock``; re-entrant)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(_clean(row), sort_keys=False) + "\n"
-        self._repair_tail()
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        key = str((self.folder / LOCK_NAME).resolve())
+        if _HELD.get(key) or fcntl is None:
+            _HELD[key] = _HELD.get(key, 0) + 1
+            try:
+                yield
+            finally:
+                _HELD[key] -= 1
+            return
+        fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _HELD[key] = 1
+            try:
+                yield
+            finally:
+                _HELD[key] = 0
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Write one row as a single line (one ``os.write``, ``O_APPEND``, under :meth:`lock`), then fsync."""
+        data = (json.dumps(_clean(row), sort_keys=False) + "\n").encode("utf-8")
+        with self.lock():
+            self._repair_tail()  # under the lock no other writer is mid-line: a partial line is a dead one's
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(data)
+                while view:  # one call for a regular file; the loop only guards against a short write
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def _repair_tail(self) -> None:
         """Cut a partial last line (no trailing newline) left by a kill mid-write."""
