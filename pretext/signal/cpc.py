@@ -23,6 +23,7 @@ from einops import rearrange
 from torch import nn
 
 from pretext.base import PretextTask
+from pretext.capabilities import Latents, TokenFeatures, require
 from pretext.errors import UserError
 from pretext.losses import fp32
 from pretext.registry import register_task
@@ -189,10 +190,8 @@ class CPC(PretextTask):
 
     def __init__(self, encoder: nn.Module, cfg: Any = None) -> None:
         super().__init__(encoder, cfg)
-        if not hasattr(encoder, "forward_tokens"):
-            raise UserError(f"cpc needs an encoder with forward_tokens (B, N, F); {type(encoder).__name__} has none; "
-                            "use cpc_encoder")
-        self.own_context = not (hasattr(encoder, "forward_latents") and hasattr(encoder, "forward_context"))
+        require(encoder, TokenFeatures, "cpc", "a sequence of local features (B, N, F), e.g. cpc_encoder")
+        self.own_context = not isinstance(encoder, Latents)
         if self.own_context:
             d = h = int(encoder.num_features)
             self.context = nn.GRU(d, self.cfg.context_dim, self.cfg.context_layers, batch_first=True)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pretext.errors import ConfigError, UserError
+from pretext.errors import UserError
 
 
 def check_volume_shape(input_shape: Sequence[int], task: str, min_side: int = 1) -> tuple[int, int, int, int]:
@@ -43,12 +43,6 @@ def check_batch(x: torch.Tensor, task: str, module: nn.Module | None = None) -> 
             f"task {task!r}: the batch holds NaN/inf voxels; clean the data (the volume readers reject such "
             "files) or mask them before training"
         )
-
-
-def require(encoder: nn.Module, attrs: Sequence[str], task: str, hint: str) -> None:
-    missing = [a for a in attrs if not hasattr(encoder, a)]
-    if missing:
-        raise ConfigError(f"task {task!r} needs an encoder with {missing} ({hint}); {type(encoder).__name__} lacks them")
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:

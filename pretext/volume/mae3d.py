@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from pretext.base import Batch, PretextTask
+from pretext.capabilities import MaskedTokens, require
 from pretext.errors import ConfigError, UserError
 from pretext.registry import register_task
-from pretext.volume._common import check_batch, check_volume_shape, require
+from pretext.volume._common import check_batch, check_volume_shape
 from volssl.encoders.vit import Block, sincos_pos_embed_3d
 from volssl.transforms import patchify, random_masking, unpatchify
 
@@ -100,8 +101,7 @@ class MAE3D(PretextTask):
 
     def __init__(self, encoder: torch.nn.Module, cfg: Config | None = None) -> None:
         super().__init__(encoder, cfg)
-        require(encoder, ("forward_masked", "patch_size", "grid_size", "num_patches", "embed_dim"), self.name,
-                "a token encoder such as vit_3d")
+        require(encoder, MaskedTokens, self.name, "a patch-token encoder such as vit_3d")
         c = self.cfg
         n, keep = encoder.num_patches, int(encoder.num_patches * (1 - c.mask_ratio))
         if not 1 <= keep < n:

@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from pretext.base import Batch, PretextTask
+from pretext.capabilities import MultiScaleMaps, require
 from pretext.errors import ConfigError
 from pretext.registry import register_task
-from pretext.volume._common import check_batch, check_volume_shape, require, warn_once
+from pretext.volume._common import check_batch, check_volume_shape, warn_once
 from volssl.encoders.decoder import UNetDecoder
 from volssl.transforms import (
     apply_flips,
@@ -99,8 +100,7 @@ class PixelShuffle(PretextTask):
 
     def __init__(self, encoder: torch.nn.Module, cfg: Config | None = None) -> None:
         super().__init__(encoder, cfg)
-        require(encoder, ("forward_maps", "feature_channels", "feature_strides"), self.name,
-                "multi-scale feature maps for the decoder: resnet18_3d, resnet50_3d, vit_3d or a map-output monai_net")
+        require(encoder, MultiScaleMaps, self.name, "multi-scale feature maps for the restoration decoder")
         self.decoder = UNetDecoder(encoder.feature_channels, encoder.feature_strides,
                                    out_channels=getattr(encoder, "in_channels", 1), width=self.cfg.decoder_width)
 
