@@ -416,7 +416,9 @@ def expectations_markdown(exp: dict[str, Any], command: str) -> str:
                  f"{_f(e['items_per_s_at_peak'], ',.0f')} | {_f(e['items_per_s_at_40pct'], ',.0f')} | "
                  f"{e['bytes_per_item']:,.0f} | {e['pcie_ms_per_step']:.3f} | {_f(e['pcie_items_per_s'], ',.0f')} |")
     L += ["", "Reading: where items/s at 40 % exceeds the PCIe bound, the host-to-device copy (or the loader feeding it) "
-          "limits the step, not the GPU; the data-wait fraction of the real `sslbench pretrain` says which.", "",
+          "limits the step, not the GPU; the data-wait fraction of the real `sslbench pretrain` says which. "
+          "resnet18_3d's `stem=\"auto\"` keeps full resolution (3^3 stride-1 stem) when the smallest side is < 48, so "
+          "28^3 and 64x64x32 cost more per voxel than 64^3 and 96^3.", "",
           "## CUDA-only branches (not reached by the CPU tests)", "",
           "- `pin_memory()` of the host batch and the engine's `pin_memory=True` loader: pinning needs an NVIDIA "
           "driver (on a CPU-only machine `pin_memory()` raises). On CPU the same copy runs unpinned with "
@@ -424,18 +426,28 @@ def expectations_markdown(exp: dict[str, Any], command: str) -> str:
           "- `torch.cuda.synchronize`, `reset_peak_memory_stats` / `max_memory_allocated`: CUDA calls; CPU runs "
           "report peak memory as null.",
           "- `torch.compile` with the inductor backend: on CPU the tests use `backend=\"eager\"` (dynamo traces the "
-          "task; inductor's C++/Triton code generation takes minutes on a 2-core machine). The CLI's `--compile true` "
-          "is tested to reach `torch.compile`.",
+          "task; inductor's C++/Triton code generation takes minutes on a 2-core machine). `TrainConfig.compile` (the CLI's "
+          "`--compile true`) is tested to reach `torch.compile` with the task.",
           "- `precision bf16-mixed` in the engine on CUDA (Fabric's bf16 plugin) and `16-mixed` (GradScaler): CPU "
           "tests run bf16 autocast on CPU; `16-mixed` is refused on CPU by design.",
           "- The local pixel shuffle's tensor path runs on CPU in the tests (`backend=\"torch\"`), the same code as on "
           "the GPU; only its speed differs.", "",
           "## Running it on a lent GPU", "",
+          "The lent machine cannot reach a registry, so `make install` cannot build the venv there; its `python3` "
+          "already holds torch, lightning, numba, einops, pandas, scipy and tensorboard. Here, download the "
+          "missing pure-Python wheels (monai, nibabel, torchio, wfdb, mne, pytorch-ignite, jsonschema and its "
+          "dependencies, ...) into a git-excluded `.whl/` and the data into a git-excluded `.gpu_data/` "
+          "(`cp -r ../shared/data/adrenalmnist3d .gpu_data/`), then one `run` call with `carry: [\".whl\", "
+          "\".gpu_data\"]` and `timeout_s` 600:", "",
           "```bash",
-          "make install && .venv/bin/python -m benchmarks.gpu --out $OUT/gpu     # ~6-8 min on an H200",
-          "# or only part: --only cpc,mae3d   fewer steps: --quick   wall limit: --budget-s 300",
+          "python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && "
+          "export PYTHONPATH=/tmp/site:. MEDSSL_SHARED_DATA=.gpu_data PYTHONUNBUFFERED=1 && mkdir -p $OUT/gpu && "
+          "python3 -m benchmarks.gpu --out $OUT/gpu 2>&1 | tee $OUT/gpu/log    # < 8 min on an H200",
+          "# only part: --only cpc,mae3d    fewer steps: --quick    wall limit: --budget-s 300",
           "```", "",
-          "Then copy `gpu.json` and `gpu.md` into `benchmarks/results/gpu/` and commit them.", ""]
+          "With a venv that can be built (a GPU machine with a registry): `make gpu-bench`. Then copy `gpu.json` and "
+          "`gpu.md` into `benchmarks/results/gpu/` and commit them (JSON written after each item: a run cut short "
+          "still leaves its figures, marked partial).", ""]
     return "\n".join(L)
 
 
