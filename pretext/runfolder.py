@@ -82,11 +82,10 @@ def claim(out: str | Path, command: str, identity: Mapping[str, Any], cells: Map
         if diffs:
             raise ConfigError(f"{str(folder)!r} holds results of another configuration ({describe_diff(diffs)}); "
                               "its results would be mixed with or mistaken for this run's: choose a new --out")
-        clash = _clash(saved.get("cells", {}), record["cells"])
+        clash, grown = _compare_cells(saved.get("cells", {}), record["cells"])
         if clash:
             raise ConfigError(f"{str(folder)!r} holds results made with other settings ({describe_diff(clash)}); "
                               "its results would be mixed with or mistaken for this run's: choose a new --out")
-        grown = _grown(saved.get("cells", {}), record["cells"])
         if grown and not extend:
             raise ConfigError(f"{str(folder)!r} holds a matrix with other cells ({describe_diff(grown)}); pass "
                               f"{extend_flag} to add these cells to it (finished cells are kept), or choose a new --out")
@@ -98,31 +97,24 @@ def claim(out: str | Path, command: str, identity: Mapping[str, Any], cells: Map
     return record
 
 
-def _clash(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-    """Named cells (dict-valued axes such as ``{task: options}``) present in both but configured differently."""
-    out = []
+def _compare_cells(saved: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[list, list]:
+    """``(clash, grown)``: named cells (``{task: options}`` axes) present in both but configured differently,
+    and axes whose current values are not all among the saved ones (a subset of cells is fine)."""
+    clash: list[tuple[str, Any, Any]] = []
+    grown: list[tuple[str, Any, Any]] = []
     for key, value in current.items():
         old = saved.get(key)
         if isinstance(value, dict) and isinstance(old, dict):
             for name in sorted(set(value) & set(old)):
-                out += diff_values(old[name], value[name], f"{key}.{name}")
-    return out
-
-
-def _grown(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-    """Axes whose current values are not all among the saved ones (a subset of cells is fine)."""
-    out = []
-    for key, value in current.items():
-        old = saved.get(key)
-        if isinstance(value, list) and isinstance(old, list):
-            if any(v not in old for v in value):
-                out.append((key, old, value))
-        elif isinstance(value, dict) and isinstance(old, dict):
+                clash += diff_values(old[name], value[name], f"{key}.{name}")
             if set(value) - set(old):
-                out.append((key, sorted(old), sorted(value)))
+                grown.append((key, sorted(old), sorted(value)))
+        elif isinstance(value, list) and isinstance(old, list):
+            if any(v not in old for v in value):
+                grown.append((key, old, value))
         elif old != value:
-            out.append((key, old, value))
-    return out
+            grown.append((key, old, value))
+    return clash, grown
 
 
 def _union(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
