@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from pretext.atomic import atomic_write_text
 from pretext.errors import ConfigError
 
 D = TypeVar("D")
@@ -221,8 +222,6 @@ def from_yaml(cls: type[D], text: str) -> D:
 
 
 def write_yaml(path: str | Path, obj: Any) -> None:
-    from pretext.engine.checkpoint import atomic_write_text
-
     atomic_write_text(Path(path), to_yaml(obj))
 
 

@@ -130,15 +130,6 @@ def _union(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes (checkpoints: a few MB, read once)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def state_hash(state: Mapping[str, Any]) -> str:
     """sha256 over a state dict's names, dtypes, shapes and tensor bytes: the same weights give the same hash
     whether they came from ``last.ckpt`` or ``encoder.safetensors``."""
@@ -174,4 +165,4 @@ def data_fingerprint(data: Any, items_per_split: int = 3) -> str:
     return h.hexdigest()[:16]
 
 
-__all__ = ["IDENTITY_FILE", "claim", "data_fingerprint", "describe_diff", "diff_values", "file_hash", "plain_json", "state_hash"]
+__all__ = ["IDENTITY_FILE", "claim", "data_fingerprint", "describe_diff", "diff_values", "plain_json", "state_hash"]
