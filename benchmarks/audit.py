@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from benchmarks.features import encode
+from pretext.modality import get_modality, modality_of_shape
 from benchmarks.metrics import subgroup_columns
 from benchmarks.splits import View
 
@@ -36,54 +37,6 @@ Perturbation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 # -- perturbations: pure tensor functions taking a generator ---------------------------------------------
-def perturb_signal(x: torch.Tensor, generator: torch.Generator, sfreq: float = 100.0, wander: float = 0.1,
-                   noise: float = 0.03) -> torch.Tensor:
-    """Baseline wander (0.05-0.5 Hz) and white noise, relative to each channel's standard deviation.
-
-    Args:
-        x: ``(B, C, T)`` signals.
-        generator: CPU generator for the random parameters.
-        sfreq: sampling rate in Hz.
-        wander: wander amplitude as a fraction of the channel's std.
-        noise: noise std as a fraction of the channel's std.
-
-    Returns:
-        ``(B, C, T)`` perturbed signals (same dtype and device).
-    """
-    b, c, t = x.shape
-    std = x.float().std(dim=-1, keepdim=True).clamp_min(1e-6)
-    freq = 0.05 + 0.45 * torch.rand(b, c, 1, generator=generator)
-    phase = 2 * torch.pi * torch.rand(b, c, 1, generator=generator)
-    time = torch.arange(t, dtype=torch.float32) / sfreq
-    drift = torch.sin(2 * torch.pi * freq * time + phase).to(x.device)
-    white = torch.randn(b, c, t, generator=generator).to(x.device)
-    return (x.float() + std * (wander * drift + noise * white)).to(x.dtype)
-
-
-def perturb_volume(x: torch.Tensor, generator: torch.Generator, shift: float = 0.03, scale: float = 0.05,
-                   noise: float = 0.01) -> torch.Tensor:
-    """Global intensity shift and scale (scanner calibration) plus white noise.
-
-    Args:
-        x: ``(B, C, D, H, W)`` volumes.
-        generator: CPU generator for the random parameters.
-        shift: maximum absolute intensity offset, in units of the volume's std.
-        scale: maximum relative gain change.
-        noise: noise std in units of the volume's std.
-
-    Returns:
-        ``(B, C, D, H, W)`` perturbed volumes.
-    """
-    b = x.shape[0]
-    std = x.float().flatten(1).std(dim=1).clamp_min(1e-6).view(b, *([1] * (x.dim() - 1)))
-    shape = (b, *([1] * (x.dim() - 1)))
-    offset = (2 * torch.rand(shape, generator=generator) - 1) * shift
-    gain = 1 + (2 * torch.rand(shape, generator=generator) - 1) * scale
-    white = torch.randn(x.shape, generator=generator) * noise
-    xf = x.float()
-    return (xf * gain.to(x.device) + std * (offset.to(x.device) + white.to(x.device))).to(x.dtype)
-
-
 # -- geometry -------------------------------------------------------------------------------------------
 def _normalise(z: np.ndarray, centre: np.ndarray) -> np.ndarray:
     z = z.astype(np.float64) - centre
@@ -316,12 +269,10 @@ def perturbed_features(encoder: nn.Module, view: View, perturb: Perturbation, *,
 
 
 def default_perturbation(modality: str, sfreq: float | None = None) -> Perturbation:
-    """Baseline wander + noise for signals, intensity shift/scale + noise for volumes."""
-    if modality == "signal":
-        return lambda x, g: perturb_signal(x, g, sfreq=float(sfreq or 100.0))
-    if modality == "volume":
-        return perturb_volume
-    raise ValueError(f"{modality=} must be 'signal' or 'volume'")
+    """The modality adapter's perturbation (baseline wander + noise for signals, intensity shift/scale + noise
+    for volumes)."""
+    adapter = get_modality(modality)
+    return lambda x, g: adapter.perturb(x, g, sfreq=sfreq)
 
 
 def audit_encoder(encoder: nn.Module, view: View, *, modality: str | None = None, sfreq: float | None = None,
@@ -347,7 +298,7 @@ def audit_encoder(encoder: nn.Module, view: View, *, modality: str | None = None
     """
     if perturb is None:
         if modality is None:
-            modality = "volume" if view.split.load(int(view.indices[0])).dim() == 4 else "signal"
+            modality = modality_of_shape(view.split.load(int(view.indices[0])).shape)
         perturb = default_perturbation(modality, sfreq)
     clean = features if features is not None else encode(encoder, view, batch_size, device)
     pert = perturbed_features(encoder, view, perturb, batch_size=batch_size, device=device, seed=seed)

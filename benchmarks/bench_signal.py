@@ -1,7 +1,7 @@
 # ruff: noqa: B023  (the timed closures run inside the loop iteration that defines them)
 """Signal-side performance, each number a ratio against a reference measured in the same run.
 
-1. CPC loss: the vectorised :func:`pretext.signal.cpc.cpc_loss` against the straightforward
+1. CPC loss: the vectorised :func:`signalssl.tasks.cpc.cpc_loss` against the straightforward
    loop over (step, position) and the loop over steps only; same input, values equal to 1e-5.
 2. An epoch over the ingested store against re-reading each item from its WFDB/EDF file
    (the reference reads a random sample of items, since it is slow; rates are per item).
@@ -34,7 +34,7 @@ import torch
 
 from pretext.data import encoder_for_data, load_data
 from pretext.registry import create_task
-from pretext.signal.cpc import NEGATIVES, cpc_loss, cpc_loss_loop
+from signalssl.tasks.cpc import NEGATIVES, cpc_loss, cpc_loss_loop
 from signalssl.io import preprocess, read_record
 
 REPO = Path(__file__).resolve().parents[1]

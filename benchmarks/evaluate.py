@@ -212,7 +212,7 @@ class Evaluator:
                         res: dict[str, Any]) -> Path:
         """Save a fine-tuned cell's classifier so ``sslbench export-bundle`` can ship it."""
         from pretext.pipeline import run_config_for
-        from volssl.bundle import save_classifier_checkpoint
+        from pretext.bundle import save_classifier_checkpoint
 
         assert self.models_dir is not None
         path = self.models_dir / f"{self.dataset}_{task if arm == 'ssl' else arm}_{protocol}_f{fraction:g}_s{seed}.ckpt"

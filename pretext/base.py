@@ -132,10 +132,10 @@ class SSLData:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def encoder_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments that size an encoder for this data (braindecode/MONAI names)."""
-        if self.modality == "volume":
-            return {"in_channels": self.input_shape[0], "img_size": tuple(self.input_shape[1:])}
-        return {"n_chans": self.input_shape[0], "n_times": self.input_shape[-1], "sfreq": self.sfreq}
+        """Keyword arguments that size an encoder for this data (the modality adapter's: braindecode/MONAI names)."""
+        from pretext.modality import get_modality
+
+        return get_modality(self.modality).encoder_kwargs(self.input_shape, self.sfreq)
 
 
 class ArraySplit(SSLSplit):

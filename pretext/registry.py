@@ -18,9 +18,11 @@ entry-point groups ``medssl.tasks``, ``medssl.encoders`` and ``medssl.data``::
     my_task = "my_pkg.tasks:MyTask"      # a class/function (registered under "my_task")
     more = "my_pkg.more_tasks"             # or a module whose decorators register on import
 
-Built-in components live in the packages named in ``_BUILTIN``; every module in them (found by scanning
-the package folder) is imported the first time a registry is read, so a new task is one file dropped
-beside the others, and importing :mod:`pretext` stays cheap.
+Built-in components live in the packages that each modality adapter names (:mod:`pretext.modality`:
+``Modality.scan``, the adapters themselves found through the entry-point group ``medssl.modalities``);
+every module in them (found by scanning the package folder) is imported the first time a registry is
+read, so a new task is one file dropped beside the others, the core names no modality package, and
+importing :mod:`pretext` stays cheap.
 """
 
 from __future__ import annotations
@@ -37,16 +39,11 @@ from pretext.errors import ConfigError
 
 T = TypeVar("T")
 
-_BUILTIN: dict[str, tuple[str, ...]] = {
-    "task": ("pretext.volume", "pretext.signal"),
-    "encoder": ("volssl.encoders", "signalssl.encoders"),
-    "data": ("volssl.data", "signalssl.data", "volssl.synthetic", "signalssl.synthetic"),
-}
 _GROUPS = {"task": "medssl.tasks", "encoder": "medssl.encoders", "data": "medssl.data"}
 
 
 def _import_submodules(package: Any) -> None:
-    """Import every module of a built-in package: a new file in ``pretext/volume/`` (or ``volssl/encoders/``,
+    """Import every module of a built-in package: a new file in ``volssl/tasks/`` (or ``volssl/encoders/``,
     ...) registers itself by being there; no ``__init__`` or list needs editing."""
     path = getattr(package, "__path__", None)
     if path is None:  # a plain module
@@ -91,14 +88,8 @@ class Registry:
         if self._loaded:
             return
         self._loaded = True
-        for module in _BUILTIN[self.kind]:
-            try:
-                mod = importlib.import_module(module)
-            except ModuleNotFoundError as err:  # a sub-package not installed in this build
-                if err.name is None or not module.startswith(err.name):
-                    raise
-                continue
-            _import_submodules(mod)
+        for module in builtin_packages(self.kind):
+            _import_submodules(importlib.import_module(module))
         for ep in _entry_points(self.group):
             obj = ep.load()
             if inspect.ismodule(obj):
@@ -126,6 +117,13 @@ class Registry:
     def __contains__(self, name: str) -> bool:
         self._load()
         return name in self._items
+
+
+def builtin_packages(kind: str) -> list[str]:
+    """The packages scanned for built-in components of ``kind`` ("task", "encoder", "data")."""
+    from pretext.modality import modalities
+
+    return [pkg for adapter in modalities().values() for pkg in adapter.scan.get(kind, ())]
 
 
 def _entry_points(group: str) -> Iterable[Any]:

@@ -9,7 +9,7 @@ where the data spec asked ``normalize=zscore``) and crops/pads to ``n_times`` sa
 and resampling (``bandpass``, ``notch``, ``sfreq`` options of the data spec) have no MONAI
 transform: inputs must already be at ``sfreq`` and filtered alike; the metadata says so.
 
-Export itself is :func:`volssl.bundle.export_bundle`, which calls into this module for signal
+Export itself is :func:`pretext.bundle.export_bundle`, which calls into this module for signal
 encoders; :func:`export_signal_bundle` is the same function under a signal name.
 """
 
@@ -89,7 +89,7 @@ def signal_input_spec(src: Any, modality: str, description: dict[str, Any]) -> d
 
 
 def export_signal_bundle(checkpoint: str | Path, out: str | Path, **kwargs: Any) -> Path:
-    """Export a signal encoder/classifier checkpoint as a MONAI bundle (see :func:`volssl.bundle.export_bundle`)."""
-    from volssl.bundle import export_bundle
+    """Export a signal encoder/classifier checkpoint as a MONAI bundle (see :func:`pretext.bundle.export_bundle`)."""
+    from pretext.bundle import export_bundle
 
     return export_bundle(checkpoint, out, **kwargs)

@@ -143,3 +143,27 @@ class SignalAugment:
                 y = apply_lead_dropout(x, keep | ~apply[:, None])
             x = y
         return x
+
+
+def perturb_signal(x: torch.Tensor, generator: torch.Generator, sfreq: float = 100.0, wander: float = 0.1,
+                   noise: float = 0.03) -> torch.Tensor:
+    """Baseline wander (0.05-0.5 Hz) and white noise, relative to each channel's standard deviation.
+
+    Args:
+        x: ``(B, C, T)`` signals.
+        generator: CPU generator for the random parameters.
+        sfreq: sampling rate in Hz.
+        wander: wander amplitude as a fraction of the channel's std.
+        noise: noise std as a fraction of the channel's std.
+
+    Returns:
+        ``(B, C, T)`` perturbed signals (same dtype and device).
+    """
+    b, c, t = x.shape
+    std = x.float().std(dim=-1, keepdim=True).clamp_min(1e-6)
+    freq = 0.05 + 0.45 * torch.rand(b, c, 1, generator=generator)
+    phase = 2 * torch.pi * torch.rand(b, c, 1, generator=generator)
+    time = torch.arange(t, dtype=torch.float32) / sfreq
+    drift = torch.sin(2 * torch.pi * freq * time + phase).to(x.device)
+    white = torch.randn(b, c, t, generator=generator).to(x.device)
+    return (x.float() + std * (wander * drift + noise * white)).to(x.dtype)

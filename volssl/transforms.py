@@ -384,3 +384,27 @@ def unpatchify(tokens: torch.Tensor, patch: Sequence[int], grid: Sequence[int], 
     (pd, ph, pw), (d, h, w) = patch, grid
     return rearrange(tokens, "b (d h w) (pd ph pw c) -> b c (d pd) (h ph) (w pw)",
                      d=d, h=h, w=w, pd=pd, ph=ph, pw=pw, c=channels)
+
+
+def perturb_volume(x: torch.Tensor, generator: torch.Generator, shift: float = 0.03, scale: float = 0.05,
+                   noise: float = 0.01) -> torch.Tensor:
+    """Global intensity shift and scale (scanner calibration) plus white noise.
+
+    Args:
+        x: ``(B, C, D, H, W)`` volumes.
+        generator: CPU generator for the random parameters.
+        shift: maximum absolute intensity offset, in units of the volume's std.
+        scale: maximum relative gain change.
+        noise: noise std in units of the volume's std.
+
+    Returns:
+        ``(B, C, D, H, W)`` perturbed volumes.
+    """
+    b = x.shape[0]
+    std = x.float().flatten(1).std(dim=1).clamp_min(1e-6).view(b, *([1] * (x.dim() - 1)))
+    shape = (b, *([1] * (x.dim() - 1)))
+    offset = (2 * torch.rand(shape, generator=generator) - 1) * shift
+    gain = 1 + (2 * torch.rand(shape, generator=generator) - 1) * scale
+    white = torch.randn(x.shape, generator=generator) * noise
+    xf = x.float()
+    return (xf * gain.to(x.device) + std * (offset.to(x.device) + white.to(x.device))).to(x.dtype)

@@ -35,8 +35,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from volssl.bundle import export_bundle
-    from volssl.bundle.verify import verify_bundle
+    from pretext.bundle import export_bundle
+    from pretext.bundle.verify import verify_bundle
 
     results = None
     if args.results:

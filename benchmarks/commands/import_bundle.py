@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from volssl.bundle.importer import import_bundle
+    from pretext.bundle.importer import import_bundle
 
     kwargs = parse_dotted(list(getattr(args, "extra", [])), ("encoder",), "sslbench import-bundle")["encoder"]
     report = import_bundle(args.bundle, args.out, encoder=args.encoder, encoder_kwargs=kwargs, config=args.config,

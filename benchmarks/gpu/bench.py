@@ -55,23 +55,22 @@ class Item:
 
     @property
     def modality(self) -> str:
-        return "signal" if len(self.shape) == 2 else "volume"
+        from pretext.registry import TASKS
+
+        return str(TASKS.meta(self.task)["modality"])
 
     def make_task(self) -> torch.nn.Module:
         from pretext.registry import create_encoder, create_task
 
-        if self.modality == "signal":
-            size = {"n_chans": self.shape[0], "n_times": self.shape[1], "sfreq": self.sfreq}
-        else:
-            size = {"in_channels": self.shape[0], "img_size": tuple(self.shape[1:])}
+        from pretext.modality import get_modality
+
+        size = get_modality(self.modality).encoder_kwargs(self.shape, self.sfreq)
         return create_task(self.task, create_encoder(self.encoder, **size, **self.encoder_kw), **self.task_kw)
 
     def make_batch(self, b: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
         """A host batch as the loader gives it (float32; PCLR pairs with patient ids)."""
         b = b or self.batch
         g = torch.Generator().manual_seed(seed)
-        if self.modality == "volume":
-            return {"x": torch.rand(b, *self.shape, generator=g)}
         x = torch.randn(b, *self.shape, generator=g)
         if self.task != "pclr":
             return {"x": x}
@@ -232,7 +231,7 @@ def measure_h2d(item: Item, device: torch.device, reps: int = 20) -> dict[str, A
 # ------------------------------------------------------------------------- the other parts
 def measure_chain(device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     """Models Genesis chain (flip, shuffle, Bezier, painting; all probabilities 1): device tensor path vs CPU numba."""
-    from pretext.volume.pixel_shuffle import PixelShuffle, genesis_corrupt
+    from volssl.tasks.pixel_shuffle import PixelShuffle, genesis_corrupt
 
     b, shape, blocks = (32, (64, 64, 32), 10000) if args.scale == "gpu" else (2, (16, 16, 8), 500)
     cfg = PixelShuffle.Config(local_rate=1.0, nonlinear_rate=1.0, paint_rate=1.0, num_blocks=blocks)
@@ -297,7 +296,7 @@ def compute_expectations(items: Sequence[Item], log: Callable[[str], None]) -> d
     out = {}
     for it in items:
         t0 = time.perf_counter()
-        small = (2, 3) if it.modality == "volume" else (2, 4, 8)  # batch norm in the heads needs 2
+        small = (2, 4)  # batch norm in the heads needs 2
         try:
             fl = flops_at_batch(it.make_task, it.make_batch, it.batch, small)
         except (RuntimeError, UserError, ValueError) as err:

@@ -15,11 +15,11 @@ from benchmarks.audit import (
     chance,
     invariance,
     neighbours,
-    perturb_signal,
-    perturb_volume,
 )
 from benchmarks.splits import View
 from pretext.data import load_data
+from signalssl.transforms import perturb_signal
+from volssl.transforms import perturb_volume
 
 
 def _clusters(n_per: int = 20, n_classes: int = 3, dim: int = 16, spread: float = 0.1, seed: int = 0):

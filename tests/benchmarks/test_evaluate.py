@@ -89,7 +89,7 @@ def test_evaluate_cli(run_dir, tmp_path, capsys):
 def test_finetuned_classifier_is_saved_and_exports_as_bundle(run_dir, tmp_path):
     from monai.bundle import ConfigParser
 
-    from volssl.bundle import export_bundle, verify_bundle
+    from pretext.bundle import export_bundle, verify_bundle
 
     df = evaluate(run_dir, SPEC, protocol="finetune", fractions=(1.0,), seeds=(0,), out=tmp_path / "ev",
                   baselines=(), n_boot=20, finetune={"steps": 4, "eval_every": 2, "batch_size": 8}, save_models=True)

@@ -75,7 +75,7 @@ def test_shape_only_flop_count_equals_the_real_count() -> None:
 
 
 def test_genesis_chain_tensor_path_equals_numba_path() -> None:
-    from pretext.volume.pixel_shuffle import PixelShuffle, genesis_corrupt
+    from volssl.tasks.pixel_shuffle import PixelShuffle, genesis_corrupt
 
     cfg = PixelShuffle.Config(local_rate=1.0, nonlinear_rate=1.0, paint_rate=1.0, num_blocks=300)
     x = torch.rand(2, 1, 16, 16, 8, generator=torch.Generator().manual_seed(1))

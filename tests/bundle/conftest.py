@@ -105,7 +105,7 @@ def monai_cli(*args: str, cwd: Path) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """An encoder bundle and a classifier bundle exported from tiny checkpoints, plus a NIfTI folder."""
-    from volssl.bundle import export_bundle
+    from pretext.bundle import export_bundle
 
     root = tmp_path_factory.mktemp("bundles")
     enc = export_bundle(pretrain_checkpoint(root / "pre.ckpt"), root / "encoder_bundle")

@@ -10,8 +10,8 @@ import torch
 
 from pretext.engine.checkpoint import save_checkpoint
 from pretext.registry import ENCODERS, create_encoder
-from volssl.bundle import export_bundle
-from volssl.bundle.verify import verify_bundle
+from pretext.bundle import export_bundle
+from pretext.bundle.verify import verify_bundle
 
 SMALL = {
     "resnet18_3d": {"widen_factor": 0.25},

@@ -12,8 +12,8 @@ from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata, verify_n
 
 from pretext.errors import UserError
 from tests.bundle.conftest import SIZE, classifier_checkpoint, needs, pretrain_checkpoint
-from volssl.bundle import SCHEMA_PATH, export_bundle
-from volssl.bundle.source import read_source
+from pretext.bundle import SCHEMA_PATH, export_bundle
+from pretext.bundle.source import read_source
 
 FILES = ["configs/metadata.json", "configs/inference.json", "configs/train.json", "models/model.pt",
          "models/model.ts", "docs/README.md", "docs/license.txt", "docs/metadata_schema.json", "LICENSE"]
@@ -148,7 +148,7 @@ def test_network_monai_cannot_build_is_refused(tmp_path: Path) -> None:
 
 
 def test_interrupted_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import volssl.bundle.export as export_mod
+    import pretext.bundle.export as export_mod
 
     def crash(*args: object, **kwargs: object) -> str:
         raise KeyboardInterrupt("simulated kill while writing docs")
@@ -175,7 +175,7 @@ def test_volume_preprocessing_follows_the_data_spec(tmp_path: Path, spec: str, e
     import numpy as np
     from monai.transforms import Compose
 
-    from volssl.bundle.configs import volume_transforms
+    from volssl.bundle import volume_transforms
 
     src = read_source(pretrain_checkpoint(tmp_path / "p.ckpt"))
     src.run_config["data"] = spec
@@ -194,7 +194,7 @@ def test_volume_preprocessing_follows_the_data_spec(tmp_path: Path, spec: str, e
 def test_classifier_saved_by_helper_exports_equal_outputs(tmp_path: Path) -> None:
     from pretext.heads import LinearHead
     from pretext.registry import create_encoder
-    from volssl.bundle.source import save_classifier_checkpoint
+    from pretext.bundle.source import save_classifier_checkpoint
 
     enc = create_encoder("bundle_test_cnn3d", in_channels=1, img_size=(SIZE,) * 3)
     head = LinearHead(enc.num_features, 4, batch_norm=True)

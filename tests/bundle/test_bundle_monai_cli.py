@@ -19,7 +19,7 @@ from monai.bundle import ConfigParser, run
 from monai.transforms import Compose
 
 from tests.bundle.conftest import SIZE, monai_cli, needs
-from volssl.bundle import SCHEMA_PATH
+from pretext.bundle import SCHEMA_PATH
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from benchmarks.cli import main
 from pretext.engine.checkpoint import save_checkpoint
 from pretext.registry import create_encoder
 from tests.bundle.conftest import needs
-from volssl.bundle.verify import verify_bundle
+from pretext.bundle.verify import verify_bundle
 
 
 def signal_checkpoint(path: Path) -> Path:

@@ -7,7 +7,7 @@ import torch
 
 from pretext.errors import UserError
 from pretext.registry import create_encoder, create_task
-from pretext.signal.cpc import NEGATIVES, cpc_loss, cpc_loss_loop
+from signalssl.tasks.cpc import NEGATIVES, cpc_loss, cpc_loss_loop
 
 
 @pytest.mark.parametrize("negatives", NEGATIVES)

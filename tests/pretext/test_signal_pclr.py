@@ -9,7 +9,7 @@ import torch
 from pretext.base import SSLSplit
 from pretext.errors import UserError
 from pretext.registry import create_encoder, create_task
-from pretext.signal.pclr import PCLR, PatientPairs, pair_candidates
+from signalssl.tasks.pclr import PCLR, PatientPairs, pair_candidates
 
 
 class ToySplit(SSLSplit):

@@ -43,7 +43,7 @@ def batch(n: int = 2, side: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def test_every_volume_task_is_covered():
     """Every volume task this project ships (tests may register helpers of their own elsewhere)."""
-    shipped = {n for n in list_tasks("volume") if TASKS.get(n).__module__.startswith("pretext.volume.")}
+    shipped = {n for n in list_tasks("volume") if TASKS.get(n).__module__.startswith("volssl.tasks.")}
     assert shipped == set(CASES)
 
 
@@ -142,7 +142,7 @@ def test_combined_is_the_weighted_sum_of_its_parts():
 
 
 def test_pixel_shuffle_target_is_the_flipped_input():
-    from pretext.volume.pixel_shuffle import PixelShuffle, genesis_corrupt
+    from volssl.tasks.pixel_shuffle import PixelShuffle, genesis_corrupt
 
     x = batch(n=4)["x"]
     cfg = PixelShuffle.Config(flip_rate=0.0, local_rate=0.0, nonlinear_rate=0.0, paint_rate=0.0)

@@ -196,7 +196,7 @@ def test_masking_exact_ratio_and_patchify_roundtrip():
 
 @pytest.mark.gpu
 def test_same_seed_same_views_on_gpu():
-    from pretext.volume.pixel_shuffle import PixelShuffle, genesis_corrupt
+    from volssl.tasks.pixel_shuffle import PixelShuffle, genesis_corrupt
 
     x = torch.rand(2, 1, 20, 20, 10)
     cfg = PixelShuffle.Config(local_rate=1.0, nonlinear_rate=1.0, paint_rate=1.0)

@@ -1,6 +1,6 @@
 """A 3D Vision Transformer (einops + ``scaled_dot_product_attention``) with MAE hooks.
 
-Besides the common interface it offers what :mod:`pretext.volume.mae3d` needs: ``embed`` (patch
+Besides the common interface it offers what :mod:`volssl.tasks.mae3d` needs: ``embed`` (patch
 tokens with position), ``forward_masked`` (encode only the kept tokens) and the fixed 3D sin-cos
 position embedding :func:`sincos_pos_embed_3d`.
 """

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from pretext.base import Batch, PretextTask, SSLSplit
 from pretext.errors import ConfigError, UserError
 from pretext.registry import register_task
-from pretext.volume._common import check_batch, check_volume_shape, mlp
+from volssl.tasks._common import check_batch, check_volume_shape, mlp
 from volssl.transforms import rotate
 
 

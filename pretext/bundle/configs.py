@@ -1,7 +1,7 @@
 """The JSON configs of an exported bundle: ``inference.json``, ``train.json``, ``pretrain.json``.
 
 Every component is named by ``_target_`` (MONAI transforms, engines, handlers, and our
-:func:`volssl.bundle.networks.build_network`), so MONAI's ``ConfigParser`` builds them and
+:func:`pretext.bundle.networks.build_network`), so MONAI's ``ConfigParser`` builds them and
 ``python -m monai.bundle run`` runs them. ``train.json`` uses MONAI's standard train property
 ids (``bundle_root``, ``device``, ``dataset_dir``, ``network_def``, ``train#dataset``,
 ``train#trainer``, ``train#trainer#max_epochs``, ``train#inferer``, ``train#handlers``,
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from volssl.bundle.source import ExportSource
+from pretext.bundle.source import ExportSource
+from pretext.modality import get_modality
 
 DEVICE = "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')"
 
@@ -21,7 +22,7 @@ DEVICE = "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')"
 def network_def(src: ExportSource, head: str | None, num_classes: Any = None) -> dict[str, Any]:
     """``network_def`` item: our factory over the encoder registry."""
     item: dict[str, Any] = {
-        "_target_": "volssl.bundle.networks.build_network",
+        "_target_": "pretext.bundle.networks.build_network",
         "encoder": src.encoder,
         "encoder_kwargs": _jsonable(src.encoder_kwargs),
     }
@@ -45,119 +46,8 @@ def _jsonable(obj: Any) -> Any:
 
 
 def io_transforms(src: ExportSource) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Load + normalise + size transforms for key ``"image"``, and a description of them."""
-    if src.modality == "signal":
-        from signalssl.bundle import signal_transforms
-
-        return signal_transforms(src)
-    return volume_transforms(src)
-
-
-def _pair(value: Any) -> tuple[float, float] | None:
-    if value is None or value == "none":
-        return None
-    parts = [p for p in str(value).strip("()[] ").split(",") if p.strip()] if isinstance(value, str) else list(value)
-    return (float(parts[0]), float(parts[1])) if len(parts) == 2 else None
-
-
-def volume_preprocessing(src: ExportSource) -> dict[str, Any]:
-    """How training volumes were prepared, read from the data spec (``KIND:PATH?options``) of the run.
-
-    * ``medmnist3d``: ``normalise=unit`` (default) is uint8 / 255 -> [0, 1]; ``zscore`` used train-split
-      statistics (per-volume z-score at inference); ``none`` keeps 0..255.
-    * ``nifti`` / ``manifest3d``: the :class:`volssl.preprocess.PreprocessConfig` options (orientation,
-      spacing, CT window, percentile/min-max/z-score normalisation, foreground crop, size / resize).
-    * anything else: per-volume min-max to [0, 1].
-
-    ``run_config["normalization"]`` (a dict with ``kind``) overrides the intensity part.
-    """
-    from pretext.data import parse_spec
-
-    spec = str(src.run_config.get("data") or "")
-    kind, options = "", {}
-    if ":" in spec:
-        try:
-            kind, _, options = parse_spec(spec)
-        except Exception:  # noqa: BLE001 - an odd spec only loses the description
-            kind, options = "", {}
-    pre: dict[str, Any] = {"data_kind": kind or "unknown", "resize": True}
-    if kind == "medmnist3d":
-        mode = str(options.get("normalise", "unit"))
-        pre["normalization"] = {
-            "unit": {"kind": "range", "a_min": 0.0, "a_max": 255.0, "b_min": 0.0, "b_max": 1.0, "clip": False},
-            "zscore": {"kind": "zscore", "note": "training used train-split mean/std; inference z-scores each volume"},
-        }.get(mode, {"kind": "none"})
-    elif kind in ("nifti", "manifest3d"):
-        window = _pair(options.get("window"))
-        mode = str(options.get("normalise", "auto"))
-        mode = ("none" if window else "percentile") if mode == "auto" else mode
-        lo, hi = _pair(options.get("percentiles")) or (0.5, 99.5)
-        pre["window"] = list(window) if window else None
-        pre["normalization"] = {"minmax": {"kind": "minmax", "min": 0.0, "max": 1.0},
-                                "percentile": {"kind": "percentile", "lower": lo, "upper": hi},
-                                "zscore": {"kind": "zscore", "nonzero": True}}.get(mode, {"kind": "none"})
-        if window and mode == "none":
-            pre["normalization"] = {"kind": "range", "a_min": window[0], "a_max": window[1], "b_min": 0.0, "b_max": 1.0,
-                                    "clip": True}
-            pre["window"] = None
-        pre["orientation"] = options.get("orientation", "RAS") or None
-        pre["spacing"] = float(options["spacing"]) if options.get("spacing") not in (None, "none") else None
-        if options.get("foreground_crop"):
-            pre["foreground_crop"] = {"threshold": float(options.get("foreground_threshold", 0.0)),
-                                      "margin": int(options.get("foreground_margin", 2))}
-        pre["resize"] = bool(options.get("resize", False))
-    else:
-        pre["normalization"] = {"kind": "minmax", "min": 0.0, "max": 1.0}
-    recorded = src.run_config.get("normalization")
-    if isinstance(recorded, dict) and recorded.get("kind"):
-        pre["normalization"] = dict(recorded)
-    return pre
-
-
-def _normalize_transform(norm: dict[str, Any], channel_wise: bool = True) -> dict[str, Any] | None:
-    kind = norm["kind"]
-    if kind == "none":
-        return None
-    if kind == "minmax":
-        return {"_target_": "ScaleIntensityd", "keys": "image", "minv": norm.get("min", 0.0), "maxv": norm.get("max", 1.0),
-                "channel_wise": channel_wise}
-    if kind == "range":
-        return {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": norm["a_min"], "a_max": norm["a_max"],
-                "b_min": norm.get("b_min", 0.0), "b_max": norm.get("b_max", 1.0), "clip": bool(norm.get("clip", True))}
-    if kind == "percentile":
-        return {"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": norm["lower"],
-                "upper": norm["upper"], "b_min": 0.0, "b_max": 1.0, "clip": True, "channel_wise": channel_wise}
-    if kind == "zscore":
-        return {"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": bool(norm.get("nonzero", False)),
-                "channel_wise": channel_wise}
-    raise ValueError(f"normalization kind {kind!r} is not one of none, minmax, range, percentile, zscore")
-
-
-def volume_transforms(src: ExportSource) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """NIfTI/NRRD/... -> ``(C, D, H, W)`` float32 prepared as in training, at the network's input size."""
-    pre = volume_preprocessing(src)
-    spatial = list(src.input_shape[1:])
-    xforms: list[dict[str, Any] | None] = [
-        {"_target_": "LoadImaged", "keys": "image", "image_only": True, "ensure_channel_first": True},
-        {"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"},
-    ]
-    if pre.get("orientation"):
-        xforms.append({"_target_": "Orientationd", "keys": "image", "axcodes": pre["orientation"]})
-    if pre.get("spacing"):
-        xforms.append({"_target_": "Spacingd", "keys": "image", "pixdim": [pre["spacing"]] * 3, "mode": "bilinear"})
-    if pre.get("window"):
-        lo, hi = pre["window"]
-        xforms.append(_normalize_transform({"kind": "range", "a_min": lo, "a_max": hi, "clip": True}))
-    xforms.append(_normalize_transform(pre["normalization"]))
-    if pre.get("foreground_crop"):
-        fc = pre["foreground_crop"]
-        xforms.append({"_target_": "CropForegroundd", "keys": "image", "source_key": "image", "margin": fc["margin"],
-                       "select_fn": f"$lambda t: t > {fc['threshold']}", "allow_smaller": True})
-    if pre["resize"]:
-        xforms.append({"_target_": "Resized", "keys": "image", "spatial_size": spatial, "mode": "trilinear"})
-    else:
-        xforms.append({"_target_": "ResizeWithPadOrCropd", "keys": "image", "spatial_size": spatial})
-    return [x for x in xforms if x is not None], {"normalization": pre["normalization"], "preprocessing": pre}
+    """Load + normalise + size transforms for key ``"image"``, and a description of them (the modality's)."""
+    return get_modality(src.modality).bundle_transforms(src)
 
 
 def _common(src: ExportSource) -> dict[str, Any]:
@@ -171,9 +61,7 @@ def _common(src: ExportSource) -> dict[str, Any]:
 
 
 def _file_patterns(src: ExportSource) -> str:
-    if src.modality == "signal":
-        return "['*.npy']"
-    return "['*.nii', '*.nii.gz', '*.mha', '*.nrrd']"
+    return repr(list(get_modality(src.modality).bundle_file_patterns))
 
 
 def inference_config(src: ExportSource) -> dict[str, Any]:
@@ -228,8 +116,7 @@ def train_config(src: ExportSource, num_classes: int | None = None, max_epochs: 
     k = src.num_classes if src.is_classifier else (num_classes or 2)
     multilabel = src.multilabel
     label_t = {"_target_": "EnsureTyped", "keys": "label", "dtype": "$torch.float32" if multilabel else "$torch.long"}
-    augment = {"_target_": "RandFlipd", "keys": "image", "prob": 0.5, "spatial_axis": 0} if src.modality == "volume" else \
-        {"_target_": "RandGaussianNoised", "keys": "image", "prob": 0.5, "std": 0.01}
+    augment = get_modality(src.modality).bundle_augmentation()
     act = {"sigmoid": True} if multilabel else {"softmax": True}
     cfg = _common(src)
     cfg["output_dir"] = "$@bundle_root + '/finetune'"
@@ -297,7 +184,7 @@ def pretrain_config(src: ExportSource, steps: int | None = None) -> dict[str, An
     enc_kwargs = {k: v for k, v in src.encoder_kwargs.items() if k not in ("in_channels", "img_size", "n_chans", "n_times", "sfreq")}
     return {
         "imports": ["$import torch", "$from pretext.config import TrainConfig",
-                    "$from volssl.bundle.networks import load_plugins"],
+                    "$from pretext.bundle.networks import load_plugins"],
         "bundle_root": ".",
         "output_dir": "$@bundle_root + '/pretrain'",
         "data_spec": str(rc.get("data", "")),

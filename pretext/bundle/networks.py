@@ -3,7 +3,7 @@
 A bundle config names the network by ``_target_`` and never by our internal classes::
 
     "network_def": {
-        "_target_": "volssl.bundle.networks.build_network",
+        "_target_": "pretext.bundle.networks.build_network",
         "encoder": "resnet18_3d",
         "encoder_kwargs": {"in_channels": 1, "img_size": [28, 28, 28]},
         "head": "linear", "num_classes": 2

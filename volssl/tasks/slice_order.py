@@ -21,7 +21,7 @@ from einops import rearrange
 from pretext.base import Batch, PretextTask
 from pretext.errors import ConfigError, UserError
 from pretext.registry import register_task
-from pretext.volume._common import check_batch, check_volume_shape, mlp
+from volssl.tasks._common import check_batch, check_volume_shape, mlp
 from volssl.transforms import extract_slabs, permutation_set, sample_slabs
 
 

@@ -22,7 +22,7 @@ from pretext.base import Batch, PretextTask
 from pretext.capabilities import MultiScaleMaps, require
 from pretext.errors import ConfigError
 from pretext.registry import register_task
-from pretext.volume._common import check_batch, check_volume_shape, warn_once
+from volssl.tasks._common import check_batch, check_volume_shape, warn_once
 from volssl.encoders.decoder import UNetDecoder
 from volssl.transforms import (
     apply_flips,

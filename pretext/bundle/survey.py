@@ -1,6 +1,6 @@
 """Export every registered encoder (random weights, small sizes) as a bundle and run :func:`verify_bundle`.
 
-``python -m volssl.bundle.survey [--out DIR]`` prints one line per encoder: seconds for export +
+``python -m pretext.bundle.survey [--out DIR]`` prints one line per encoder: seconds for export +
 checks, and the result of MONAI's verify_metadata / verify_net_in_out, the ConfigParser build and the
 TorchScript reload comparison. For maintainers adding an encoder: a failure names the cause.
 """
@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 #: options that keep each built-in encoder small enough for a CPU check
+SIZES: dict[str, dict[str, Any]] = {"volume": {"in_channels": 1, "img_size": [16, 16, 16]},
+                                     "signal": {"n_chans": 2, "n_times": 256, "sfreq": 100.0}}
 SMALL: dict[str, dict[str, Any]] = {
     "resnet18_3d": {"widen_factor": 0.25},
     "resnet50_3d": {"widen_factor": 0.125},
@@ -29,14 +31,12 @@ def survey(out: Path) -> list[tuple[str, float, str]]:
     """``(encoder, seconds, result)`` for every registered encoder."""
     from pretext.engine.checkpoint import save_checkpoint
     from pretext.registry import ENCODERS, create_encoder, list_encoders
-    from volssl.bundle import export_bundle
-    from volssl.bundle.verify import verify_bundle
+    from pretext.bundle import export_bundle
+    from pretext.bundle.verify import verify_bundle
 
     rows = []
     for name in list_encoders():
-        volume = ENCODERS.meta(name).get("modality") == "volume"
-        kw: dict[str, Any] = {"in_channels": 1, "img_size": [16, 16, 16]} if volume else \
-            {"n_chans": 2, "n_times": 256, "sfreq": 100.0}
+        kw: dict[str, Any] = dict(SIZES[ENCODERS.meta(name).get("modality")])
         kw.update(SMALL.get(name, {}))
         t0 = time.perf_counter()
         try:

@@ -5,7 +5,7 @@ network (by ``_target_``) and ``models/model.pt`` with its state dict. :func:`en
 builds a medssl encoder for it and copies every weight whose name (after removing/adding a common
 prefix such as ``module.`` or ``net.``) and shape match:
 
-* our own bundles (``volssl.bundle.networks.build_network``) give back the same registered encoder;
+* our own bundles (``pretext.bundle.networks.build_network``) give back the same registered encoder;
 * a ``monai.networks.nets`` class (``DenseNet121``, ``ResNet``, ...) becomes ``monai_net`` with the
   same constructor arguments (its classifier layer is reported as unexpected: we keep the trunk);
 * anything else loads into the encoder you name (``encoder=``, ``encoder_kwargs=``).
@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from pretext.errors import ConfigError, DataError, UserError
+from pretext.modality import modality_of_shape
 from pretext.registry import create_encoder
 
 CONFIG_NAMES = ("inference.json", "train.json", "inference.yaml", "train.yaml")
@@ -225,7 +226,7 @@ def encoder_from_bundle(bundle: str | Path, encoder: str | None = None, encoder_
         "encoder": name,
         "encoder_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
         "data": str(meta.get("data_source", "")),
-        "modality": "volume" if (spatial is None or len(spatial) != 1) else "signal",
+        "modality": modality_of_shape([channels, *(spatial or (0, 0, 0))]),
         "source_bundle": str(Path(bundle).resolve()),
         "bundle_version": str(meta.get("version", "")),
         "import_report": report.to_dict(),

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from pretext.errors import UserError
-from volssl.bundle.metadata import SCHEMA_PATH
+from pretext.bundle.metadata import SCHEMA_PATH
 
 
 def verify_bundle(bundle: str | Path, device: str = "cpu") -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 ::
 
-    from volssl.bundle import export_bundle
+    from pretext.bundle import export_bundle
     export_bundle("runs/x/checkpoints/last.ckpt", "bundles/resnet18_rotation")
 
 writes::
@@ -35,9 +35,9 @@ from typing import Any
 import torch
 
 from pretext.errors import UserError
-from volssl.bundle.configs import inference_config, io_transforms, pretrain_config, train_config
-from volssl.bundle.metadata import SCHEMA_PATH, build_metadata, build_readme
-from volssl.bundle.source import ExportSource, read_source
+from pretext.bundle.configs import inference_config, io_transforms, pretrain_config, train_config
+from pretext.bundle.metadata import SCHEMA_PATH, build_metadata, build_readme
+from pretext.bundle.source import ExportSource, read_source
 
 LICENSE_TEXT = """Copyright (c) medssl contributors
 

@@ -9,10 +9,10 @@
 * :func:`save_classifier_checkpoint` -- how a fine-tuned classifier is saved for export.
 """
 
-from volssl.bundle.export import export_bundle
-from volssl.bundle.metadata import SCHEMA_PATH, SCHEMA_URL
-from volssl.bundle.networks import BundleNetwork, build_network
-from volssl.bundle.source import save_classifier_checkpoint
+from pretext.bundle.export import export_bundle
+from pretext.bundle.metadata import SCHEMA_PATH, SCHEMA_URL
+from pretext.bundle.networks import BundleNetwork, build_network
+from pretext.bundle.source import save_classifier_checkpoint
 
 __all__ = ["SCHEMA_PATH", "SCHEMA_URL", "BundleNetwork", "build_network", "encoder_from_bundle", "export_bundle",
            "import_bundle", "save_classifier_checkpoint", "verify_bundle"]
@@ -20,11 +20,11 @@ __all__ = ["SCHEMA_PATH", "SCHEMA_URL", "BundleNetwork", "build_network", "encod
 
 def __getattr__(name: str) -> object:  # lazy: importing the package stays cheap
     if name in ("encoder_from_bundle", "import_bundle"):
-        from volssl.bundle import importer
+        from pretext.bundle import importer
 
         return getattr(importer, name)
     if name == "verify_bundle":
-        from volssl.bundle.verify import verify_bundle
+        from pretext.bundle.verify import verify_bundle
 
         return verify_bundle
     raise AttributeError(name)

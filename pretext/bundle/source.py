@@ -19,10 +19,9 @@ from typing import Any
 import torch
 
 from pretext.errors import ConfigError, DataError, UserError
+from pretext.modality import get_modality, modality_of_kwargs
 from pretext.registry import ENCODERS
 
-VOLUME_SIZE_KEYS = ("in_channels", "img_size")
-SIGNAL_SIZE_KEYS = ("n_chans", "n_times", "sfreq")
 
 
 @dataclasses.dataclass
@@ -90,10 +89,10 @@ def _load_state(path: Path) -> dict[str, Any]:
 
 
 def _plugin_modules(name: str) -> list[str]:
-    from pretext.registry import _BUILTIN
+    from pretext.registry import builtin_packages
 
     module = getattr(ENCODERS.get(name), "__module__", "") or ""
-    builtin = _BUILTIN["encoder"]
+    builtin = builtin_packages("encoder")
     if not module or any(module == b or module.startswith(b + ".") for b in builtin):
         return []
     if ENCODERS.meta(name).get("plugin"):  # an entry point loads it by itself
@@ -102,40 +101,25 @@ def _plugin_modules(name: str) -> list[str]:
 
 
 def _sized_kwargs(name: str, cfg: dict[str, Any], run_config: dict[str, Any], path: Path) -> tuple[str, dict[str, Any], tuple[int, ...]]:
+    """``(modality, encoder kwargs sized for the input, input shape (C, ...))`` of a checkpoint's encoder."""
     factory = ENCODERS.get(name)
     params = inspect.signature(factory).parameters
     defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
-    modality = ENCODERS.meta(name).get("modality") or ("signal" if "n_chans" in {**defaults, **cfg} else "volume")
+    modality = ENCODERS.meta(name).get("modality") or modality_of_kwargs({**defaults, **cfg})
+    if modality is None:
+        raise ConfigError(f"checkpoint {str(path)!r}: cannot tell the modality of encoder {name!r} (no registered "
+                          "modality and none of its size keywords); register it with modality=... ")
+    adapter = get_modality(modality)
     kwargs = dict(cfg)
     shape = run_config.get("input_shape")
-    keys = VOLUME_SIZE_KEYS if modality == "volume" else SIGNAL_SIZE_KEYS
     if shape is not None:  # the data's (C, ...) shape, where the run recorded it
-        shape = [int(s) for s in shape]
-        sized = {"in_channels": shape[0], "img_size": tuple(shape[1:])} if modality == "volume" else \
-            {"n_chans": shape[0], "n_times": shape[-1]}
-        for k, v in sized.items():
-            kwargs.setdefault(k, v)
-    for k in keys:
-        if k not in kwargs and k in defaults and defaults[k] is not None:
+        for k, v in adapter.encoder_kwargs([int(s) for s in shape]).items():
+            if v is not None:
+                kwargs.setdefault(k, v)
+    for k in adapter.size_keys:
+        if k not in kwargs and defaults.get(k) is not None:
             kwargs[k] = defaults[k]
-    if modality == "volume":
-        missing = [k for k in VOLUME_SIZE_KEYS if k not in kwargs]
-        if missing:
-            raise ConfigError(
-                f"checkpoint {str(path)!r}: encoder {name!r} config has no {missing} and no input_shape; "
-                "the bundle needs the input size: pass --encoder.in_channels/--encoder.img_size when exporting"
-            )
-        img = kwargs["img_size"]
-        img = tuple(int(s) for s in ([img] * 3 if isinstance(img, int) else img))
-        kwargs["img_size"] = img
-        return modality, kwargs, (int(kwargs["in_channels"]), *img)
-    missing = [k for k in ("n_chans", "n_times") if k not in kwargs]
-    if missing:
-        raise ConfigError(
-            f"checkpoint {str(path)!r}: encoder {name!r} config has no {missing} and no input_shape; "
-            "the bundle needs the window: pass --encoder.n_chans/--encoder.n_times when exporting"
-        )
-    return modality, kwargs, (int(kwargs["n_chans"]), int(kwargs["n_times"]))
+    return modality, kwargs, adapter.input_shape(kwargs, f"checkpoint {str(path)!r}: encoder {name!r}")
 
 
 def _detect_head(head_state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any], int]:
@@ -228,7 +212,7 @@ def save_classifier_checkpoint(
         encoder: the fine-tuned encoder; head: its classification head ``(B, F) -> (B, K)``.
         run_config: the pretraining run's ``run_config`` (encoder name and options, task, data).
         head_spec: ``{"kind": "linear"|"linear_head"|"mlp", "num_classes": K, ...head options}``
-            (see :func:`volssl.bundle.networks.make_head`).
+            (see :func:`pretext.bundle.networks.make_head`).
         class_names: names of the K outputs; multilabel: sigmoid outputs instead of softmax.
         results: downstream metrics for the README and ``eval_metrics`` (test-fold numbers).
     """

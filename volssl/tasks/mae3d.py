@@ -21,7 +21,7 @@ from pretext.base import Batch, PretextTask
 from pretext.capabilities import MaskedTokens, require
 from pretext.errors import ConfigError, UserError
 from pretext.registry import register_task
-from pretext.volume._common import check_batch, check_volume_shape
+from volssl.tasks._common import check_batch, check_volume_shape
 from volssl.encoders.vit import Block, sincos_pos_embed_3d
 from volssl.transforms import patchify, random_masking, unpatchify
 

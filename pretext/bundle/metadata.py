@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from volssl.bundle.source import ExportSource
+from pretext.bundle.source import ExportSource
+from pretext.modality import get_modality
 
 SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "metadata_schema.json"
@@ -67,33 +68,8 @@ def output_spec(src: ExportSource) -> dict[str, Any]:
 
 
 def input_spec(src: ExportSource, modality: str, description: dict[str, Any]) -> dict[str, Any]:
-    """``network_data_format.inputs.image``."""
-    if src.modality == "signal":
-        from signalssl.bundle import signal_input_spec
-
-        return signal_input_spec(src, modality, description)
-    norm = description["normalization"]
-    pre = description.get("preprocessing", {})
-    value_range: list[float] = []
-    if norm["kind"] == "minmax":
-        value_range = [norm.get("min", 0.0), norm.get("max", 1.0)]
-    elif norm["kind"] in ("range", "percentile"):
-        value_range = [norm.get("b_min", 0.0), norm.get("b_max", 1.0)]
-    steps = ["LoadImaged(ensure_channel_first)", "EnsureTyped(float32)"]
-    steps += [f"Orientationd({pre['orientation']})"] if pre.get("orientation") else []
-    steps += [f"Spacingd({pre['spacing']} mm)"] if pre.get("spacing") else []
-    steps += [f"HU window {pre['window']} -> [0, 1]"] if pre.get("window") else []
-    steps += [f"intensity {norm['kind']}"] if norm["kind"] != "none" else []
-    steps += ["CropForegroundd"] if pre.get("foreground_crop") else []
-    steps += [("Resized" if pre.get("resize", True) else "ResizeWithPadOrCropd") + f"({list(src.input_shape[1:])})"]
-    return {
-        "type": "image", "format": "hounsfield" if norm["kind"] == "range" and norm.get("a_min", 0) < 0 else "magnitude",
-        "modality": modality, "num_channels": int(src.input_shape[0]), "spatial_shape": list(src.input_shape[1:]),
-        "dtype": "float32", "value_range": value_range, "is_patch_data": False,
-        "channel_def": {str(i): "image" if src.input_shape[0] == 1 else f"image channel {i}" for i in range(src.input_shape[0])},
-        "intensity_normalization": norm,
-        "preprocessing": " -> ".join(steps) + f" (from data {pre.get('data_kind', 'unknown')!r}; see configs/inference.json)",
-    }
+    """``network_data_format.inputs.image`` (the modality adapter's)."""
+    return get_modality(src.modality).bundle_input_spec(src, modality, description)
 
 
 def build_metadata(src: ExportSource, description: dict[str, Any], *, version: str = "0.1.0",
@@ -130,7 +106,7 @@ def build_metadata(src: ExportSource, description: dict[str, Any], *, version: s
         "copyright": copyright,
         "intended_use": "Research only: feature extraction and fine-tuning for downstream tasks; not for diagnostic use.",
         "data_source": str(rc.get("data") or "unknown"),
-        "data_type": "nibabel" if src.modality == "volume" else "numpy",
+        "data_type": get_modality(src.modality).bundle_data_type,
         "references": ["medssl: self-supervised learning for 3D medical volumes and physiological signals"],
         "pretext_task": {"name": task, "config": rc.get("task_cfg") or {}} if task else None,
         "encoder": {"name": src.encoder, "kwargs": _plain(src.encoder_kwargs), "num_features": src.num_features},
@@ -219,7 +195,7 @@ def build_readme(src: ExportSource, meta: dict[str, Any], has_pretrain: bool, to
         "python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json --config_file configs/inference.json",
         "```", "",
         "Load the weights as a medssl encoder for fine-tuning: `sslbench import-bundle --bundle . --out encoder.ckpt` "
-        "(Python: `volssl.bundle.encoder_from_bundle(\".\")`).", "",
+        "(Python: `pretext.bundle.encoder_from_bundle(\".\")`).", "",
         "## License", "", "See `LICENSE` (also `docs/license.txt`). Research use only; not a medical device.", "",
     ]
     return "\n".join(lines)
