@@ -440,7 +440,7 @@ def expectations_markdown(exp: dict[str, Any], command: str) -> str:
           "\".gpu_data\"]` and `timeout_s` 600:", "",
           "```bash",
           "python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && "
-          "export PYTHONPATH=/tmp/site:. MEDSSL_SHARED_DATA=.gpu_data PYTHONUNBUFFERED=1 && mkdir -p $OUT/gpu && "
+          "export PYTHONPATH=/tmp/site:. MEDSSL_MODALITIES=volssl.modality,signalssl.modality MEDSSL_SHARED_DATA=.gpu_data PYTHONUNBUFFERED=1 && mkdir -p $OUT/gpu && "
           "python3 -m benchmarks.gpu --out $OUT/gpu 2>&1 | tee $OUT/gpu/log    # < 8 min on an H200",
           "# only part: --only cpc,mae3d    fewer steps: --quick    wall limit: --budget-s 300",
           "```", "",
