@@ -42,7 +42,15 @@ def loader(view: View, batch_size: int, num_workers: int = 0) -> DataLoader:
 
 @torch.no_grad()
 def encode(encoder: nn.Module, view: View, batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
-    """``(N, F)`` float32 pooled features of every record of ``view`` (encoder in eval mode)."""
+    """``(N, F)`` float32 pooled features of every record of ``view`` (encoder in eval mode).
+
+    Records that are whole volumes read as patches (data with ``?patch=``) are encoded as a sliding grid of
+    patches and pooled (:func:`benchmarks.pooled.pooled_features`).
+    """
+    from benchmarks.pooled import has_windows, pooled_features
+
+    if has_windows(view):
+        return pooled_features(encoder, view, batch_size, device)
     was_training = encoder.training
     encoder.eval().to(device)
     out = []

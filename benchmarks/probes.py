@@ -29,6 +29,7 @@ from torch.nn import functional as F
 
 from benchmarks.features import loader
 from benchmarks.metrics import compute_metrics
+from benchmarks.pooled import has_windows, patch_dataset, pooled_features
 from benchmarks.splits import View
 from pretext.config import TrainConfig
 from pretext.errors import ConfigError
@@ -243,6 +244,11 @@ class Classifier(nn.Module):
         self.eval()
         dev = next(self.parameters()).device
         out = []
+        if has_windows(view):  # whole volumes: the head on pooled grid-patch features
+            feats = torch.from_numpy(pooled_features(self.encoder, view, batch_size, dev)).to(dev)
+            z = self.head(feats).float()
+            self.train(was)
+            return (torch.sigmoid(z) if self.multilabel else torch.softmax(z, 1)).cpu().numpy()
         for batch in loader(view, batch_size):
             z = self.logits(batch["x"].to(dev)).float()
             out.append((torch.sigmoid(z) if self.multilabel else torch.softmax(z, 1)).cpu().numpy())
@@ -308,7 +314,8 @@ def finetune(
 
     best_state: dict[str, torch.Tensor] = {}
 
-    result = fit(model, train.dataset(), tcfg, out_dir=None, evaluate=on_val,
+    data = patch_dataset(train, seed) if has_windows(train) else train.dataset()  # whole volumes: random patches
+    result = fit(model, data, tcfg, out_dir=None, evaluate=on_val,
                  eval_every=min(cfg.eval_every, steps), param_groups=groups)
     evals = [e["step"] for e in result.evals]
     if best_state:

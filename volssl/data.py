@@ -96,6 +96,12 @@ def load_medmnist3d(
     normalise: str = "unit",
     pad_to: Any = None,
     cache: Any = "auto",
+    patch: Any = None,
+    patches_per_volume: Any = 1,
+    foreground: Any = 0.0,
+    foreground_threshold: float = 0.0,
+    pool: str = "mean",
+    overlap: float = 0.25,
 ) -> SSLData:
     """A MedMNIST 3D ``.npz`` (or a folder holding ``NAME.npz`` / ``NAME_64.npz``) with its official splits.
 
@@ -105,6 +111,9 @@ def load_medmnist3d(
         normalise: "unit" (uint8 / 255 -> [0, 1]), "zscore" (train-split mean/std), "none" (0..255).
         pad_to: centre crop / zero pad each volume to this side (e.g. 32 so that 8^3 patches fit).
         cache: "auto" (``$MEDSSL_CACHE`` or ``~/.cache/medssl``), a folder, or "none" (in memory).
+        patch, patches_per_volume, foreground, pool, overlap: random ``patch=D,H,W`` patches for pretraining
+            and pooled sliding-grid features downstream (see :mod:`volssl.scan_data`);
+            ``foreground_threshold`` (normalised units) defines foreground voxels there.
 
     MedMNIST ships no patient ids: every volume is its own pseudo-patient (the official split is
     already patient-level, so no leakage arises across train/val/test); ``meta`` says so.
@@ -114,6 +123,9 @@ def load_medmnist3d(
     file = _find_medmnist_file(Path(path), None if size is None else int(size))
     name = re.sub(r"(_\d+)?\.npz$", "", file.name).lower()
     crop = as_size(pad_to, "pad_to")
+    from volssl.scan_data import patch_config
+
+    patches = patch_config(patch, patches_per_volume, foreground, pool, overlap)
     root = resolve_cache(cache)
     key = cache_key("medmnist3d", [file], {})
     if root is not None and ArrayStore.exists(root / key):
@@ -155,9 +167,20 @@ def load_medmnist3d(
         n = len(lab)
         names = [f"{name}-{s}-{i:05d}" for i in range(n)]
         meta = pd.DataFrame({"official_split": s, "official_index": np.arange(n)})
+        if patches is not None:
+            from volssl.patches import ArraySource, ScanSplit
+
+            src = ArraySource(arrays[s], scale, shift, float(foreground_threshold))
+            splits[s] = ScanSplit(src, np.arange(n), lab, np.arange(n), names, patches, meta)
+            continue
         splits[s] = VolumeSplit(arrays[s], lab, np.arange(n), names, scale, shift, crop, meta)
     side = arrays["train"].array.shape[2:]
     shape = (arrays["train"].array.shape[1], *(crop or side))
+    if patches is not None:
+        from volssl.scan_data import warn_small
+
+        warn_small([tuple(arrays["train"].array.shape[1:])], [str(file)], patches, "")
+        shape = (arrays["train"].array.shape[1], *patches.patch)
     mm = 64.0 / side[0]  # MedMNIST 3D: a 64 mm cube resampled to `side`
     return SSLData(
         modality="volume",
@@ -253,7 +276,8 @@ def _ingest(paths: list[str], prep: PreprocessConfig, cache: Any, skip_broken: b
     if len(shapes) > 1:
         raise DataError(
             f"volumes have different shapes after preprocessing {shapes[:4]}; pass ?size=D,H,W to crop/pad "
-            "them to one shape (and ?spacing=MM to resample to one voxel size)"
+            "them to one shape (and ?spacing=MM to resample to one voxel size), or ?patch=D,H,W to keep each "
+            "scan whole and train on random patches (volssl.scan_data)"
         )
     stack_shape = (len(arrays), *arrays[0].shape)
     spacing_arr = np.asarray(spacings, dtype=np.float32)
@@ -279,12 +303,20 @@ def _ingest(paths: list[str], prep: PreprocessConfig, cache: Any, skip_broken: b
 
 def _build_volume_data(df: Any, prep: PreprocessConfig, cache: Any, skip_broken: bool, source: str,
                        val_fraction: float, test_fraction: float, seed: int,
-                       volume_index: int | None = None) -> SSLData:
+                       volume_index: int | None = None, patches: Any = None, scan_options: Any = None) -> SSLData:
     import pandas as pd
 
     missing = list(df.attrs.get("missing", []))
-    store, spacing, skipped = _ingest(list(df["path"]), prep, cache, skip_broken, volume_index)
+    if patches is not None:  # whole scans: ragged store, patches (volssl.scan_data)
+        from volssl.scan_data import open_scans
+
+        scans = open_scans(df, prep, cache, skip_broken, volume_index, patches, source=source, **(scan_options or {}))
+        store, spacing, skipped = None, scans.spacing, scans.skipped
+    else:
+        store, spacing, skipped = _ingest(list(df["path"]), prep, cache, skip_broken, volume_index)
     df = df[~df["path"].isin(skipped)].reset_index(drop=True)
+    if patches is not None:
+        df = scans.annotate(df)
     df["spacing_d"], df["spacing_h"], df["spacing_w"] = spacing[:, 0], spacing[:, 1], spacing[:, 2]
     raw = df["label"] if "label" in df.columns else pd.Series([None] * len(df))
     known = raw.dropna()
@@ -310,10 +342,13 @@ def _build_volume_data(df: Any, prep: PreprocessConfig, cache: Any, skip_broken:
     else:
         roles = patient_split(patients, val_fraction, test_fraction, seed)
     splits: dict[str, SSLSplit] = {}
-    full = store.array if store.path is None else None
+    full = store.array if store is not None and store.path is None else None
     for s in ("train", "val", "test"):
         idx = np.flatnonzero(roles == s)
         if len(idx) == 0 and s != "train":
+            continue
+        if patches is not None:
+            splits[s] = scans.split(idx, labels[idx], patients[idx], names, df.iloc[idx].reset_index(drop=True))
             continue
         sub = LazyArray(array=full[idx]) if full is not None else IndexedLazy(store.path, idx)
         splits[s] = VolumeSplit(sub, labels[idx], patients[idx], names, meta=df.iloc[idx].reset_index(drop=True))
@@ -323,7 +358,7 @@ def _build_volume_data(df: Any, prep: PreprocessConfig, cache: Any, skip_broken:
     return SSLData(
         modality="volume",
         splits=splits,
-        input_shape=tuple(store.array.shape[1:]),
+        input_shape=scans.input_shape if patches is not None else tuple(store.array.shape[1:]),
         num_classes=len(class_names) or None,
         class_names=class_names,
         source=source,
@@ -335,6 +370,8 @@ def _build_volume_data(df: Any, prep: PreprocessConfig, cache: Any, skip_broken:
 @register_data("manifest3d", modality="volume")
 def load_manifest3d(path: str, cache: Any = "auto", skip_broken: bool = False, val_fraction: float = 0.0,
                     test_fraction: float = 0.0, seed: int = 0, volume_index: int | None = None,
+                    patch: Any = None, patches_per_volume: Any = 1, foreground: Any = 0.0, pool: str = "mean",
+                    overlap: float = 0.25, roi: str = "auto", roi_size: Any = None, num_workers: Any = 0,
                     **preprocess: Any) -> SSLData:
     """Bring-your-own volumes listed in a CSV ``path,label,patient_id[,split]``.
 
@@ -346,20 +383,30 @@ def load_manifest3d(path: str, cache: Any = "auto", skip_broken: bool = False, v
         val_fraction, test_fraction, seed: patient-level split when the manifest has no ``split`` column.
         volume_index: keep volume N of each 4D image (time series, multi-scan files); without it a
             4D NIfTI's last axis is read as channels (with a warning) and a 4D time series is refused.
+        patch, patches_per_volume, foreground, pool, overlap, roi, roi_size, num_workers: whole scans
+            (``patch=D,H,W``): volumes of any shapes are ingested by ``num_workers`` processes into a ragged
+            store, pretraining draws random patches (a ``foreground`` share centred on foreground: the
+            ``mask`` column, else voxels above ``foreground_threshold``), downstream pools a sliding grid
+            (or ``roi_size`` around the ``roi_*`` columns); see :mod:`volssl.scan_data`.
         **preprocess: fields of :class:`volssl.preprocess.PreprocessConfig` (orientation, spacing,
             window, normalise, percentiles, foreground_crop, foreground_threshold,
             foreground_margin, size, resize).
     """
+    from volssl.scan_data import patch_config
+
     _check_prep_options(preprocess)
+    patches = patch_config(patch, patches_per_volume, foreground, pool, overlap, roi_size)
     df = read_manifest(path, skip_missing=bool(skip_broken))
     return _build_volume_data(df, _prep_config(preprocess), cache, bool(skip_broken), path,
-                              float(val_fraction), float(test_fraction), int(seed), _volume_index(volume_index))
+                              float(val_fraction), float(test_fraction), int(seed), _volume_index(volume_index),
+                              patches, {"num_workers": num_workers, "roi": roi})
 
 
 @register_data("nifti", modality="volume")
 def load_nifti(path: str, cache: Any = "auto", skip_broken: bool = False, patient_from: str = "file",
                val_fraction: float = 0.0, test_fraction: float = 0.0, seed: int = 0, volume_index: int | None = None,
-               **preprocess: Any) -> SSLData:
+               patch: Any = None, patches_per_volume: Any = 1, foreground: Any = 0.0, pool: str = "mean",
+               overlap: float = 0.25, num_workers: Any = 0, **preprocess: Any) -> SSLData:
     """A folder of images (NIfTI, NRRD, MHA, DICOM series; searched recursively), or a manifest CSV.
 
     Unlabelled (labels -1) unless a manifest is given. ``patient_from`` = "file" (each file its own
@@ -371,7 +418,12 @@ def load_nifti(path: str, cache: Any = "auto", skip_broken: bool = False, patien
     p = Path(path)
     if p.is_file() and p.suffix.lower() == ".csv":
         return load_manifest3d(path, cache=cache, skip_broken=skip_broken, val_fraction=val_fraction,
-                               test_fraction=test_fraction, seed=seed, volume_index=volume_index, **preprocess)
+                               test_fraction=test_fraction, seed=seed, volume_index=volume_index, patch=patch,
+                               patches_per_volume=patches_per_volume, foreground=foreground, pool=pool,
+                               overlap=overlap, num_workers=num_workers, **preprocess)
+    from volssl.scan_data import patch_config
+
+    patches = patch_config(patch, patches_per_volume, foreground, pool, overlap)
     _check_prep_options(preprocess)
     files = [p] if p.is_file() else list_volume_files(p)
     if not files:
@@ -381,7 +433,8 @@ def load_nifti(path: str, cache: Any = "auto", skip_broken: bool = False, patien
     pids = [re.sub(r"(\.nii)?(\.gz)?$|\.[a-z]+$", "", f.name) if patient_from == "file" else f.parent.name for f in files]
     df = pd.DataFrame({"path": [str(f) for f in files], "patient_id": pids})
     return _build_volume_data(df, _prep_config(preprocess), cache, bool(skip_broken), path,
-                              float(val_fraction), float(test_fraction), int(seed), _volume_index(volume_index))
+                              float(val_fraction), float(test_fraction), int(seed), _volume_index(volume_index),
+                              patches, {"num_workers": num_workers})
 
 
 def _volume_index(v: Any) -> int | None:
@@ -401,6 +454,6 @@ def _check_prep_options(options: dict[str, Any]) -> None:
     if bad:
         raise ConfigError(
             f"unknown volume data option(s) {bad}; valid: cache, skip_broken, val_fraction, test_fraction, seed, "
-            "volume_index, "
-            f"patient_from (nifti), {', '.join(_PREP_FIELDS)}"
+            "volume_index, patch, patches_per_volume, foreground, pool, overlap, roi (manifest), roi_size "
+            f"(manifest), num_workers, patient_from (nifti), {', '.join(_PREP_FIELDS)}"
         )

@@ -17,9 +17,9 @@ import threading
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -119,7 +119,8 @@ def make_fabric(cfg: TrainConfig) -> Any:
 
 def param_groups_with_decay(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: decay on weight matrices/kernels, none on biases, norms and embeddings' 1-D params."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
@@ -183,6 +184,10 @@ def fit(
         task.load_state_dict(state["model"])
     start_step = int(state["step"]) if state else 0
 
+    stream = getattr(dataset, "patch_stream", None)
+    if callable(stream):  # whole scans (volssl.patches): random patches drawn from (seed, item), so resume is exact
+        dataset = stream(seed=cfg.seed)
+    collate_fn = collate_fn or getattr(dataset, "collate_fn", None)
     wrap = getattr(task, "wrap_dataset", None)
     if callable(wrap):
         dataset = wrap(dataset, getattr(task, "cfg", None), seed=cfg.seed)
@@ -207,14 +212,14 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         for fn in scheduler.lr_lambdas:  # the schedule follows this call's --steps, not the saved one
             if isinstance(fn, WarmupCosine):
-                fn.__init__(cfg.warmup_steps, cfg.steps, cfg.min_lr / cfg.lr)
+                fn.__init__(cfg.warmup_steps, cfg.steps, cfg.min_lr / cfg.lr)  # type: ignore[misc]
         if state.get("scaler"):
             fabric.strategy.precision.load_state_dict(state["scaler"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
         restore_rng(state["rng"])
 
-    sampler = ResumableBatchSampler(len(dataset), cfg.batch_size, seed=cfg.seed, start=start_step * cfg.accumulate,
+    sampler = ResumableBatchSampler(len(cast(Sized, dataset)), cfg.batch_size, seed=cfg.seed, start=start_step * cfg.accumulate,
                                     rank=fabric.global_rank, world_size=fabric.world_size)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate_fn,
                         pin_memory=fabric.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed),
@@ -308,7 +313,7 @@ def fit(
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
-                row = {k: sum(v) / len(v) for k, v in window.items() if v}
+                row: dict[str, Any] = {k: sum(v) / len(v) for k, v in window.items() if v}
                 row.update(meter.read(), lr=scheduler.get_last_lr()[0], nonfinite_skipped=nonfinite["skipped"])
                 window.clear()
                 meter.reset()
