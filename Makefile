@@ -34,6 +34,7 @@ gpu-bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pretext volssl signalssl benchmarks tests
+	$(VENV)/bin/mypy pretext
 
 # Re-resolve the lock from pyproject (needs the registry): review the diff before committing.
 lock:

@@ -140,7 +140,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
         return dict(value)
     if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-        return build_dataclass(tp, value, what=where)
+        return build_dataclass(typing.cast(type, tp), value, what=where)
     if tp is bool:
         if isinstance(value, str):
             low = value.lower()
@@ -233,7 +233,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str =
             continue
         flag = f"--{prefix}.{f.name}" if prefix else f"--{f.name.replace('_', '-')}"
         default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
         )
         group.add_argument(flag, dest=f"{prefix}.{f.name}" if prefix else f.name, default=None,
                            metavar=f.name.upper(), help=f"(default: {default!r})")

@@ -33,7 +33,7 @@ import inspect
 import pkgutil
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pretext.errors import ConfigError
 
@@ -219,7 +219,7 @@ def create_task(name: str, encoder: Any, **cfg: Any) -> Any:
     if config_cls is not None and dataclasses.is_dataclass(config_cls):
         from pretext.config import build_dataclass
 
-        task = cls(encoder, build_dataclass(config_cls, cfg, what=f"task {name!r}"))
+        task = cls(encoder, build_dataclass(cast(type, config_cls), cfg, what=f"task {name!r}"))
     else:
         check_kwargs(cls, cfg, f"task {name!r}")
         task = cls(encoder, **cfg)

@@ -6,6 +6,7 @@ Not used by the library itself.
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import numpy as np
 import torch
@@ -41,10 +42,12 @@ class ToyTask(PretextTask):
 
     name = "toy"
     modality = "signal"
+    encoder: TinyEncoder
+    calls: torch.Tensor
 
     def __init__(self, encoder: TinyEncoder, cfg: Config | None = None) -> None:
         super().__init__(encoder, cfg)
-        self.decoder = nn.Linear(encoder.num_features, encoder.net[1].in_features)
+        self.decoder = nn.Linear(encoder.num_features, cast(nn.Linear, encoder.net[1]).in_features)
         self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

@@ -30,14 +30,14 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
-from pretext.errors import UserError
 from pretext.bundle.configs import inference_config, io_transforms, pretrain_config, train_config
 from pretext.bundle.metadata import SCHEMA_PATH, build_metadata, build_readme
 from pretext.bundle.source import ExportSource, read_source
+from pretext.errors import UserError
 
 LICENSE_TEXT = """Copyright (c) medssl contributors
 
@@ -81,7 +81,7 @@ def instantiate_network(config: dict[str, Any], net_id: str = "network_def", wha
 
 
 def _load_weights(net: torch.nn.Module, src: ExportSource) -> None:
-    parts = [("encoder", net.encoder, src.encoder_state)]
+    parts: list[tuple[str, Any, Any]] = [("encoder", net.encoder, src.encoder_state)]
     if src.is_classifier:
         parts.append(("head", net.head, src.head_state))
     for name, module, state in parts:
@@ -187,7 +187,7 @@ def export_bundle(
     x = example_input(src)
     with torch.no_grad():
         y = net(x)
-    src.num_features = int(net.num_features)
+    src.num_features = int(cast(Any, net).num_features)
     expect = src.num_classes if src.is_classifier else src.num_features
     if tuple(y.shape) != (x.shape[0], expect):
         raise UserError(f"network {src.encoder!r} returned shape {tuple(y.shape)} for input {tuple(x.shape)}; "

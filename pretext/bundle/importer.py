@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -220,13 +220,13 @@ def encoder_from_bundle(bundle: str | Path, encoder: str | None = None, encoder_
         raise UserError(f"no weight of bundle {str(bundle)!r} fits encoder {name!r}:\n{report.summary()}\n"
                         "pick the encoder (and options) the bundle's network was built with")
     channels, spatial = _input_shape(meta)
-    run_config = {
+    run_config: dict[str, Any] = {
         "task": f"imported:{Path(bundle).resolve().name}",
         "task_cfg": {},
         "encoder": name,
         "encoder_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
         "data": str(meta.get("data_source", "")),
-        "modality": modality_of_shape([channels, *(spatial or (0, 0, 0))]),
+        "modality": modality_of_shape(cast("list[int]", [channels, *(spatial or (0, 0, 0))])),
         "source_bundle": str(Path(bundle).resolve()),
         "bundle_version": str(meta.get("version", "")),
         "import_report": report.to_dict(),

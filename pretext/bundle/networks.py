@@ -42,7 +42,7 @@ class BundleNetwork(nn.Module):
 
     def __init__(self, encoder: nn.Module, head: nn.Module | None = None) -> None:
         super().__init__()
-        self.encoder = encoder
+        self.encoder: Any = encoder  # an Encoder (pretext.base): forward_features, num_features
         self.head = head
         self.num_features = int(encoder.num_features)  # type: ignore[arg-type]
 

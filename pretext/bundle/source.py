@@ -23,7 +23,6 @@ from pretext.modality import get_modality, modality_of_kwargs
 from pretext.registry import ENCODERS
 
 
-
 @dataclasses.dataclass
 class ExportSource:
     """Everything the bundle writer needs, read from one checkpoint.

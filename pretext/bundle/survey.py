@@ -12,7 +12,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -29,14 +29,14 @@ SMALL: dict[str, dict[str, Any]] = {
 
 def survey(out: Path) -> list[tuple[str, float, str]]:
     """``(encoder, seconds, result)`` for every registered encoder."""
-    from pretext.engine.checkpoint import save_checkpoint
-    from pretext.registry import ENCODERS, create_encoder, list_encoders
     from pretext.bundle import export_bundle
     from pretext.bundle.verify import verify_bundle
+    from pretext.engine.checkpoint import save_checkpoint
+    from pretext.registry import ENCODERS, create_encoder, list_encoders
 
     rows = []
     for name in list_encoders():
-        kw: dict[str, Any] = dict(SIZES[ENCODERS.meta(name).get("modality")])
+        kw: dict[str, Any] = dict(SIZES[cast(str, ENCODERS.meta(name).get("modality"))])
         kw.update(SMALL.get(name, {}))
         t0 = time.perf_counter()
         try:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from pretext.errors import UserError
 from pretext.bundle.metadata import SCHEMA_PATH
+from pretext.errors import UserError
 
 
 def verify_bundle(bundle: str | Path, device: str = "cpu") -> dict[str, str]:

@@ -106,7 +106,7 @@ def save_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], meta
 
 def capture_rng() -> dict[str, Any]:
     """RNG states of torch (CPU and CUDA), NumPy and Python, as weights_only-safe values."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # the legacy tuple
     return {
         "torch": torch.get_rng_state(),
         "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],

@@ -43,7 +43,7 @@ class RunLogger:
         self.tb: Any = None
         if not self.enabled:
             return
-        assert self.path is not None
+        assert self.path is not None and out_dir is not None
         if self.path.exists():
             with self.path.open(newline="") as fh:
                 rows = [r for r in csv.DictReader(fh) if int(float(r.get("step", 0))) <= start_step]
