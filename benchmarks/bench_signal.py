@@ -34,8 +34,9 @@ import torch
 
 from pretext.data import encoder_for_data, load_data
 from pretext.registry import create_task
+from signalssl.io import read_record
+from signalssl.preprocess import preprocess
 from signalssl.tasks.cpc import NEGATIVES, cpc_loss, cpc_loss_loop
-from signalssl.io import preprocess, read_record
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDSSL_SHARED_DATA", REPO.parent / "shared" / "data"))

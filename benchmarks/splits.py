@@ -1,11 +1,11 @@
-"""Patient-level evaluation splits, label fractions and the leakage guard.
+"""Patient-level evaluation splits (views of a data set's splits), on the core's :mod:`pretext.splits`.
 
 Every split the harness uses is by patient, never by record:
 
 * **official** splits where the data kind ships them (``SSLData.splits`` has ``train``/``val``/``test``:
   MedMNIST's, PTB-XL folds 1-8 / 9 / 10);
 * otherwise **patient-wise k-fold** (``k`` folds, fold ``fold`` is the test set) or a **holdout**, both
-  stratified by label with :class:`sklearn.model_selection.StratifiedGroupKFold`; a validation set is carved
+  stratified by label (:func:`pretext.splits.patient_folds`); a validation set is carved
   from the training patients the same way when the data has none.
 
 Label fractions (1 %, 10 %, 100 % ...) are drawn from the training patients, stratified by each patient's
@@ -21,8 +21,7 @@ an error.
 from __future__ import annotations
 
 import dataclasses
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,18 +29,20 @@ from torch.utils.data import Dataset
 
 from pretext.base import SSLData, SSLSplit
 from pretext.errors import ConfigError, DataError
-
-
-class LeakageError(DataError):
-    """A patient appears in more than one side of a split."""
-
-
-class FractionError(DataError):
-    """A label fraction leaves a class with no labelled example (``strict=True``)."""
-
-
-class FractionFallbackWarning(UserWarning):
-    """A label fraction left a class empty and one patient of that class was added (the documented fallback)."""
+from pretext.splits import (  # noqa: F401 - the core's splits and fractions are part of this module's API
+    FractionDraw,
+    FractionError,
+    FractionFallbackWarning,
+    LeakageError,
+    check_no_leakage,
+    classes_of,
+    is_multilabel,
+    labelled_mask,
+    patient_folds,
+    patient_strata,
+    sample_fraction,
+    strata,
+)
 
 
 @dataclasses.dataclass
@@ -127,46 +128,6 @@ class EvalSplits:
         }
 
 
-# -- leakage guard ------------------------------------------------------------------------------------------
-def check_no_leakage(sides: Mapping[str, Sequence[str] | np.ndarray], what: str = "split") -> None:
-    """Refuse a split where a patient is on two sides.
-
-    Args:
-        sides: side name -> patient identifiers of its records (repeats allowed).
-        what: names the split in the message (e.g. the data spec).
-
-    Raises:
-        LeakageError: naming the shared patients and the sides they are on.
-    """
-    sets = {name: set(map(str, ids)) for name, ids in sides.items()}
-    names = list(sets)
-    problems = []
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            both = sorted(sets[a] & sets[b])
-            if both:
-                shown = ", ".join(both[:10]) + (f", ... ({len(both)} in total)" if len(both) > 10 else "")
-                problems.append(f"{len(both)} patient(s) on both {a!r} and {b!r}: {shown}")
-    if problems:
-        raise LeakageError(
-            f"{what}: patient leakage, " + "; ".join(problems)
-            + ". Every patient must be on one side only: fix the patient ids or the split"
-        )
-
-
-# -- labels -------------------------------------------------------------------------------------------------
-def is_multilabel(labels: np.ndarray) -> bool:
-    return np.ndim(labels) == 2
-
-
-def labelled_mask(labels: np.ndarray) -> np.ndarray:
-    """``(N,)`` True where the record has a label (not ``-1``; multi-hot rows without any ``-1``)."""
-    labels = np.asarray(labels)
-    if is_multilabel(labels):
-        return ~(labels < 0).any(axis=1)
-    return labels >= 0
-
-
 def check_labels(view: View, source: str = "") -> None:
     """Raise a :class:`DataError` naming the records of ``view`` that have no label."""
     missing = np.flatnonzero(~labelled_mask(view.labels))
@@ -178,81 +139,6 @@ def check_labels(view: View, source: str = "") -> None:
             f"have no label (-1), e.g. records {recs} of patients {pats}; add their labels, or set "
             "drop_unlabelled=true (recipe) / --drop-unlabelled to leave them out of the evaluation"
         )
-
-
-def strata(labels: np.ndarray, num_classes: int | None = None) -> np.ndarray:
-    """``(N,)`` one stratum per record: the class, or for multi-hot labels the rarest positive class.
-
-    Records of a multi-hot label with no positive class get stratum ``K`` ("none").
-    """
-    labels = np.asarray(labels)
-    if not is_multilabel(labels):
-        return labels.astype(np.int64)
-    freq = labels.sum(axis=0)
-    order = np.argsort(freq, kind="stable")  # rarest first
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    k = labels.shape[1]
-    out = np.full(len(labels), k, dtype=np.int64)
-    for i, row in enumerate(labels):
-        pos = np.flatnonzero(row > 0.5)
-        if len(pos):
-            out[i] = pos[np.argmin(rank[pos])]
-    return out
-
-
-def classes_of(labels: np.ndarray) -> list[int]:
-    """Classes that the labels contain (multi-hot: columns with a positive)."""
-    labels = np.asarray(labels)
-    if is_multilabel(labels):
-        return np.flatnonzero(labels.sum(axis=0) > 0).tolist()
-    return np.unique(labels[labels >= 0]).astype(int).tolist()
-
-
-# -- patient-wise folds ---------------------------------------------------------------------------------------
-def patient_strata(labels: np.ndarray, patient_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unique patients, each record's patient position, and each patient's stratum.
-
-    A patient's stratum is the rarest record stratum (see :func:`strata`) among its records, so a
-    patient with a rare class counts for that class.
-
-    Returns:
-        ``(patients (P,), inverse (N,), stratum (P,))``.
-    """
-    pids = np.asarray(patient_ids).astype(str)
-    patients, inverse = np.unique(pids, return_inverse=True)
-    rec = strata(labels)
-    counts = np.bincount(rec)
-    pat = np.full(len(patients), -1, dtype=np.int64)
-    for r, p in enumerate(inverse):
-        s = rec[r]
-        if pat[p] < 0 or counts[s] < counts[pat[p]]:
-            pat[p] = s
-    return patients, inverse, pat
-
-
-def patient_folds(labels: np.ndarray, patient_ids: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """``(N,)`` fold number (0..k-1) of each record: patient-wise, stratified by label, seeded.
-
-    Patients are shuffled within their stratum and dealt to the folds in turn (one deal continues
-    across strata), so folds differ by at most one patient per stratum.
-
-    Raises:
-        ConfigError: fewer patients than folds.
-    """
-    patients, inverse, pat_stratum = patient_strata(labels, patient_ids)
-    if k < 2 or len(patients) < k:
-        raise ConfigError(
-            f"patient-wise k-fold needs 2 <= k <= number of patients; got k={k}, {len(patients)} patients"
-        )
-    rng = np.random.default_rng(seed)
-    pat_fold = np.empty(len(patients), dtype=np.int64)
-    turn = int(rng.integers(k))
-    for s in np.unique(pat_stratum):
-        members = rng.permutation(np.flatnonzero(pat_stratum == s))
-        pat_fold[members] = (turn + np.arange(len(members))) % k
-        turn = (turn + len(members)) % k
-    return pat_fold[inverse]
 
 
 def _carve(view: View, fraction: float, seed: int, name: str) -> tuple[View, View]:
@@ -374,99 +260,6 @@ class _Concat(SSLSplit):
         item["patient"] = torch.as_tensor(int(self.patients[i]), dtype=torch.int64)
         item["index"] = torch.as_tensor(i, dtype=torch.int64)
         return item
-
-
-# -- label fractions ----------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class FractionDraw:
-    """The labelled records of one (fraction, seed) draw.
-
-    Attributes:
-        positions: positions (into the training view) of the labelled records.
-        n_patients: labelled patients drawn.
-        fallback_classes: classes that got one extra patient because the fraction left them empty.
-    """
-
-    positions: np.ndarray
-    n_patients: int
-    fallback_classes: list[int]
-
-
-def sample_fraction(
-    labels: np.ndarray,
-    patient_ids: np.ndarray,
-    fraction: float,
-    seed: int,
-    *,
-    strict: bool = False,
-    class_names: Sequence[str] | None = None,
-) -> FractionDraw:
-    """Draw about ``fraction`` of the patients, stratified by each patient's rarest label, seeded.
-
-    A patient is drawn with all its records. Each stratum gets ``round(fraction * n_stratum)`` patients
-    (at least one overall). Fallback (documented): a class left without a labelled record gets one random
-    patient that has it, unless ``strict`` is set.
-
-    Args:
-        labels: ``(N,)`` class indices or ``(N, K)`` multi-hot labels of the training records.
-        patient_ids: ``(N,)`` patient identifiers.
-        fraction: in (0, 1].
-        seed: the draw's seed.
-        strict: raise :class:`FractionError` instead of falling back.
-        class_names: names for messages.
-
-    Raises:
-        ConfigError: ``fraction`` outside (0, 1].
-        FractionError: ``strict`` and a class is left empty.
-        DataError: a class has no record at all in the training split.
-    """
-    if not 0.0 < float(fraction) <= 1.0:
-        raise ConfigError(f"fraction={fraction!r} must be in (0, 1], e.g. 0.01 for 1 % of the patients")
-    labels = np.asarray(labels)
-    patients, inverse, pat_stratum = patient_strata(labels, patient_ids)
-    rng = np.random.default_rng(seed)
-    if fraction >= 1.0:
-        chosen = np.arange(len(patients))
-    else:
-        chosen_list: list[np.ndarray] = []
-        for s in np.unique(pat_stratum):
-            members = np.flatnonzero(pat_stratum == s)
-            n = int(round(fraction * len(members)))
-            chosen_list.append(rng.choice(members, size=n, replace=False))
-        chosen = np.concatenate(chosen_list) if chosen_list else np.zeros(0, dtype=np.int64)
-        if len(chosen) == 0:
-            chosen = rng.choice(len(patients), size=1)
-    fallback: list[int] = []
-    names = list(class_names or [])
-    for c in classes_of(labels):
-        has = _has_class(labels, c)
-        pat_has = np.unique(inverse[has])
-        if not np.isin(chosen, pat_has).any():
-            cname = names[c] if c < len(names) else str(c)
-            if strict:
-                raise FractionError(
-                    f"fraction={fraction} (seed {seed}) leaves class {cname!r} with no labelled example "
-                    f"({len(chosen)} of {len(patients)} patients drawn, {len(pat_has)} have this class); "
-                    "use a larger fraction, or strict=False to add one patient per missing class"
-                )
-            chosen = np.append(chosen, rng.choice(pat_has))
-            fallback.append(int(c))
-    if fallback:
-        shown = [names[c] if c < len(names) else str(c) for c in fallback]
-        warnings.warn(
-            f"label fraction {fraction} (seed {seed}) left class(es) {shown} with no labelled example; added one "
-            f"patient per such class ({len(np.unique(chosen))} of {len(patients)} patients labelled, more than the "
-            "fraction asks). Use a larger fraction, or strict_fractions: true in the recipe to refuse instead",
-            FractionFallbackWarning, stacklevel=2,
-        )
-    positions = np.flatnonzero(np.isin(inverse, chosen))
-    return FractionDraw(np.sort(positions), int(len(np.unique(chosen))), fallback)
-
-
-def _has_class(labels: np.ndarray, c: int) -> np.ndarray:
-    if is_multilabel(labels):
-        return labels[:, c] > 0.5
-    return labels == c
 
 
 def check_classes(train: View, num_classes: int | None, class_names: Sequence[str] = (), source: str = "") -> None:

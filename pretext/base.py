@@ -164,26 +164,7 @@ class ArraySplit(SSLSplit):
         return torch.from_numpy(np.array(self.x[self.index[i]], dtype=np.float32))
 
 
-def stratified_patient_split(labels: np.ndarray, val_frac: float, test_frac: float, seed: int) -> dict[str, np.ndarray]:
-    """Patient indices per split (train/val/test), stratified by each patient's single class.
-
-    Args:
-        labels: ``(P,)`` one class per patient.
-        val_frac, test_frac: fractions of each class's patients for validation and test.
-        seed: the draw's seed.
-    """
-    rng = np.random.default_rng([seed, 0x5B1])
-    out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        n_test, n_val = int(round(test_frac * members.size)), int(round(val_frac * members.size))
-        out["test"] += members[:n_test].tolist()
-        out["val"] += members[n_test:n_test + n_val].tolist()
-        out["train"] += members[n_test + n_val:].tolist()
-    return {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in out.items()}
-
-
-def repeated_patient_splits(x: np.ndarray, table: Any, per_patient: int, val_frac: float, test_frac: float,
+def repeated_patient_splits(x: np.ndarray, table: Any, per_patient: int, val_fraction: float, test_fraction: float,
                             seed: int, item_col: str) -> dict[str, ArraySplit]:
     """Stratified patient-wise splits over ``x``, whose rows are ``per_patient`` consecutive items per patient.
 
@@ -192,15 +173,14 @@ def repeated_patient_splits(x: np.ndarray, table: Any, per_patient: int, val_fra
         table: per-patient ``pandas.DataFrame`` with ``patient`` (name) and ``label`` columns, plus any
             metadata columns (``sex``, ``age``, ``site``) copied into each split's ``meta``.
         per_patient: items per patient; ``item_col`` names the item's index within its patient in ``meta``.
-        val_frac, test_frac, seed: see :func:`stratified_patient_split`.
+        val_fraction, test_fraction, seed: see :func:`pretext.splits.patient_split` (stratified by class).
 
     Raises:
-        UserError: fractions outside [0, 1) or summing to 1 or more.
+        ConfigError: fractions outside [0, 1) (test: (0, 1)) or summing to 1 or more.
     """
-    from pretext.errors import ConfigError
+    from pretext.splits import check_fractions, patient_split
 
-    if not (0 <= val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
-        raise ConfigError(f"{val_frac=} and {test_frac=} must be in [0, 1) and sum to less than 1")
+    check_fractions(float(val_fraction), float(test_fraction), need_test=True)
     n_patients = len(table)
     patients = np.repeat(np.arange(n_patients, dtype=np.int64), per_patient)
     labels = table["label"].to_numpy(np.int64)[patients]
@@ -208,6 +188,7 @@ def repeated_patient_splits(x: np.ndarray, table: Any, per_patient: int, val_fra
     meta = table.loc[patients, cols].reset_index(drop=True)
     meta[item_col] = np.tile(np.arange(per_patient), n_patients)
     names = table["patient"].tolist()
-    by_patient = stratified_patient_split(table["label"].to_numpy(), float(val_frac), float(test_frac), seed)
-    return {k: ArraySplit(x, np.flatnonzero(np.isin(patients, pts)), labels, patients, names, meta)
-            for k, pts in by_patient.items() if pts.size}
+    role = patient_split(np.arange(n_patients), float(val_fraction), float(test_fraction), seed,
+                         strata=table["label"].tolist())[patients]
+    return {k: ArraySplit(x, np.flatnonzero(role == k), labels, patients, names, meta)
+            for k in ("train", "val", "test") if (role == k).any()}

@@ -12,6 +12,7 @@ import yaml
 from pretext.atomic import atomic_write
 from pretext.base import SSLData
 from pretext.errors import ConfigError, DataError
+from pretext.options import rename_options
 from pretext.registry import DATA, ENCODERS, create_encoder
 
 
@@ -36,6 +37,9 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
 def load_data(spec: str, **overrides: Any) -> SSLData:
     """Load a data spec through the data-kind registry.
 
+    Deprecated option names (``val_frac``, ``test_frac``, ``on_error``, ``normalise``) are renamed with a
+    warning (:mod:`pretext.options`).
+
     Raises:
         ConfigError: the kind is unknown (the message lists the known kinds).
         DataError: the path does not exist.
@@ -45,6 +49,7 @@ def load_data(spec: str, **overrides: Any) -> SSLData:
     if path and not DATA.meta(kind).get("virtual", False) and not Path(path).exists():
         raise DataError(f"data path {path!r} (from spec {spec!r}) does not exist; check the path after '{kind}:'")
     options.update(overrides)
+    options = rename_options(options, f"data spec {spec!r}")
     sig = inspect.signature(loader)
     if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         bad = sorted(set(options) - set(sig.parameters))

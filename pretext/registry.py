@@ -153,8 +153,17 @@ def register_encoder(name: str, **meta: Any) -> Callable[[T], T]:
 
 
 def register_data(kind: str, **meta: Any) -> Callable[[T], T]:
-    """Decorator: register a data loader ``fn(path: str, **options) -> SSLData`` under ``kind``."""
-    return DATA.decorator(kind, **meta)
+    """Decorator: register a data loader ``fn(path: str, **options) -> SSLData`` under ``kind``.
+
+    The registered (and returned) function also takes the deprecated option names of
+    :data:`pretext.options.RENAMED` (with a warning naming the new one).
+    """
+    from pretext.options import accept_renamed
+
+    def wrap(fn: T) -> T:
+        return DATA.decorator(kind, **meta)(accept_renamed(fn))  # type: ignore[arg-type]
+
+    return wrap
 
 
 def list_tasks(modality: str | None = None) -> list[str]:

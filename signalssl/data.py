@@ -15,9 +15,11 @@ Registered kinds (``KIND:PATH?option=value&...``):
 
 Options common to all: ``sfreq`` (resample), ``channels`` (explicit order), ``bandpass=low,high``,
 ``notch``, ``window``/``stride`` (seconds), ``normalize=none|zscore``, ``dtype=float16|float32``,
-``cache`` (store folder root), ``on_error=raise|skip``, ``pad_short`` (zero-pad records shorter than one
-window instead of refusing them), ``split=auto|official|patient|none``,
-``val_frac``, ``test_frac``, ``seed``.
+``cache=auto|none|FOLDER`` (:mod:`pretext.cache`), ``skip_broken`` (leave broken records out, named),
+``pad_short`` (zero-pad records shorter than one window instead of refusing them),
+``split=auto|official|patient|none``, ``val_fraction``, ``test_fraction``, ``seed`` (the patient split:
+:func:`pretext.splits.patient_split`, stratified by label). The old names ``val_frac``, ``test_frac``,
+``on_error=skip|raise`` still work (deprecated, :mod:`pretext.options`).
 """
 
 from __future__ import annotations
@@ -28,89 +30,20 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 
 from pretext.base import SSLData, SSLSplit
 from pretext.errors import DataError, UserError
+from pretext.labels import encode_labels
+from pretext.options import as_flag
 from pretext.registry import register_data
+from pretext.splits import patient_split
 from signalssl import layouts
 from signalssl.io import Record, check_rate
 from signalssl.layouts import RecordSpec
-from signalssl.store import SignalStore, ingest
+from signalssl.store import NORMALIZE, SignalSplit, ingest
 from signalssl.windows import seconds_to_samples, sliding_windows
 
-__all__ = ["SignalSplit", "build_signal_data", "patient_split"]
-
-NORMALIZE = ("none", "zscore")
-
-
-class SignalSplit(SSLSplit):
-    """Windows over a :class:`SignalStore`; item ``i`` is ``store.read(records[i], starts[i], window)``.
-
-    Attributes:
-        store: the ingested store (memmap opened lazily per worker).
-        records: ``(N,)`` store record index of each window.
-        starts: ``(N,)`` first sample of each window.
-        window: window length in samples.
-        normalize: "none" or "zscore" (per window and channel).
-    """
-
-    def __init__(self, store: SignalStore, records: np.ndarray, starts: np.ndarray, window: int,
-                 labels: np.ndarray, patients: np.ndarray, patient_names: list[str], normalize: str = "none",
-                 meta: Any = None) -> None:
-        self.store, self.records, self.starts, self.window = store, records, starts, int(window)
-        self.labels, self.patients, self.patient_names = labels, patients, patient_names
-        self.normalize, self.meta = normalize, meta
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def load(self, i: int) -> torch.Tensor:
-        """``(C, window)`` float32."""
-        x = self.store.read(int(self.records[i]), int(self.starts[i]), self.window)
-        if self.normalize == "zscore":
-            x = (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-6)
-        return torch.from_numpy(x)
-
-
-def patient_split(patients: np.ndarray, strata: list[str], val_frac: float, test_frac: float, seed: int) -> np.ndarray:
-    """Assign each record to train/val/test so that a patient lies on one side only.
-
-    Patients are shuffled within strata (a patient's stratum = its first record's label); the
-    overall test and val counts are ``round(n * frac)``, shared out over strata in proportion
-    (largest remainders), so small strata (multi-label sets) do not round every split away.
-
-    Returns:
-        ``(R,)`` array of "train"/"val"/"test".
-    """
-    if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
-        raise UserError(f"{val_frac=} and {test_frac=} must be in [0, 1) with a sum below 1")
-    first: dict[Any, str] = {}
-    for p, s in zip(patients, strata, strict=True):
-        first.setdefault(p, s)
-    rng = np.random.default_rng(seed)
-    groups = {st: sorted(p for p, s in first.items() if s == st) for st in sorted(set(first.values()))}
-    for members in groups.values():
-        rng.shuffle(members)
-    sizes = np.array([len(m) for m in groups.values()])
-    n = int(sizes.sum())
-
-    def quota(frac: float, cap: np.ndarray) -> np.ndarray:
-        want = sizes * frac
-        q = np.minimum(np.floor(want).astype(int), cap)
-        order = np.argsort(-(want - np.floor(want)) + rng.random(len(sizes)) * 1e-9)
-        for k in order[: max(0, int(round(n * frac)) - int(q.sum()))]:
-            if q[k] < cap[k]:
-                q[k] += 1
-        return q
-
-    q_test = quota(test_frac, sizes)
-    q_val = quota(val_frac, sizes - q_test)
-    side: dict[Any, str] = {}
-    for (members, nt, nv) in zip(groups.values(), q_test, q_val, strict=True):
-        for k, p in enumerate(members):
-            side[p] = "test" if k < nt else "val" if k < nt + nv else "train"
-    return np.array([side[p] for p in patients])
+__all__ = ["SignalSplit", "build_signal_data"]
 
 
 def _list(v: Any) -> list[Any] | None:
@@ -121,16 +54,6 @@ def _list(v: Any) -> list[Any] | None:
     if isinstance(v, (list, tuple)):
         return list(v)
     return [v]
-
-
-def _flag(v: Any, what: str) -> bool:
-    if isinstance(v, bool):
-        return v
-    if str(v).strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    if str(v).strip().lower() in ("0", "false", "no", "off", "", "none"):
-        return False
-    raise UserError(f"{what}={v!r} must be true or false")
 
 
 def _label_map(v: Any) -> dict[str, str] | None:
@@ -149,19 +72,20 @@ def build_signal_data(
     kind: str, path: str, specs: list[RecordSpec], *, classes: list[str] | None = None, multilabel: bool = False,
     min_count: int = 0, drop_empty: bool = False, window: float | None = 10.0, stride: float | None = None,
     sfreq: float | None = None, channels: Any = None, bandpass: Any = None, notch: float | None = None,
-    normalize: str = "none", dtype: str = "float16", cache: str | None = None, on_error: str = "raise",
-    pad_short: bool = False, split: str = "auto", val_frac: float = 0.1, test_frac: float = 0.2, seed: int = 0,
+    normalize: str = "none", dtype: str = "float16", cache: Any = "auto", skip_broken: bool = False,
+    pad_short: bool = False, split: str = "auto", val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,
     events_fn: Callable[[RecordSpec, Record], Any] | None = None, extra_key: dict[str, Any] | None = None,
 ) -> SSLData:
     """Ingest ``specs`` (cached), cut windows, map labels and patients, split by patient.
 
     ``window=None`` uses whole records (all must have one length). With ``events_fn`` the
     windows are the labelled epochs instead of a sliding grid. A record shorter than one window
-    is refused by name; ``pad_short=True`` zero-pads it to one window, ``on_error="skip"`` leaves it
+    is refused by name; ``pad_short=True`` zero-pads it to one window, ``skip_broken=True`` leaves it
     out (named in a warning and in ``meta["skipped"]``). See the module docstring for the other options.
     """
     sfreq = check_rate(sfreq)
-    pad_short = _flag(pad_short, "pad_short")
+    pad_short = as_flag(pad_short, "pad_short")
+    skip_broken = as_flag(skip_broken, "skip_broken")
     if normalize not in NORMALIZE:
         raise UserError(f"{normalize=} must be one of {NORMALIZE}")
     if split not in ("auto", "official", "patient", "none"):
@@ -171,7 +95,7 @@ def build_signal_data(
         raise UserError(f"bandpass={bandpass!r} needs two edges low,high in Hz (use none for an open edge)")
     bp_t = None if bp is None else tuple(None if str(b).lower() in ("none", "null") else float(b) for b in bp)
     store = ingest(specs, kind, sfreq=sfreq, channels=_list(channels), bandpass=bp_t, notch=notch, dtype=dtype,
-                   on_error=on_error, cache=cache, events_fn=events_fn, extra_key=extra_key)
+                   skip_broken=skip_broken, cache=cache, events_fn=events_fn, extra_key=extra_key)
     idx = store.index
     rec_labels = [json.loads(s) for s in idx["label"]]
     lengths = store.lengths
@@ -199,39 +123,21 @@ def build_signal_data(
             more = f" and {len(short) - 10} more" if len(short) > 10 else ""
             what = (f"{kind}:{path}: {len(short)} record(s) are shorter than one window of {win} samples "
                     f"({win / store.sfreq:g} s): {listing}{more}")
-            if on_error != "skip":
-                raise DataError(f"{what}; pass pad_short=true to zero-pad each to one window, on_error=skip to "
+            if not skip_broken:
+                raise DataError(f"{what}; pass pad_short=true to zero-pad each to one window, skip_broken=true to "
                                 "leave them out, or a shorter window=SECONDS")
-            warnings.warn(f"{what}; leaving them out (on_error=skip; pad_short=true would zero-pad them)",
+            warnings.warn(f"{what}; leaving them out (skip_broken=true; pad_short=true would zero-pad them)",
                           stacklevel=3)
             short_skipped = [{"record": str(idx["record"].iloc[r]),
                               "error": f"{lengths[r]} samples, shorter than one window of {win}"} for r in short]
         recs, starts = sliding_windows(lengths, win, hop, pad_short=pad_short)
         item_labels = [rec_labels[r] for r in recs]
         n_padded = int(len(short)) if pad_short else 0
-    # classes
-    if multilabel:
-        counts: dict[str, int] = {}
-        for lab in rec_labels:
-            for c in lab or []:
-                counts[c] = counts.get(c, 0) + 1
-        class_names = list(classes) if classes else sorted(c for c, n in counts.items() if n >= max(min_count, 1))
-        pos = {c: k for k, c in enumerate(class_names)}
-        labels = np.zeros((len(recs), len(class_names)), dtype=np.float32)
-        for i, lab in enumerate(item_labels):
-            for c in lab or []:
-                if c in pos:
-                    labels[i, pos[c]] = 1.0
-        keep = labels.any(1) if drop_empty else np.ones(len(recs), bool)
-    else:
-        present = sorted({lab for lab in item_labels if lab is not None})
-        class_names = list(classes) if classes else present
-        unknown = sorted(set(present) - set(class_names))
-        if unknown:
-            raise DataError(f"{kind}:{path}: label(s) {unknown} are not among the classes {class_names}")
-        pos = {c: k for k, c in enumerate(class_names)}
-        labels = np.array([pos[lab] if lab is not None else -1 for lab in item_labels], dtype=np.int64)
-        keep = np.ones(len(recs), bool)
+    # classes: multi-label ones counted over records (min_count), single-label ones over the windows kept
+    _, class_names = encode_labels(rec_labels if multilabel else item_labels, classes=classes, multilabel=multilabel,
+                                   min_count=min_count, source=f"{kind}:{path}")
+    labels, _ = encode_labels(item_labels, classes=class_names, multilabel=multilabel, source=f"{kind}:{path}")
+    keep = labels.any(1) if multilabel and drop_empty else np.ones(len(recs), bool)
     # patients and splits (by record, so all windows of a patient stay together)
     rec_patients = idx["patient"].astype(str).to_numpy()
     patient_names = sorted(set(rec_patients.tolist()))
@@ -246,7 +152,7 @@ def build_signal_data(
         rec_split = official
     elif mode == "patient":
         strata = [json.dumps(lab) for lab in rec_labels]
-        rec_split = patient_split(rec_pid, strata, val_frac, test_frac, seed)
+        rec_split = patient_split(rec_pid, val_fraction, test_fraction, seed, strata=strata)
     else:
         rec_split = np.array(["train"] * len(idx))
     item_split = rec_split[recs]
@@ -257,7 +163,7 @@ def build_signal_data(
             splits[name] = SignalSplit(store, recs[sel], starts[sel], win, labels[sel], rec_pid[recs[sel]],
                                        patient_names, normalize)
     if "train" not in splits:
-        raise DataError(f"{kind}:{path}: the train split is empty; check split/val_frac/test_frac")
+        raise DataError(f"{kind}:{path}: the train split is empty; check split/val_fraction/test_fraction")
     n_rec_per_patient = np.bincount(rec_pid, minlength=len(patient_names))
     meta = {
         "store": str(store.root), "window": win, "window_s": win / store.sfreq, "n_records": len(idx),
@@ -358,7 +264,7 @@ def load_sleepedf(path: str, channels: Any = "EEG Fpz-Cz", trim_wake_min: float 
 def load_manifest(path: str, multilabel: bool = False, **options: Any) -> SSLData:
     """Bring-your-own signals from a CSV ``path,label,patient_id[,sfreq][,split]``."""
     missing: list[dict[str, str]] = []
-    specs = layouts.scan_manifest(path, on_error=str(options.get("on_error", "raise")), skipped=missing)
+    specs = layouts.scan_manifest(path, skip_broken=options.get("skip_broken", False), skipped=missing)
     multi = multilabel or any(isinstance(s.label, list) for s in specs)
     if multi:
         for s in specs:

@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from pretext.errors import DataError
-from pretext.manifest import check_duplicates, check_patient_splits, missing_rows
+from pretext.labels import parse_label
+from pretext.manifest import read_manifest
+from pretext.options import as_flag
 
 __all__ = [
     "RecordSpec", "scan_wfdb", "scan_ptbxl", "scan_cinc2017", "scan_cinc2021", "scan_edf", "scan_sleepedf",
@@ -308,36 +310,27 @@ def sleep_events(annotations: list[tuple[float, float, str]], epoch_s: float = 3
 
 
 # ---------------------------------------------------------------------------------- manifest
-def scan_manifest(csv: str | Path, on_error: str = "raise",
+def scan_manifest(csv: str | Path, skip_broken: bool = False,
                   skipped: list[dict[str, str]] | None = None) -> list[RecordSpec]:
     """Bring-your-own data: CSV ``path,label,patient_id[,sfreq][,split]``.
 
     ``path`` is relative to the CSV's folder or absolute: WFDB, EDF/BDF/FIF or ``.npy``
     ``(channels, samples)``. Multi-label rows separate labels with ``;``; an empty label is unknown.
-    The checks of :mod:`pretext.manifest` apply: a file listed twice, a patient on two splits and a
-    missing file are refused by line; with ``on_error="skip"`` missing files are left out instead
-    (named in a warning, and appended to ``skipped`` as ``{"record", "error"}`` like the store's).
+    :func:`pretext.manifest.read_manifest` reads and checks it (the checks of every modality: a file listed
+    twice, a patient on two splits, a missing file, an empty path or patient, an unknown split are refused
+    by line); with ``skip_broken`` missing files are left out instead (named in a warning, and appended to
+    ``skipped`` as ``{"record", "error"}`` like the store's).
     """
     p = Path(csv)
-    if not p.is_file():
-        raise DataError(f"manifest {p} is not a file; give the CSV path after 'manifest:'")
-    t = pd.read_csv(p, dtype=str, keep_default_na=False)
-    for col in ("path", "label", "patient_id"):
-        if col not in t.columns:
-            fix = ("add it (if each recording is its own patient, copy the path column); patient-wise splits need it"
-                   if col == "patient_id" else "add it")
-            raise DataError(f"manifest {p} has no {col!r} column (columns: {list(t.columns)}); {fix}")
-    rows, files, lines = [], [], []
-    for i, row in enumerate(t.to_dict("records")):
-        rel = row["path"].strip()
-        if not rel:
-            raise DataError(f"manifest {p} row {i + 2}: empty path")
-        if not row["patient_id"].strip():
-            raise DataError(f"manifest {p} row {i + 2}: empty patient_id for {rel}")
-        split = row.get("split", "").strip() or None
-        if split not in (None, "train", "val", "test"):
-            raise DataError(f"manifest {p} row {i + 2}: split {split!r} must be train, val or test (or empty)")
-        sf = row.get("sfreq", "").strip()
+    t = read_manifest(p, text_columns=("sfreq",), skip_missing=as_flag(skip_broken, "skip_broken"),
+                      file_key=lambda f: re.sub(r"\.(hea|dat|mat)$", "", f), what="recording",
+                      exists=lambda f: f.exists() or f.with_name(f.name + ".hea").exists())
+    if skipped is not None:
+        skipped += [{"record": given, "error": f"manifest {p} line {line}: {file} does not exist"}
+                    for given, file, line in t.attrs["missing_rows"]]
+    out = []
+    for k, row in enumerate(t.to_dict("records")):
+        sf = row.get("sfreq", "")
         rate = None
         if sf:
             try:
@@ -345,28 +338,8 @@ def scan_manifest(csv: str | Path, on_error: str = "raise",
             except ValueError:
                 rate = float("nan")
             if not rate > 0 or not np.isfinite(rate):
-                raise DataError(f"manifest {p} row {i + 2}: sfreq must be a number > 0, got {sf!r}; "
+                raise DataError(f"manifest {p} line {t.attrs['lines'][k]}: sfreq must be a number > 0, got {sf!r}; "
                                 "write the sampling rate in Hz (e.g. 250) or leave it empty to use the file's")
-        f = Path(rel) if Path(rel).is_absolute() else p.parent / rel
-        rows.append((rel, row, split, rate))
-        files.append(str(f))
-        lines.append(i + 2)
-    if not rows:
-        raise DataError(f"manifest {p} has no rows")
-    check_patient_splits(p, [r[1]["patient_id"].strip() for r in rows], [r[2] for r in rows])
-    check_duplicates(p, [re.sub(r"\.(hea|dat|mat)$", "", f) for f in files], lines)
-    gone = set(missing_rows(p, files, lines, on_error == "skip", "on_error=skip",
-                            exists=lambda f: f.exists() or f.with_name(f.name + ".hea").exists()))
-    if skipped is not None:
-        skipped += [{"record": rows[k][0], "error": f"manifest {p} line {lines[k]}: {files[k]} does not exist"}
-                    for k in sorted(gone)]
-    out = []
-    for k, (rel, row, split, rate) in enumerate(rows):
-        if k in gone:
-            continue
-        lab = row["label"].strip()
-        label: Any = None if not lab else (lab.split(";") if ";" in lab else lab)
-        out.append(RecordSpec(rel, files[k], row["patient_id"].strip(), label, split, rate))
-    if not out:
-        raise DataError(f"manifest {p}: none of its {len(rows)} file(s) exist; fix the paths")
+        out.append(RecordSpec(t.attrs["given"][k], row["path"], row["patient_id"], parse_label(row["label"]),
+                              row.get("split") or None, rate))
     return out

@@ -1,4 +1,5 @@
-"""Ingest once: records -> one compact memmap + an index table, cached on disk.
+"""Ingest once: records -> one compact memmap + an index table, cached on disk; and the split that reads
+windows from it (:class:`SignalSplit`; the volume side's is :class:`volssl.store.VolumeSplit`).
 
 A store is a folder::
 
@@ -7,9 +8,9 @@ A store is a folder::
     events.csv    labelled epochs (record, start sample, label), e.g. Sleep-EDF stages; may be empty
     meta.json     channels, sfreq, dtype, options, source signature, skipped records
 
-The folder name is a hash of the source (paths, sizes, mtimes), the data kind and every
-option that changes the samples, so a second load with the same options reads only the
-index. Windows are then index arithmetic on the memmap (:mod:`signalssl.windows`).
+The folder is ``$MEDSSL_CACHE/signal/KIND-HASH`` (:mod:`pretext.cache`: a hash of the source files' paths,
+sizes and mtimes, the records and every option that changes the samples), so a second load with the same
+options reads only the index. Windows are then index arithmetic on the memmap (:mod:`signalssl.windows`).
 The memmap is opened lazily in each process, so the store is safe in DataLoader workers.
 
 A store is built in a temporary folder and renamed into place (:func:`pretext.atomic.atomic_dir`);
@@ -22,11 +23,12 @@ the folder.
 
 from __future__ import annotations
 
-import hashlib
+import atexit
 import json
 import math
 import os
 import shutil
+import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -34,58 +36,62 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
+from pretext import cache as _cache
 from pretext.atomic import atomic_dir
+from pretext.base import SSLSplit
 from pretext.errors import DataError, UserError
-from signalssl.io import Record, preprocess, read_record
+from pretext.options import as_flag
+from signalssl.io import Record, read_record
 from signalssl.layouts import RecordSpec
+from signalssl.preprocess import match_channels, preprocess, zscore
 
-__all__ = ["SignalStore", "ingest", "default_cache_dir", "store_damage", "STORE_VERSION"]
+__all__ = ["SignalStore", "SignalSplit", "ingest", "default_cache_dir", "store_damage", "STORE_VERSION"]
 
 STORE_VERSION = 1
+CACHE_SUBFOLDER = "signal"
 DTYPES = ("float16", "float32")
+NORMALIZE = ("none", "zscore")
 EventsFn = Callable[[RecordSpec, Record], "list[tuple[float, str]] | None"]
 
 
 def default_cache_dir() -> Path:
-    """``$MEDSSL_CACHE`` or ``~/.cache/medssl``."""
-    return Path(os.environ.get("MEDSSL_CACHE", Path.home() / ".cache" / "medssl"))
+    """``$MEDSSL_CACHE/signal`` (default ``~/.cache/medssl/signal``): :func:`pretext.cache.cache_dir`."""
+    return _cache.cache_dir(CACHE_SUBFOLDER)
 
 
 def select_units(rec: Record, channels: list[str]) -> list[str]:
     """Units of ``channels`` (by name) in ``rec``."""
-    from signalssl.io import match_channels
-
     return [rec.units[i] for i in match_channels(rec.channels, channels, rec.path)]
 
 
-def _source_signature(specs: list[RecordSpec]) -> str:
-    h = hashlib.sha256()
+def _source_files(specs: list[RecordSpec]) -> list[Path]:
+    """The files the records are read from (a WFDB record: its ``.hea`` and signal files) and event files."""
+    files: list[Path] = []
     for s in specs:
-        h.update(json.dumps([s.name, s.path, s.patient, s.label, s.split, s.sfreq, s.events_path], default=str).encode())
         base = Path(s.path)
-        files = [base] if base.exists() else sorted(base.parent.glob(base.name + ".*"))
+        files += [base] if base.exists() else sorted(base.parent.glob(base.name + ".*"))
         if s.events_path:
             files.append(Path(s.events_path))
-        for f in files:
-            try:
-                st = f.stat()
-                h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
-            except OSError:
-                h.update(f"{f}:missing".encode())
-    return h.hexdigest()
+    return files
+
+
+def _temporary_root() -> Path:
+    """A folder for stores of ``cache=none``: deleted when the process ends."""
+    root = Path(tempfile.mkdtemp(prefix="medssl-signal-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
 
 
 def _source_bytes(specs: list[RecordSpec]) -> int:
     """Total size of the source files: about what the store needs on disk."""
     total = 0
-    for s in specs:
-        base = Path(s.path)
-        for f in [base] if base.exists() else base.parent.glob(base.name + ".*"):
-            try:
-                total += f.stat().st_size if f.is_file() else sum(g.stat().st_size for g in f.rglob("*") if g.is_file())
-            except OSError:
-                pass
+    for f in _source_files(specs):
+        try:
+            total += f.stat().st_size if f.is_file() else sum(g.stat().st_size for g in f.rglob("*") if g.is_file())
+        except OSError:
+            pass
     return total
 
 
@@ -106,14 +112,7 @@ def store_damage(root: str | Path) -> str | None:
     if meta.get("version") != STORE_VERSION:
         return f"store version {meta.get('version')} != {STORE_VERSION}"
     sizes = {"signals.bin": expected, **(meta.get("files") or {})}
-    for name in ("signals.bin", "index.csv", "events.csv"):
-        f = root / name
-        if not f.is_file():
-            return f"{name} is missing"
-        want = sizes.get(name)
-        if want is not None and f.stat().st_size != int(want):
-            return f"{name} has {f.stat().st_size} bytes, {int(want)} were written"
-    return None
+    return _cache.files_damage(root, {name: sizes.get(name) for name in ("signals.bin", "index.csv", "events.csv")})
 
 
 class SignalStore:
@@ -186,6 +185,35 @@ class SignalStore:
         return len(self.index)
 
 
+class SignalSplit(SSLSplit):
+    """Windows over a :class:`SignalStore`; item ``i`` is ``store.read(records[i], starts[i], window)``.
+
+    Attributes:
+        store: the ingested store (memmap opened lazily per worker).
+        records: ``(N,)`` store record index of each window.
+        starts: ``(N,)`` first sample of each window.
+        window: window length in samples.
+        normalize: "none" or "zscore" (per window and channel).
+    """
+
+    def __init__(self, store: SignalStore, records: np.ndarray, starts: np.ndarray, window: int,
+                 labels: np.ndarray, patients: np.ndarray, patient_names: list[str], normalize: str = "none",
+                 meta: Any = None) -> None:
+        self.store, self.records, self.starts, self.window = store, records, starts, int(window)
+        self.labels, self.patients, self.patient_names = labels, patients, patient_names
+        self.normalize, self.meta = normalize, meta
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, i: int) -> torch.Tensor:
+        """``(C, window)`` float32."""
+        x = self.store.read(int(self.records[i]), int(self.starts[i]), self.window)
+        if self.normalize == "zscore":
+            x = zscore(x)
+        return torch.from_numpy(x)
+
+
 def ingest(
     specs: list[RecordSpec],
     kind: str,
@@ -195,8 +223,8 @@ def ingest(
     bandpass: tuple[float | None, float | None] | None = None,
     notch: float | None = None,
     dtype: str = "float16",
-    on_error: str = "raise",
-    cache: str | Path | None = None,
+    skip_broken: bool = False,
+    cache: Any = "auto",
     events_fn: EventsFn | None = None,
     extra_key: dict[str, Any] | None = None,
 ) -> SignalStore:
@@ -210,9 +238,10 @@ def ingest(
         bandpass: ``(low, high)`` Hz edges (either may be ``None``), applied at the native rate.
         notch: mains frequency to remove.
         dtype: "float16" (half the disk and page cache) or "float32".
-        on_error: "raise" (default): any broken record stops ingest, all broken ones named;
-            "skip": broken records are left out, named in a warning and in ``meta["skipped"]``.
-        cache: cache root (default :func:`default_cache_dir`).
+        skip_broken: False (default): any broken record stops ingest, all broken ones named;
+            True: broken records are left out, named in a warning and in ``meta["skipped"]``.
+        cache: "auto" (:func:`default_cache_dir`), a folder (its ``signal`` subfolder is used) or "none"
+            (a temporary folder, deleted when the process ends): :func:`pretext.cache.resolve_cache`.
         events_fn: ``(spec, record) -> [(onset_s, label), ...]`` labelled epochs, or ``None``.
         extra_key: other options that change the content (part of the cache key).
 
@@ -221,24 +250,18 @@ def ingest(
     """
     if dtype not in DTYPES:
         raise UserError(f"{dtype=} must be one of {DTYPES}")
-    if on_error not in ("raise", "skip"):
-        raise UserError(f"{on_error=} must be 'raise' or 'skip'")
+    skip_broken = as_flag(skip_broken, "skip_broken")
     if not specs:
         raise DataError(f"{kind}: no records to ingest")
     opts = {"sfreq": sfreq, "channels": list(channels) if channels else None,
             "bandpass": list(bandpass) if bandpass else None, "notch": notch, "dtype": dtype,
-            "on_error": on_error, **(extra_key or {})}
-    sig = _source_signature(specs)
-    key = hashlib.sha256(json.dumps([kind, STORE_VERSION, sig, opts], sort_keys=True, default=str).encode()).hexdigest()[:20]
-    root = Path(cache) if cache else default_cache_dir()
-    final = root / "signal" / f"{kind}-{key}"
-    if final.exists():
-        problem = store_damage(final)
-        if problem is None:
-            return SignalStore(final)
-        warnings.warn(f"signal store {final} is damaged ({problem}); deleting it and rebuilding it from the source",
-                      stacklevel=2)
-        shutil.rmtree(final, ignore_errors=True)
+            "skip_broken": skip_broken, **(extra_key or {})}
+    records = [[s.name, s.path, s.patient, s.label, s.split, s.sfreq, s.events_path] for s in specs]
+    sig = _cache.cache_key(kind, _source_files(specs), {"records": records, **opts}, STORE_VERSION, length=20)
+    root = _cache.resolve_cache(cache, CACHE_SUBFOLDER) or _temporary_root()
+    final = root / sig
+    if _cache.reuse_entry(final, store_damage, "signal store"):
+        return SignalStore(final)
     with atomic_dir(final, needed_bytes=_source_bytes(specs),
                     hint="free some space there or set MEDSSL_CACHE to a folder on a larger disk, then rerun") as tmp:
         _write_store(tmp, specs, kind, opts, sig, events_fn)
@@ -296,9 +319,9 @@ def _write_store(tmp: Path, specs: list[RecordSpec], kind: str, opts: dict[str, 
     if errors:
         listing = "\n".join(f"  {n}: {m}" for n, m in errors[:50])
         more = f"\n  ... and {len(errors) - 50} more" if len(errors) > 50 else ""
-        if opts["on_error"] == "raise" or not rows:
+        if not opts["skip_broken"] or not rows:
             raise DataError(f"{kind}: {len(errors)} of {len(specs)} record(s) could not be ingested:\n{listing}{more}\n"
-                            "fix or remove them, or pass on_error=skip to leave them out (they stay listed)")
+                            "fix or remove them, or pass skip_broken=true to leave them out (they stay listed)")
         warnings.warn(f"{kind}: skipped {len(errors)} broken record(s):\n{listing}{more}", stacklevel=3)
     assert ref_chans is not None and ref_rate is not None
     pd.DataFrame(rows).to_csv(tmp / "index.csv", index=False)

@@ -201,8 +201,8 @@ def generate(n_patients: int, recordings_per_patient: int, sfreq: float, seconds
 
 @register_data("synthetic_ecg", modality="signal", virtual=True)
 def load_synthetic_ecg(path: str = "", n_patients: int = 400, recordings_per_patient: int = 3, sfreq: float = 100.0,
-                       seconds: float = 10.0, seed: int = 0, noise: float = 1.0, val_frac: float = 0.2,
-                       test_frac: float = 0.2) -> SSLData:
+                       seconds: float = 10.0, seed: int = 0, noise: float = 1.0, val_fraction: float = 0.2,
+                       test_fraction: float = 0.2) -> SSLData:
     """Generate (or read from the cache folder ``path``) the synthetic 12-lead ECG data set.
 
     Args:
@@ -213,8 +213,8 @@ def load_synthetic_ecg(path: str = "", n_patients: int = 400, recordings_per_pat
         seconds: length of each recording.
         seed: everything is a deterministic function of the options.
         noise: multiplier of the noise sources (0 = clean).
-        val_frac: fraction of patients in "val" (patient-wise, stratified by class).
-        test_frac: fraction of patients in "test".
+        val_fraction: fraction of patients in "val" (patient-wise, stratified by class).
+        test_fraction: fraction of patients in "test".
 
     Returns:
         SSLData with "train", "val", "test" splits; labels are rhythm classes (:data:`CLASSES`),
@@ -229,7 +229,7 @@ def load_synthetic_ecg(path: str = "", n_patients: int = 400, recordings_per_pat
                 seconds=float(seconds), seed=int(seed), noise=float(noise))
     x = _cached(path, opts)
     table = patient_table(opts["n_patients"], opts["seed"])
-    splits = repeated_patient_splits(x, table, opts["recordings_per_patient"], float(val_frac), float(test_frac), opts["seed"], "recording")
+    splits = repeated_patient_splits(x, table, opts["recordings_per_patient"], float(val_fraction), float(test_fraction), opts["seed"], "recording")
     return SSLData(
         modality="signal", splits=splits, input_shape=(len(LEADS), n_times), num_classes=len(CLASSES),
         class_names=list(CLASSES), sfreq=float(sfreq), channel_names=list(LEADS),

@@ -25,7 +25,7 @@ def _pair(value: Any) -> tuple[float, float] | None:
 def volume_preprocessing(src: ExportSource) -> dict[str, Any]:
     """How training volumes were prepared, read from the data spec (``KIND:PATH?options``) of the run.
 
-    * ``medmnist3d``: ``normalise=unit`` (default) is uint8 / 255 -> [0, 1]; ``zscore`` used train-split
+    * ``medmnist3d``: ``normalize=unit`` (default) is uint8 / 255 -> [0, 1]; ``zscore`` used train-split
       statistics (per-volume z-score at inference); ``none`` keeps 0..255.
     * ``nifti`` / ``manifest3d``: the :class:`volssl.preprocess.PreprocessConfig` options (orientation,
       spacing, CT window, percentile/min-max/z-score normalisation, foreground crop, size / resize).
@@ -34,24 +34,26 @@ def volume_preprocessing(src: ExportSource) -> dict[str, Any]:
     ``run_config["normalization"]`` (a dict with ``kind``) overrides the intensity part.
     """
     from pretext.data import parse_spec
+    from pretext.options import rename_options
 
     spec = str(src.run_config.get("data") or "")
     kind, options = "", {}
     if ":" in spec:
         try:
             kind, _, options = parse_spec(spec)
+            options = rename_options(options, warn=False)  # a spec recorded with normalise= reads the same
         except Exception:  # noqa: BLE001 - an odd spec only loses the description
             kind, options = "", {}
     pre: dict[str, Any] = {"data_kind": kind or "unknown", "resize": True}
     if kind == "medmnist3d":
-        mode = str(options.get("normalise", "unit"))
+        mode = str(options.get("normalize", "unit"))
         pre["normalization"] = {
             "unit": {"kind": "range", "a_min": 0.0, "a_max": 255.0, "b_min": 0.0, "b_max": 1.0, "clip": False},
             "zscore": {"kind": "zscore", "note": "training used train-split mean/std; inference z-scores each volume"},
         }.get(mode, {"kind": "none"})
     elif kind in ("nifti", "manifest3d"):
         window = _pair(options.get("window"))
-        mode = str(options.get("normalise", "auto"))
+        mode = str(options.get("normalize", "auto"))
         mode = ("none" if window else "percentile") if mode == "auto" else mode
         lo, hi = _pair(options.get("percentiles")) or (0.5, 99.5)
         pre["window"] = list(window) if window else None

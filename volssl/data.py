@@ -5,7 +5,7 @@ compact memory-mapped cache (see :mod:`volssl.store`)::
 
     medmnist3d:../shared/data/adrenalmnist3d?size=64
     nifti:/data/ct_folder?spacing=1.5&window=-1000,1000&size=96,96,96&val_fraction=0.1
-    manifest3d:/data/manifest.csv?normalise=zscore&size=128,128,64
+    manifest3d:/data/manifest.csv?normalize=zscore&size=128,128,64
 """
 
 from __future__ import annotations
@@ -21,18 +21,18 @@ import numpy as np
 from pretext.base import SSLData, SSLSplit
 from pretext.config import build_dataclass, to_dict
 from pretext.errors import ConfigError, DataError
+from pretext.labels import encode_labels, parse_label
+from pretext.options import as_flag
 from pretext.registry import register_data
-from volssl.dataset import (  # noqa: F401 - VolumeSplit and centre_crop_pad are part of this module's API
-    IndexedLazy,
-    VolumeSplit,
+from pretext.splits import patient_split
+from volssl.io import list_volume_files, read_manifest, read_medmnist, read_volume
+from volssl.preprocess import (  # noqa: F401 - centre_crop_pad is part of this module's API
+    PreprocessConfig,
     as_size,
     centre_crop_pad,
-    patient_split,
-    resolve_cache,
+    preprocess_volume,
 )
-from volssl.io import list_volume_files, read_manifest, read_medmnist, read_volume
-from volssl.preprocess import PreprocessConfig, preprocess_volume
-from volssl.store import ArrayStore, LazyArray, cache_key
+from volssl.store import ArrayStore, IndexedLazy, LazyArray, VolumeSplit, cache_key, resolve_cache
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _find_medmnist_file(path: Path, size: int | None) -> Path:
 def load_medmnist3d(
     path: str,
     size: int | None = None,
-    normalise: str = "unit",
+    normalize: str = "unit",
     pad_to: Any = None,
     cache: Any = "auto",
     patch: Any = None,
@@ -108,7 +108,8 @@ def load_medmnist3d(
     Args:
         path: the ``.npz`` file or its folder.
         size: 28 or 64 (picks the file when ``path`` is a folder; checked when it is a file).
-        normalise: "unit" (uint8 / 255 -> [0, 1]), "zscore" (train-split mean/std), "none" (0..255).
+        normalize: "unit" (uint8 / 255 -> [0, 1]), "zscore" (train-split mean/std), "none" (0..255)
+            (``normalise=`` is the deprecated spelling).
         pad_to: centre crop / zero pad each volume to this side (e.g. 32 so that 8^3 patches fit).
         cache: "auto" (``$MEDSSL_CACHE`` or ``~/.cache/medssl``), a folder, or "none" (in memory).
         patch, patches_per_volume, foreground, pool, overlap: random ``patch=D,H,W`` patches for pretraining
@@ -118,8 +119,8 @@ def load_medmnist3d(
     MedMNIST ships no patient ids: every volume is its own pseudo-patient (the official split is
     already patient-level, so no leakage arises across train/val/test); ``meta`` says so.
     """
-    if normalise not in ("unit", "zscore", "none"):
-        raise ConfigError(f"normalise={normalise!r} must be one of unit, zscore, none")
+    if normalize not in ("unit", "zscore", "none"):
+        raise ConfigError(f"normalize={normalize!r} must be one of unit, zscore, none")
     file = _find_medmnist_file(Path(path), None if size is None else int(size))
     name = re.sub(r"(_\d+)?\.npz$", "", file.name).lower()
     crop = as_size(pad_to, "pad_to")
@@ -148,9 +149,9 @@ def load_medmnist3d(
         labels = {s: lab for s, (_, lab) in raw.items()}
 
     scale, shift = 1.0, 0.0
-    if normalise == "unit":
+    if normalize == "unit":
         scale = 1.0 / 255.0
-    elif normalise == "zscore":
+    elif normalize == "zscore":
         tr = arrays["train"].array
         mean = float(np.mean(tr, dtype=np.float64))
         std = float(np.std(tr, dtype=np.float64)) or 1.0
@@ -194,7 +195,7 @@ def load_medmnist3d(
             "dataset": name,
             "official_split": True,
             "spacing": (mm, mm, mm),
-            "normalise": normalise,
+            "normalize": normalize,
             "patients": "pseudo: one per volume (MedMNIST ships no patient ids; its official "
                         "train/val/test split is patient-level)",
         },
@@ -203,7 +204,7 @@ def load_medmnist3d(
 
 # -- NIfTI folders and manifests --------------------------------------------------------------------
 
-_PREP_FIELDS = ("orientation", "spacing", "window", "normalise", "percentiles", "foreground_crop",
+_PREP_FIELDS = ("orientation", "spacing", "window", "normalize", "percentiles", "foreground_crop",
                 "foreground_threshold", "foreground_margin", "size", "resize")
 
 
@@ -304,8 +305,6 @@ def _ingest(paths: list[str], prep: PreprocessConfig, cache: Any, skip_broken: b
 def _build_volume_data(df: Any, prep: PreprocessConfig, cache: Any, skip_broken: bool, source: str,
                        val_fraction: float, test_fraction: float, seed: int,
                        volume_index: int | None = None, patches: Any = None, scan_options: Any = None) -> SSLData:
-    import pandas as pd
-
     missing = list(df.attrs.get("missing", []))
     if patches is not None:  # whole scans: ragged store, patches (volssl.scan_data)
         from volssl.scan_data import open_scans
@@ -318,29 +317,15 @@ def _build_volume_data(df: Any, prep: PreprocessConfig, cache: Any, skip_broken:
     if patches is not None:
         df = scans.annotate(df)
     df["spacing_d"], df["spacing_h"], df["spacing_w"] = spacing[:, 0], spacing[:, 1], spacing[:, 2]
-    raw = df["label"] if "label" in df.columns else pd.Series([None] * len(df))
-    known = raw.dropna()
-    numeric = pd.to_numeric(known, errors="coerce").notna().all()
-    if len(known) == 0:
-        class_names: list[str] = []
-        labels = np.full(len(df), -1, dtype=np.int64)
-    elif numeric:
-        vals = pd.to_numeric(raw, errors="coerce")
-        if (vals.dropna() % 1 != 0).any() or (vals.dropna() < 0).any():
-            raise DataError(f"{source}: labels must be class indices 0..K-1 or class names; got {sorted(set(known))[:5]}")
-        labels = vals.fillna(-1).astype(np.int64).to_numpy()
-        class_names = [str(i) for i in range(int(labels.max()) + 1)]
-    else:
-        class_names = sorted(set(known.astype(str)))
-        lookup = {c: i for i, c in enumerate(class_names)}
-        labels = np.array([lookup[str(v)] if pd.notna(v) else -1 for v in raw], dtype=np.int64)
+    raw = [parse_label(v) for v in df["label"]] if "label" in df.columns else [None] * len(df)
+    labels, class_names = encode_labels(raw, indices=True, source=source)
     names = sorted(set(df["patient_id"].astype(str)))
     pid = {n: i for i, n in enumerate(names)}
     patients = np.array([pid[str(p)] for p in df["patient_id"]], dtype=np.int64)
     if "split" in df.columns:
         roles = df["split"].to_numpy(dtype=object)
     else:
-        roles = patient_split(patients, val_fraction, test_fraction, seed)
+        roles = patient_split(patients, val_fraction, test_fraction, seed, strata=[str(v) for v in raw])
     splits: dict[str, SSLSplit] = {}
     full = store.array if store is not None and store.path is None else None
     for s in ("train", "val", "test"):
@@ -361,6 +346,7 @@ def _build_volume_data(df: Any, prep: PreprocessConfig, cache: Any, skip_broken:
         input_shape=scans.input_shape if patches is not None else tuple(store.array.shape[1:]),
         num_classes=len(class_names) or None,
         class_names=class_names,
+        multilabel=labels.ndim == 2,
         source=source,
         meta={"preprocess": to_dict(prep), "spacing": tuple(map(float, sp[0])) if len(sp) == 1 else "mixed",
               "skipped": missing + skipped},
@@ -389,15 +375,15 @@ def load_manifest3d(path: str, cache: Any = "auto", skip_broken: bool = False, v
             ``mask`` column, else voxels above ``foreground_threshold``), downstream pools a sliding grid
             (or ``roi_size`` around the ``roi_*`` columns); see :mod:`volssl.scan_data`.
         **preprocess: fields of :class:`volssl.preprocess.PreprocessConfig` (orientation, spacing,
-            window, normalise, percentiles, foreground_crop, foreground_threshold,
+            window, normalize, percentiles, foreground_crop, foreground_threshold,
             foreground_margin, size, resize).
     """
     from volssl.scan_data import patch_config
 
     _check_prep_options(preprocess)
     patches = patch_config(patch, patches_per_volume, foreground, pool, overlap, roi_size)
-    df = read_manifest(path, skip_missing=bool(skip_broken))
-    return _build_volume_data(df, _prep_config(preprocess), cache, bool(skip_broken), path,
+    df = read_manifest(path, skip_missing=as_flag(skip_broken, "skip_broken"))
+    return _build_volume_data(df, _prep_config(preprocess), cache, as_flag(skip_broken, "skip_broken"), path,
                               float(val_fraction), float(test_fraction), int(seed), _volume_index(volume_index),
                               patches, {"num_workers": num_workers, "roi": roi})
 
@@ -432,7 +418,7 @@ def load_nifti(path: str, cache: Any = "auto", skip_broken: bool = False, patien
         raise ConfigError(f"patient_from={patient_from!r} must be 'file' or 'parent'")
     pids = [re.sub(r"(\.nii)?(\.gz)?$|\.[a-z]+$", "", f.name) if patient_from == "file" else f.parent.name for f in files]
     df = pd.DataFrame({"path": [str(f) for f in files], "patient_id": pids})
-    return _build_volume_data(df, _prep_config(preprocess), cache, bool(skip_broken), path,
+    return _build_volume_data(df, _prep_config(preprocess), cache, as_flag(skip_broken, "skip_broken"), path,
                               float(val_fraction), float(test_fraction), int(seed), _volume_index(volume_index),
                               patches, {"num_workers": num_workers})
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pretext.errors import DataError
-from pretext.manifest import check_duplicates, check_patient_splits, missing_rows
+from pretext.manifest import read_manifest as _read_manifest
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 TORCHIO_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".img", ".hdr", ".tif", ".tiff")
@@ -283,61 +283,18 @@ MANIFEST_COLUMNS = ("path", "label", "patient_id")
 def read_manifest(path: str | Path, require_label: bool = True, skip_missing: bool = False) -> Any:
     """Read a manifest CSV with columns ``path,label,patient_id[,split]`` (extra columns kept as meta).
 
-    Relative paths are resolved against the manifest's folder. ``label`` may be empty (unknown, -1).
-    The checks of :mod:`pretext.manifest` apply: a file listed twice, a patient on two splits and a
-    missing file are refused by line; with ``skip_missing`` missing files are left out instead (named
-    in a warning and in ``df.attrs["missing"]``).
+    :func:`pretext.manifest.read_manifest` reads and checks it (the checks of every modality: a file
+    listed twice, a patient on two splits, a missing file, an empty path or patient, an unknown split are
+    refused by line); with ``skip_missing`` missing files are left out instead (named in a warning and in
+    ``df.attrs["missing"]``). ``label`` may be empty (unknown, -1), a class index or a class name
+    (:func:`pretext.labels.encode_labels`). An empty ``split`` cell means train.
 
     Returns:
         A ``pandas.DataFrame`` with an absolute ``path`` column.
 
     Raises:
-        DataError: file unreadable or empty, a required column missing, a split name unknown, a
-            duplicated row, a patient on two splits, a missing file.
+        DataError: see :func:`pretext.manifest.read_manifest`.
     """
-    import pandas as pd
-
-    path = Path(path)
-    try:
-        df = pd.read_csv(path, dtype={"patient_id": str, "split": str})
-    except pd.errors.EmptyDataError as err:
-        raise DataError(f"manifest {str(path)!r} is empty; it needs a header path,label,patient_id[,split]") from err
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read manifest {str(path)!r} as CSV ({err})") from err
-    df.columns = [str(c).strip() for c in df.columns]
-    need = MANIFEST_COLUMNS if require_label else ("path", "patient_id")
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise DataError(
-            f"manifest {str(path)!r} lacks column(s) {missing} (has {list(df.columns)}); "
-            "the header must be path,label,patient_id with an optional split column"
-        )
-    if len(df) == 0:
-        raise DataError(f"manifest {str(path)!r} has a header but no rows; add one row per volume")
-    if df["path"].isna().any():
-        rows = [int(i) + 2 for i in np.flatnonzero(df["path"].isna().to_numpy())]
-        raise DataError(f"manifest {str(path)!r}: empty path on line(s) {rows[:10]}")
-    if df["patient_id"].isna().any():
-        rows = [int(i) + 2 for i in np.flatnonzero(df["patient_id"].isna().to_numpy())]
-        raise DataError(
-            f"manifest {str(path)!r}: empty patient_id on line(s) {rows[:10]}; splits are by patient, "
-            "so every row needs one (use the file name if each volume is its own patient)"
-        )
-    if "split" in df.columns:
-        df["split"] = df["split"].fillna("train").str.strip().str.lower()
-        bad = sorted(set(df["split"]) - set(MEDMNIST_SPLITS))
-        if bad:
-            raise DataError(f"manifest {str(path)!r}: unknown split name(s) {bad}; use train, val or test")
-        check_patient_splits(path, df["patient_id"].astype(str).tolist(), df["split"].tolist())
-    base = path.resolve().parent
-    df["path"] = [str(p if Path(p).is_absolute() else base / p) for p in df["path"].astype(str).str.strip()]
-    lines = [int(i) + 2 for i in range(len(df))]
-    check_duplicates(path, df["path"].tolist(), lines)
-    gone = missing_rows(path, df["path"].tolist(), lines, skip_missing, "?skip_broken=true")
-    missing = [df["path"].iloc[i] for i in gone]
-    if gone:
-        df = df.drop(index=df.index[gone]).reset_index(drop=True)
-        if len(df) == 0:
-            raise DataError(f"manifest {str(path)!r}: none of its {len(gone)} file(s) exist; fix the paths")
-    df.attrs["missing"] = missing
+    df = _read_manifest(path, columns=MANIFEST_COLUMNS if require_label else ("path", "patient_id"),
+                        skip_missing=skip_missing, empty_split="train", what="volume")
     return df

@@ -10,15 +10,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Literal
+import re
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from pretext.errors import ConfigError
+from pretext.options import rename_options
 from volssl.io import Volume
 
-Normalise = Literal["auto", "none", "minmax", "percentile", "zscore"]
+Normalize = Literal["auto", "none", "minmax", "percentile", "zscore"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,8 +31,9 @@ class PreprocessConfig:
         orientation: axis codes to reorient to (e.g. "RAS"); None keeps the file's order.
         spacing: isotropic voxel size in mm to resample to; None keeps the native spacing.
         window: CT HU window ``(low, high)`` mapped to [0, 1] and clipped (e.g. (-1000, 1000)).
-        normalise: "auto" (window if given, else percentile), "none", "minmax" (to [0, 1]),
+        normalize: "auto" (window if given, else percentile), "none", "minmax" (to [0, 1]),
             "percentile" (``percentiles`` mapped to [0, 1], clipped; MRI), "zscore" (over nonzero voxels).
+            (``normalise=`` is its deprecated spelling: still accepted, with a warning.)
         percentiles: lower/upper percentiles for "percentile".
         foreground_crop: crop to the bounding box of voxels above ``foreground_threshold``
             (after normalisation) plus ``foreground_margin`` voxels.
@@ -44,18 +47,23 @@ class PreprocessConfig:
     orientation: str | None = "RAS"
     spacing: float | None = None
     window: tuple[float, float] | None = None
-    normalise: Normalise = "auto"
+    normalize: Normalize = "auto"
     percentiles: tuple[float, float] = (0.5, 99.5)
     foreground_crop: bool = False
     foreground_threshold: float = 0.0
     foreground_margin: int = 2
     size: tuple[int, int, int] | None = None
     resize: bool = False
+    normalise: dataclasses.InitVar[str | None] = None
 
-    def __post_init__(self) -> None:
-        if self.normalise not in ("auto", "none", "minmax", "percentile", "zscore"):
+    def __post_init__(self, normalise: str | None) -> None:
+        if normalise is not None:
+            opts = rename_options({"normalise": normalise, **({} if self.normalize == "auto" else {"normalize": 0})},
+                                  "PreprocessConfig", stacklevel=5)
+            object.__setattr__(self, "normalize", opts["normalize"])
+        if self.normalize not in ("auto", "none", "minmax", "percentile", "zscore"):
             raise ConfigError(
-                f"normalise={self.normalise!r} is not one of auto, none, minmax, percentile, zscore"
+                f"normalize={self.normalize!r} is not one of auto, none, minmax, percentile, zscore"
             )
         if self.window is not None and not (len(self.window) == 2 and self.window[0] < self.window[1]):
             raise ConfigError(f"window={self.window!r} must be (low, high) with low < high, e.g. (-1000, 1000)")
@@ -81,7 +89,7 @@ def normalise_intensity(x: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
         ScaleIntensityRangePercentiles,
     )
 
-    mode = cfg.normalise
+    mode = cfg.normalize
     if mode == "auto":
         mode = "none" if cfg.window is not None else "percentile"
     if cfg.window is not None:
@@ -126,3 +134,41 @@ def preprocess_volume(vol: Volume, cfg: PreprocessConfig) -> tuple[np.ndarray, t
 
     out = x.as_tensor().numpy() if isinstance(x, MetaTensor) else np.asarray(x)
     return np.ascontiguousarray(out, dtype=np.float32), spacing_from_affine(affine)
+
+
+def centre_crop_pad(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Centre crop / zero pad the trailing ``len(size)`` axes of ``x`` to ``size``."""
+    spatial = x.shape[-len(size):]
+    pads: list[int] = []
+    slices = [slice(None)] * (x.ndim - len(size))
+    for have, want in zip(spatial, size, strict=False):
+        if have >= want:
+            start = (have - want) // 2
+            slices.append(slice(start, start + want))
+        else:
+            slices.append(slice(None))
+    x = x[tuple(slices)]
+    for have, want in reversed(list(zip(x.shape[-len(size):], size, strict=False))):
+        extra = max(want - have, 0)
+        pads += [extra // 2, extra - extra // 2]
+    return torch.nn.functional.pad(x, pads) if any(pads) else x
+
+
+def as_size(size: Any, what: str) -> tuple[int, int, int] | None:
+    """An option ``size`` (``64``, ``"96,96,64"``, ``"96x96x64"``, a list) as ``(D, H, W)``, or None.
+
+    Raises:
+        ConfigError: not one or three positive integers (the message names ``what`` and the value).
+    """
+    if size is None:
+        return None
+    if isinstance(size, (int, float)):
+        return (int(size),) * 3
+    if isinstance(size, str):
+        size = [s for s in re.split(r"[,x ]", size) if s]
+    vals = tuple(int(s) for s in size)
+    if len(vals) == 1:
+        vals = vals * 3
+    if len(vals) != 3 or min(vals) < 1:
+        raise ConfigError(f"{what}={size!r} must be one or three positive integers, e.g. 64 or 96,96,64")
+    return vals  # type: ignore[return-value]

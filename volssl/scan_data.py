@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from pretext.errors import ConfigError, DataError
-from volssl.dataset import as_size, resolve_cache
 from volssl.patches import PatchConfig, ScanSplit
-from volssl.preprocess import PreprocessConfig
+from volssl.preprocess import PreprocessConfig, as_size
 from volssl.scans import ScanSource, ingest_scans
+from volssl.store import resolve_cache
 
 ROI_WORLD, ROI_VOXEL = ("roi_x", "roi_y", "roi_z"), ("roi_i", "roi_j", "roi_k")
 

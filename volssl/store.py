@@ -1,8 +1,9 @@
-"""A compact on-disk cache of preprocessed volumes: one ``.npy`` per split, memory-mapped.
+"""A compact on-disk cache of preprocessed volumes (one ``.npy`` per split, memory-mapped) and the split
+that reads items from it (:class:`VolumeSplit`; the signal side's is :class:`signalssl.store.SignalSplit`).
 
 Volumes are read and preprocessed once; training then only slices a memory map (no file
-parsing per step). The cache key hashes the source files (path, size, mtime) and the
-preprocessing settings, so a changed file or setting makes a new entry. Entries are written
+parsing per step). The cache folder and key are :mod:`pretext.cache`'s (``$MEDSSL_CACHE/volumes``; the
+source files' path, size, mtime and the preprocessing settings), so a changed file or setting makes a new entry. Entries are written
 to a temporary folder and renamed into place (:func:`pretext.atomic.atomic_dir`), so a killed
 ingest never leaves a half entry, and a full disk says so in words.
 
@@ -14,49 +15,38 @@ source); :class:`ArrayStore` itself refuses it with a :class:`DataError` naming 
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
-import os
-import shutil
-import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from pretext import cache as _cache
 from pretext.atomic import atomic_dir, preallocate
+from pretext.base import SSLSplit
+from pretext.cache import file_fingerprint  # noqa: F401 - part of this module's API (volssl.scans)
 from pretext.errors import DataError
+from volssl.preprocess import centre_crop_pad
 
 STORE_VERSION = 1
+CACHE_SUBFOLDER = "volumes"
 
 
 def default_cache_dir() -> Path:
-    """``$MEDSSL_CACHE`` or ``~/.cache/medssl``, with a ``volumes`` subfolder."""
-    root = os.environ.get("MEDSSL_CACHE") or Path.home() / ".cache" / "medssl"
-    return Path(root) / "volumes"
+    """``$MEDSSL_CACHE/volumes`` (default ``~/.cache/medssl/volumes``): :func:`pretext.cache.cache_dir`."""
+    return _cache.cache_dir(CACHE_SUBFOLDER)
 
 
-def file_fingerprint(paths: Iterable[str | Path]) -> list[tuple[str, int, int]]:
-    out = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():  # DICOM series: fingerprint its files
-            st = [(f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(p.iterdir()) if f.is_file()]
-            out.append((str(p.resolve()), sum(s for s, _ in st), max((m for _, m in st), default=0)))
-        else:
-            st_ = p.stat()
-            out.append((str(p.resolve()), st_.st_size, st_.st_mtime_ns))
-    return out
+def resolve_cache(cache: Any) -> Path | None:
+    """The volume cache folder of a ``cache`` option (``auto``, a folder, ``none``): :func:`pretext.cache.resolve_cache`."""
+    return _cache.resolve_cache(cache, CACHE_SUBFOLDER)
 
 
-def cache_key(kind: str, sources: Iterable[str | Path], settings: dict[str, Any]) -> str:
-    blob = json.dumps(
-        {"v": STORE_VERSION, "kind": kind, "files": file_fingerprint(sources), "settings": settings},
-        sort_keys=True,
-        default=str,
-    )
-    return f"{kind}-{hashlib.sha1(blob.encode()).hexdigest()[:16]}"
+#: ``cache_key(kind, sources, settings) -> "KIND-HASH"`` of this store format (:func:`pretext.cache.cache_key`).
+cache_key = functools.partial(_cache.cache_key, version=STORE_VERSION)
 
 
 class ArrayStore:
@@ -88,27 +78,12 @@ class ArrayStore:
             return f"index.json cannot be read ({type(err).__name__}); it is truncated or corrupt"
         if not isinstance(index, dict):
             return "index.json is not a JSON object"
-        for name, size in (index.get("_files") or {}).items():
-            f = folder / name
-            if not f.is_file():
-                return f"{name} is missing"
-            if f.stat().st_size != int(size):
-                return f"{name} has {f.stat().st_size} bytes, {int(size)} were written"
-        return None
+        return _cache.files_damage(folder, index.get("_files") or {})
 
     @staticmethod
     def exists(folder: Path) -> bool:
         """True if an intact entry is at ``folder``; a damaged one is removed with a warning (rebuild it)."""
-        folder = Path(folder)
-        if not folder.exists():
-            return False
-        problem = ArrayStore.damage(folder)
-        if problem is None:
-            return True
-        warnings.warn(f"volume cache {folder} is damaged ({problem}); deleting it and rebuilding it from the source",
-                      stacklevel=2)
-        shutil.rmtree(folder, ignore_errors=True)
-        return False
+        return _cache.reuse_entry(folder, ArrayStore.damage, "volume cache")
 
     def path(self, name: str) -> Path:
         return self.folder / f"{name}.npy"
@@ -168,3 +143,80 @@ class LazyArray:
 
     def __len__(self) -> int:
         return len(self.array)
+
+
+class IndexedLazy(LazyArray):
+    """Rows ``idx`` of a memory-mapped store, opened lazily (picklable for DataLoader workers)."""
+
+    def __init__(self, path: Path | None, idx: np.ndarray) -> None:
+        super().__init__(path)
+        self.idx = idx
+
+    @property
+    def array(self) -> Any:
+        return _Rows(super().array, self.idx)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+
+class _Rows:
+    def __init__(self, base: np.ndarray, idx: np.ndarray) -> None:
+        self.base, self.idx = base, idx
+        self.shape = (len(idx), *base.shape[1:])
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.base[self.idx[i]]
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+
+class VolumeSplit(SSLSplit):
+    """One split: items ``(C, D, H, W)`` float32 from a ``(N, C, D, H, W)`` store.
+
+    Args:
+        store: the stored voxels (lazy memory map or in-memory array).
+        labels: ``(N,)`` int (-1 unknown) or ``(N, K)`` multi-hot.
+        patients: ``(N,)`` patient index into ``patient_names``.
+        patient_names: patient identifiers.
+        scale, shift: ``x = stored * scale + shift`` (uint8 stores -> [0, 1]; z-scoring).
+        crop_pad: final ``(D, H, W)`` by centre crop/zero pad at load time, or None.
+        meta: per-item ``pandas.DataFrame`` (path, spacing_d/h/w, ...).
+    """
+
+    def __init__(
+        self,
+        store: LazyArray,
+        labels: np.ndarray,
+        patients: np.ndarray,
+        patient_names: list[str],
+        scale: float = 1.0,
+        shift: float = 0.0,
+        crop_pad: tuple[int, int, int] | None = None,
+        meta: Any = None,
+    ) -> None:
+        self.store = store
+        self.labels = labels
+        self.patients = np.asarray(patients, dtype=np.int64)
+        self.patient_names = list(patient_names)
+        self.scale = float(scale)
+        self.shift = float(shift)
+        self.crop_pad = crop_pad
+        self.meta = meta
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        c, *spatial = self.store.array.shape[1:]
+        return (c, *(self.crop_pad or spatial))
+
+    def load(self, i: int) -> torch.Tensor:
+        x = torch.from_numpy(np.asarray(self.store.array[i], dtype=np.float32))
+        if self.scale != 1.0 or self.shift != 0.0:
+            x = x * self.scale + self.shift
+        if self.crop_pad is not None:
+            x = centre_crop_pad(x, self.crop_pad)
+        return x

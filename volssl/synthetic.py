@@ -141,8 +141,8 @@ def generate(n_patients: int, scans_per_patient: int, size: int, seed: int, nois
 
 @register_data("synthetic_phantom3d", modality="volume", virtual=True)
 def load_synthetic_phantom3d(path: str = "", n_patients: int = 300, scans_per_patient: int = 2, size: int = 32,
-                             seed: int = 0, noise: float = 1.0, val_frac: float = 0.2,
-                             test_frac: float = 0.2) -> SSLData:
+                             seed: int = 0, noise: float = 1.0, val_fraction: float = 0.2,
+                             test_fraction: float = 0.2) -> SSLData:
     """Generate (or read from the cache folder ``path``) the synthetic 3D phantom data set.
 
     Args:
@@ -152,8 +152,8 @@ def load_synthetic_phantom3d(path: str = "", n_patients: int = 300, scans_per_pa
         size: edge length of the cubic volumes in voxels (>= 16).
         seed: everything is a deterministic function of the options.
         noise: multiplier of texture and white noise (0 = clean).
-        val_frac: fraction of patients in "val" (patient-wise, stratified by class).
-        test_frac: fraction of patients in "test".
+        val_fraction: fraction of patients in "val" (patient-wise, stratified by class).
+        test_fraction: fraction of patients in "test".
 
     Returns:
         SSLData with "train", "val", "test" splits; labels are lesion classes (:data:`CLASSES`),
@@ -167,7 +167,7 @@ def load_synthetic_phantom3d(path: str = "", n_patients: int = 300, scans_per_pa
                 seed=int(seed), noise=float(noise))
     x = _cached(path, opts)
     table = patient_table(opts["n_patients"], opts["seed"])
-    splits = repeated_patient_splits(x, table, opts["scans_per_patient"], float(val_frac), float(test_frac), opts["seed"], "scan")
+    splits = repeated_patient_splits(x, table, opts["scans_per_patient"], float(val_fraction), float(test_fraction), opts["seed"], "scan")
     s = opts["size"]
     return SSLData(
         modality="volume", splits=splits, input_shape=(1, s, s, s), num_classes=len(CLASSES),

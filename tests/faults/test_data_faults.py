@@ -74,9 +74,9 @@ def test_signal_manifest_missing_file_named_or_skipped(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         load_data(spec)
     msg = str(err.value)
-    assert str(csv) in msg and "line 3" in msg and str(tmp_path / "gone") in msg and "on_error=skip" in msg
+    assert str(csv) in msg and "line 3" in msg and str(tmp_path / "gone") in msg and "skip_broken=true" in msg
     with pytest.warns(UserWarning, match=r"line 3: .*gone does not exist"):
-        data = load_data(spec + "&on_error=skip")
+        data = load_data(spec + "&skip_broken=true")
     assert data.meta["n_records"] == 2 and [s["record"] for s in data.meta["skipped"]] == ["gone"]
 
 
@@ -94,7 +94,7 @@ def test_manifest_sfreq_column_must_be_positive(tmp_path: Path, bad: str) -> Non
     np.save(tmp_path / "a.npy", np.zeros((1, 500), dtype=np.float32))
     csv = tmp_path / "m.csv"
     csv.write_text(f"path,label,patient_id,sfreq\na.npy,x,p0,{bad}\n")
-    with pytest.raises(DataError, match=rf"m\.csv row 2: sfreq must be a number > 0, got '{bad}'"):
+    with pytest.raises(DataError, match=rf"m\.csv line 2: sfreq must be a number > 0, got '{bad}'"):
         load_data(f"manifest:{csv}?cache={tmp_path / 'c'}&window=1")
 
 
@@ -111,9 +111,9 @@ def test_wfdb_header_rate_must_be_positive(tmp_path: Path, rate: str) -> None:
 
 
 def test_edf_record_duration_must_be_positive(tmp_path: Path) -> None:
+    import edfio  # noqa: F401  (mne's EDF export needs it; in requirements.lock)
     import mne
 
-    pytest.importorskip("edfio", reason="mne's EDF export needs edfio")
     raw = mne.io.RawArray(np.random.default_rng(0).standard_normal((1, 400)) * 1e-5,
                           mne.create_info(["Fz"], 100.0, "eeg"), verbose="error")
     raw.export(str(tmp_path / "a.edf"), verbose="error")
@@ -183,10 +183,10 @@ def test_signal_record_shorter_than_window(tmp_path: Path) -> None:
     _wfdb(folder, "long", 800)
     _wfdb(folder, "short", 150)
     spec = f"wfdb:{folder}?cache={tmp_path / 'c'}&window=2&split=none"
-    with pytest.raises(DataError, match=r"short \(150 samples\).*pad_short=true.*on_error=skip"):
+    with pytest.raises(DataError, match=r"short \(150 samples\).*pad_short=true.*skip_broken=true"):
         load_data(spec)
     with pytest.warns(UserWarning, match=r"shorter than one window.*short \(150 samples\)"):
-        skipped = load_data(spec + "&on_error=skip")
+        skipped = load_data(spec + "&skip_broken=true")
     assert len(skipped.splits["train"]) == 4 and skipped.meta["skipped"][0]["record"] == "short"
     padded = load_data(spec + "&pad_short=true")
     assert len(padded.splits["train"]) == 5 and padded.meta["n_padded_records"] == 1
@@ -213,9 +213,9 @@ def test_4d_nifti_named_with_the_fix(tmp_path: Path) -> None:
     folder.mkdir()
     _nifti(folder / "m.nii.gz", rng.random((8, 8, 8, 2)).astype(np.float32))
     with pytest.warns(UserWarning, match=r"4D; their last axis is read as channels: .*m\.nii\.gz \(2 volumes\)"):
-        data = load_data(f"nifti:{folder}?cache=none&normalise=none")
+        data = load_data(f"nifti:{folder}?cache=none&normalize=none")
     assert data.input_shape == (2, 8, 8, 8)
-    assert load_data(f"nifti:{folder}?cache=none&normalise=none&volume_index=1").input_shape == (1, 8, 8, 8)
+    assert load_data(f"nifti:{folder}?cache=none&normalize=none&volume_index=1").input_shape == (1, 8, 8, 8)
 
 
 def test_npz_nan_volume_found_with_its_index(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import signalssl.store as store_mod
 from pretext.data import load_data
 from pretext.errors import DataError, UserError
 from pretext.registry import list_data_kinds
-from signalssl.data import patient_split
+from pretext.splits import patient_split
 from signalssl.io import read_record
 from signalssl.layouts import scan_ptbxl, sleep_events
 from tests.signalssl.conftest import ecg_like, write_edf, write_wfdb
@@ -91,7 +91,7 @@ def test_dataloader_workers_read_same_items(wfdb_folder: Path, cache: str) -> No
 
 
 def test_eegmat_like_labels_patients_splits(eegmat_like: Path, cache: str) -> None:
-    data = load_data(f"eegmat:{eegmat_like}?cache={cache}&window=2&val_frac=0.2&test_frac=0.2")
+    data = load_data(f"eegmat:{eegmat_like}?cache={cache}&window=2&val_fraction=0.2&test_fraction=0.2")
     assert data.class_names == ["rest", "task"] and data.input_shape == (2, 200)
     assert data.meta["n_patients"] == 5 and data.meta["patients_with_one_record"] == 0
     seen: dict[str, set[str]] = {}
@@ -162,7 +162,7 @@ def test_broken_record_in_folder_reported_by_name(wfdb_folder: Path, cache: str)
         load_data(f"wfdb:{wfdb_folder}?cache={cache}&window=1")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = load_data(f"wfdb:{wfdb_folder}?cache={cache}&window=1&on_error=skip&split=none")
+        data = load_data(f"wfdb:{wfdb_folder}?cache={cache}&window=1&skip_broken=true&split=none")
     assert any("rec1" in str(w.message) for w in caught)
     assert [s["record"] for s in data.meta["skipped"]] == ["rec1"] and data.meta["n_records"] == 2
 
@@ -190,7 +190,7 @@ def test_manifest_mixed_formats_and_errors(tmp_path: Path, wfdb_folder: Path, ca
     assert d.class_names == ["AF", "N"] and {k: len(v) for k, v in d.splits.items()} == {"train": 2, "val": 4, "test": 2}
     assert d.meta["split_mode"] == "official"
     pd.DataFrame({"path": ["a.npy"], "label": ["AF"]}).to_csv(tmp_path / "nopat.csv", index=False)
-    with pytest.raises(DataError, match=r"nopat.csv has no 'patient_id' column.*add it"):
+    with pytest.raises(DataError, match=r"nopat.csv.*lacks column\(s\) \['patient_id'\].*add it"):
         load_data(f"manifest:{tmp_path / 'nopat.csv'}")
     pd.DataFrame({"path": ["a.npy"], "label": ["AF"], "patient_id": ["p"], "sfreq": ["250"]}).to_csv(tmp_path / "r.csv", index=False)
     pd.DataFrame({"path": ["e.edf"], "label": ["AF"], "patient_id": ["p"], "sfreq": ["250"]}).to_csv(tmp_path / "r2.csv", index=False)
@@ -213,9 +213,9 @@ def test_bad_options(wfdb_folder: Path, cache: str) -> None:
 def test_patient_split_no_leak_and_quotas() -> None:
     patients = np.repeat(np.arange(40), 3)
     strata = [str(p % 7) for p in patients]  # many small strata
-    side = patient_split(patients, strata, 0.1, 0.2, seed=3)
+    side = patient_split(patients, 0.1, 0.2, seed=3, strata=strata)
     per_patient = {p: set(side[patients == p]) for p in range(40)}
     assert all(len(s) == 1 for s in per_patient.values())
     counts = pd.Series([next(iter(s)) for s in per_patient.values()]).value_counts()
     assert counts["test"] == 8 and counts["val"] == 4 and counts["train"] == 28
-    assert (patient_split(patients, strata, 0.1, 0.2, seed=3) == side).all()
+    assert (patient_split(patients, 0.1, 0.2, seed=3, strata=strata) == side).all()

@@ -28,13 +28,13 @@ def test_medmnist3d_kind(medmnist_file):
 
 
 def test_medmnist3d_options(medmnist_file):
-    padded = load_data(f"medmnist3d:{medmnist_file}?pad_to=12&normalise=zscore")
+    padded = load_data(f"medmnist3d:{medmnist_file}?pad_to=12&normalize=zscore")
     assert padded.input_shape == (1, 12, 12, 12)
     x = torch.stack([padded.splits["train"].load(i) for i in range(6)])
     inner = x[:, :, 2:10, 2:10, 2:10]
     assert abs(float(inner.mean())) < 1e-4 and float(inner.std()) == pytest.approx(1.0, abs=0.1)
-    with pytest.raises(ConfigError, match="normalise"):
-        load_data(f"medmnist3d:{medmnist_file}?normalise=bogus")
+    with pytest.raises(ConfigError, match="normalize"):
+        load_data(f"medmnist3d:{medmnist_file}?normalize=bogus")
     with pytest.raises(ConfigError, match="holds 28"):
         load_data(f"medmnist3d:{medmnist_file}?size=64")
 
@@ -42,7 +42,7 @@ def test_medmnist3d_options(medmnist_file):
 def test_medmnist3d_cache_is_reused(medmnist_file, tmp_path, monkeypatch):
     cache = tmp_path / "c"
     first = load_data(f"medmnist3d:{medmnist_file}?cache={cache}")
-    entries = list(cache.iterdir())
+    entries = list((cache / "volumes").iterdir())  # a given folder holds the volume stores in volumes/
     assert len(entries) == 1 and (entries[0] / "train_images.npy").is_file()
     import volssl.data as vd
 
@@ -60,7 +60,7 @@ def test_unwritable_cache_falls_back_to_memory(medmnist_file, tmp_path):
 
 
 def test_nifti_folder_preprocessed(nifti_folder):
-    data = load_data(f"nifti:{nifti_folder}?spacing=2&size=8&normalise=minmax")
+    data = load_data(f"nifti:{nifti_folder}?spacing=2&size=8&normalize=minmax")
     assert data.input_shape == (1, 8, 8, 8)
     tr = data.splits["train"]
     assert len(tr) == 3 and tr.labels.tolist() == [-1, -1, -1]
@@ -133,7 +133,7 @@ def test_preprocess_orientation_window_foreground():
     fg, _ = preprocess_volume(vol, PreprocessConfig(orientation=None, window=(-1000, 1000), foreground_crop=True,
                                                     foreground_threshold=0.6, foreground_margin=1))
     assert fg.shape == (1, 5, 6, 4)  # box 3x4x2 plus one voxel of margin each side
-    z, _ = preprocess_volume(vol, PreprocessConfig(orientation=None, normalise="zscore"))
+    z, _ = preprocess_volume(vol, PreprocessConfig(orientation=None, normalize="zscore"))
     nz = z[0][data != 0]
     assert abs(nz.mean()) < 1e-4 and nz.std() == pytest.approx(1.0, rel=1e-3)
     assert spacing == pytest.approx((1.0, 1.0, 1.0))
@@ -142,8 +142,8 @@ def test_preprocess_orientation_window_foreground():
 def test_preprocess_config_errors():
     with pytest.raises(ConfigError, match="window"):
         PreprocessConfig(window=(5.0, 1.0))
-    with pytest.raises(ConfigError, match="normalise"):
-        PreprocessConfig(normalise="nope")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="normalize"):
+        PreprocessConfig(normalize="nope")  # type: ignore[arg-type]
 
 
 @pytest.mark.data

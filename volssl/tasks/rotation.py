@@ -46,7 +46,7 @@ class IsotropicView(Dataset):
         return len(self.split)
 
     def __getitem__(self, i: int) -> Batch:
-        from volssl.dataset import centre_crop_pad
+        from volssl.preprocess import centre_crop_pad
 
         item = dict(self.split[i])
         x, sp = item["x"], self.spacing[i]
