@@ -57,28 +57,16 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     Returns:
         ``(encoder state dict, run_config, resolved file path)``.
     """
-    from pretext.engine.checkpoint import load_checkpoint, load_safetensors
+    from pretext.engine.checkpoint import encoder_state, read_run
 
-    p = Path(path)
-    if p.is_dir():  # a run folder: its full checkpoint, else the encoder weights a finished run leaves
-        ckpt, weights = p / "checkpoints" / "last.ckpt", p / "encoder.safetensors"
-        if not ckpt.is_file() and not weights.is_file():
-            raise DataError(f"run folder {str(p)!r} has neither checkpoints/last.ckpt nor encoder.safetensors; "
-                            "pass the folder given to sslbench pretrain --out")
-        p = ckpt if ckpt.is_file() else weights
-    if p.suffix == ".safetensors":
-        tensors, meta = load_safetensors(p)
-        if "run_config" not in meta:
-            raise DataError(f"{str(p)!r} has no run_config metadata; pass the run's checkpoints/last.ckpt instead")
-        return tensors, json.loads(meta["run_config"]), p
-    state = load_checkpoint(p)
+    state, p = read_run(path)
     run_config = state.get("run_config") or {}
     if not run_config.get("encoder"):
-        raise DataError(f"checkpoint {str(p)!r} has no run_config naming its encoder; it was not written by "
-                        "sslbench pretrain")
+        what = "no run_config metadata" if p.suffix == ".safetensors" else "no run_config naming its encoder"
+        raise DataError(f"checkpoint {str(p)!r} has {what}; it was not written by sslbench pretrain (pass the "
+                        "run's checkpoints/last.ckpt or its encoder.safetensors)")
     model = state["model"]
-    enc = {k[len("encoder."):]: v for k, v in model.items() if k.startswith("encoder.")}
-    return (enc or model), run_config, p
+    return (encoder_state(model) or model), run_config, p
 
 
 def encoder_from_checkpoint(path: str | Path, data: SSLData) -> tuple[nn.Module, dict[str, Any]]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +37,7 @@ import numpy as np
 from benchmarks.bootstrap import bootstrap_values, cluster_codes, percentile_ci, resample_counts
 from benchmarks.metrics import compute_metrics
 from benchmarks.store import RESULTS_NAME, _clean, cell_key
+from pretext.atomic import atomic_write, atomic_write_text
 
 PREDICTIONS_DIR = "predictions"
 BASELINES = ("random", "scratch")
@@ -176,11 +176,8 @@ def predictions_name(row: dict[str, Any]) -> str:
 def save_predictions(path: str | Path, y_true: np.ndarray, proba: np.ndarray, groups: np.ndarray) -> Path:
     """Write a cell's test labels, probabilities and patient ids (atomically: temp file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, y=np.asarray(y_true), proba=np.asarray(proba, dtype=np.float64),
-             groups=np.asarray(groups).astype(str))
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: np.savez(fh, y=np.asarray(y_true), proba=np.asarray(proba, dtype=np.float64),
+                                           groups=np.asarray(groups).astype(str)))
     return path
 
 
@@ -289,12 +286,7 @@ def attach_paired(folder: str | Path, *, n_boot: int = 1000, multilabel: bool | 
                 lines.pop()  # a partial last line from a kill
         for i in changed:
             lines[i] = json.dumps(_clean(rows[i]), sort_keys=False)
-        tmp = path.with_name(path.name + ".paired.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write_text(path, "\n".join(lines) + "\n")
     return len(changed)
 
 

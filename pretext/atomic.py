@@ -84,11 +84,14 @@ def preallocate(path: str | Path) -> None:
 
 
 @contextmanager
-def atomic_dir(path: str | Path, *, needed_bytes: int | None = None, hint: str | None = None) -> Iterator[Path]:
+def atomic_dir(path: str | Path, *, needed_bytes: int | None = None, hint: str | None = None,
+               overwrite: bool = True) -> Iterator[Path]:
     """Build a folder atomically: yields an empty temporary sibling, renamed to ``path`` on success.
 
     On any failure the temporary folder is removed (a full disk raises :func:`no_space_error`).
-    If ``path`` appeared meanwhile (another process finished first), theirs is kept and ours dropped.
+    If ``path`` appeared meanwhile (another process finished first), theirs is kept and ours dropped;
+    with ``overwrite=False`` (a folder that must be new, e.g. an exported bundle) that raises
+    :class:`FileExistsError` instead.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,10 +103,12 @@ def atomic_dir(path: str | Path, *, needed_bytes: int | None = None, hint: str |
         raise
     try:
         yield tmp
+        if not overwrite and path.exists():
+            raise FileExistsError(errno.EEXIST, "the folder appeared while it was being built", str(path))
         try:
             os.replace(tmp, path)
         except OSError:
-            if not path.exists():
+            if not path.exists() or not overwrite:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)  # another process won the race: keep theirs
     except OSError as err:

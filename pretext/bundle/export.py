@@ -25,15 +25,14 @@ only when complete, so an interrupted export never leaves a folder that looks li
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 
+from pretext.atomic import atomic_dir
 from pretext.bundle.configs import inference_config, io_transforms, pretrain_config, train_config
 from pretext.bundle.metadata import SCHEMA_PATH, build_metadata, build_readme
 from pretext.bundle.source import ExportSource, read_source
@@ -194,36 +193,31 @@ def export_bundle(
                         f"expected {(x.shape[0], expect)}")
     _, description = io_transforms(src)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        files: dict[str, str] = {}
-        (tmp / "models").mkdir()
-        torch.save(net.state_dict(), tmp / "models" / "model.pt")
-        files["model.pt"] = "state dict of network_def (configs/inference.json)"
-        meta = build_metadata(src, description, version=version, authors=authors, modality=modality)
-        note = "not requested"
-        if torchscript:
-            note = export_torchscript(net, x, tmp / "models" / "model.ts", meta)
-            if (tmp / "models" / "model.ts").exists():
-                files["model.ts"] = "TorchScript (traced) with metadata.json in its extras"
-        _write_json(tmp / "configs" / "inference.json", infer)
-        _write_json(tmp / "configs" / "train.json", train_config(src, num_classes=num_classes))
-        pre = pretrain_config(src)
-        if pre is not None:
-            _write_json(tmp / "configs" / "pretrain.json", pre)
-        meta["exported_files"] = files
-        _write_json(tmp / "configs" / "metadata.json", meta)
-        (tmp / "docs").mkdir()
-        (tmp / "docs" / "README.md").write_text(build_readme(src, meta, pre is not None, note), encoding="utf-8")
-        shutil.copyfile(SCHEMA_PATH, tmp / "docs" / "metadata_schema.json")
-        (tmp / "docs" / "license.txt").write_text(LICENSE_TEXT, encoding="utf-8")
-        (tmp / "LICENSE").write_text(LICENSE_TEXT, encoding="utf-8")
-        try:
-            os.rename(tmp, out)
-        except OSError as err:
-            raise UserError(f"cannot move the finished bundle to {str(out)!r} ({err}); does it exist now?") from err
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_dir(out, overwrite=False) as tmp:  # a killed or failed export leaves no partial bundle
+            files: dict[str, str] = {}
+            (tmp / "models").mkdir()
+            torch.save(net.state_dict(), tmp / "models" / "model.pt")
+            files["model.pt"] = "state dict of network_def (configs/inference.json)"
+            meta = build_metadata(src, description, version=version, authors=authors, modality=modality)
+            note = "not requested"
+            if torchscript:
+                note = export_torchscript(net, x, tmp / "models" / "model.ts", meta)
+                if (tmp / "models" / "model.ts").exists():
+                    files["model.ts"] = "TorchScript (traced) with metadata.json in its extras"
+            _write_json(tmp / "configs" / "inference.json", infer)
+            _write_json(tmp / "configs" / "train.json", train_config(src, num_classes=num_classes))
+            pre = pretrain_config(src)
+            if pre is not None:
+                _write_json(tmp / "configs" / "pretrain.json", pre)
+            meta["exported_files"] = files
+            _write_json(tmp / "configs" / "metadata.json", meta)
+            (tmp / "docs").mkdir()
+            (tmp / "docs" / "README.md").write_text(build_readme(src, meta, pre is not None, note), encoding="utf-8")
+            shutil.copyfile(SCHEMA_PATH, tmp / "docs" / "metadata_schema.json")
+            (tmp / "docs" / "license.txt").write_text(LICENSE_TEXT, encoding="utf-8")
+            (tmp / "LICENSE").write_text(LICENSE_TEXT, encoding="utf-8")
+    except FileExistsError as err:
+        raise UserError(f"cannot move the finished bundle to {str(out)!r}: it exists now (bundles are never "
+                        "overwritten); choose a new --out") from err
     return out

@@ -70,23 +70,6 @@ class ExportSource:
         return None if value is None else float(value)
 
 
-def _load_state(path: Path) -> dict[str, Any]:
-    """``{"model": state, "run_config": ...}`` of a run folder, ``last.ckpt`` or ``encoder.safetensors``
-    (read by the engine's safe readers: ``weights_only=True`` / safetensors)."""
-    import json
-
-    from pretext.engine.checkpoint import load_checkpoint, load_safetensors
-
-    if path.is_dir():  # a run folder: its full checkpoint, else the encoder weights a finished run leaves
-        ckpt = path / "checkpoints" / "last.ckpt"
-        path = ckpt if ckpt.is_file() or not (path / "encoder.safetensors").is_file() else path / "encoder.safetensors"
-    if path.suffix == ".safetensors":  # the engine's encoder.safetensors, run_config in its metadata
-        tensors, meta = load_safetensors(path)
-        run_config = json.loads(meta["run_config"]) if "run_config" in meta else None
-        return {"model": {f"encoder.{k}": v for k, v in tensors.items()}, "run_config": run_config}
-    return load_checkpoint(path)
-
-
 def _plugin_modules(name: str) -> list[str]:
     from pretext.registry import builtin_packages
 
@@ -144,10 +127,9 @@ def read_source(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
         DataError: the file is missing or not a medssl checkpoint.
         UserError: the checkpoint has no ``run_config`` naming its encoder.
     """
-    path = Path(path)
-    state = _load_state(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
+    from pretext.engine.checkpoint import encoder_state, read_run
+
+    state, path = read_run(path)
     run_config = state.get("run_config")
     if not isinstance(run_config, dict) or not run_config.get("encoder"):
         raise UserError(
@@ -159,7 +141,7 @@ def read_source(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     cfg.update(overrides or {})
     modality, kwargs, input_shape = _sized_kwargs(name, cfg, run_config, path)
     model = state["model"]
-    enc_state = {k[len("encoder."):]: v for k, v in model.items() if k.startswith("encoder.")}
+    enc_state = encoder_state(model)
     if not enc_state:
         raise DataError(f"checkpoint {str(path)!r} has no 'encoder.*' weights in its model state; keys start with "
                         f"{sorted({k.split('.')[0] for k in model})}")

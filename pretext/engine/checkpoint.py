@@ -21,7 +21,7 @@ from pretext.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from pretext.errors import DataError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "save_checkpoint", "load_checkpoint", "save_safetensors",
-           "capture_rng", "restore_rng", "CHECKPOINT_VERSION"]
+           "load_safetensors", "read_run", "encoder_state", "capture_rng", "restore_rng", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_VERSION = 1
 
@@ -94,6 +94,44 @@ def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise DataError(f"weights file {str(p)!r} is not a readable safetensors file ({_load_problem(err)}); it may "
                         "be truncated or damaged: copy it again or pretrain again") from err
+
+
+def read_run(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """The checkpoint of a pretraining or fine-tuning run, wherever the user points: the one reader of the
+    harness (:func:`benchmarks.evaluate.read_checkpoint`) and the bundle export (:func:`pretext.bundle.source.read_source`).
+
+    Args:
+        path: a ``.ckpt`` (:func:`load_checkpoint`), an ``encoder.safetensors`` (its ``run_config`` metadata),
+            or a run folder (its ``checkpoints/last.ckpt``, else the ``encoder.safetensors`` a finished run leaves).
+
+    Returns:
+        ``(state, file)``: ``state`` has ``"model"`` (a safetensors file's tensors as ``"encoder.*"``) and
+        ``"run_config"`` (``None`` when the file records none), plus the checkpoint's other entries.
+
+    Raises:
+        DataError: a run folder with neither file, or a missing, damaged or foreign file (named).
+    """
+    import json
+
+    p = Path(path)
+    if p.is_dir():
+        ckpt, weights = p / "checkpoints" / "last.ckpt", p / "encoder.safetensors"
+        if not ckpt.is_file() and not weights.is_file():
+            raise DataError(f"run folder {str(p)!r} has neither checkpoints/last.ckpt nor encoder.safetensors; "
+                            "pass the folder given to sslbench pretrain --out")
+        p = ckpt if ckpt.is_file() else weights
+    if p.suffix == ".safetensors":
+        tensors, meta = load_safetensors(p)
+        run_config = json.loads(meta["run_config"]) if "run_config" in meta else None
+        return {"model": {f"encoder.{k}": v for k, v in tensors.items()}, "run_config": run_config}, p
+    state = load_checkpoint(p)
+    state.setdefault("run_config", None)
+    return state, p
+
+
+def encoder_state(model: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ``encoder.*`` weights of a model state dict, without the prefix (empty when there are none)."""
+    return {k[len("encoder."):]: v for k, v in model.items() if k.startswith("encoder.")}
 
 
 def save_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
