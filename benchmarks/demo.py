@@ -192,7 +192,7 @@ def _fmt(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {std:.3f}" if np.isfinite(std) else f"{mean:.3f}"
 
 
-def write_report(out: Path, results: dict[str, dict[str, Any]], total_s: float, quick: bool) -> Path:
+def write_demo_report(out: Path, results: dict[str, dict[str, Any]], total_s: float, quick: bool) -> Path:
     """``OUT/REPORT.md``: setup, headline tables, plot, audit, timings; returns its path."""
     tables = {r["plan"]["kind"]: headline(r["rows"]) for r in results.values()}
     plot = plot_label_efficiency(tables, out / "label_efficiency.png")
@@ -295,7 +295,7 @@ def run_demo(out: str | Path, *, quick: bool = False, modalities: Sequence[str] 
     audit = {m: r["audits"] for m, r in results.items()}
     (out / "audit.json").write_text(json.dumps(audit, indent=1, default=float), encoding="utf-8")
     total = time.perf_counter() - t0
-    report = write_report(out, results, total, quick)
+    report = write_demo_report(out, results, total, quick)
     summary = {m: {"times": r["times"], "headline": headline(r["rows"]).to_dict("records")} for m, r in results.items()}
     (out / "summary.json").write_text(json.dumps({"total_s": total, "quick": quick, **summary}, indent=1,
                                                  default=float), encoding="utf-8")

@@ -43,6 +43,9 @@ class Modality:
         bundle_data_type: MONAI metadata ``data_type`` of those files.
         audit_perturbation: what :meth:`perturb` does, in words (for reports).
         spatial_dims: dimensions of one item after its channel axis (3 for ``(C, D, H, W)``, 1 for ``(C, T)``).
+        hooks: method name -> ``"module:function"`` that implements it (imported on first use, so adapters stay
+            cheap to import): ``bundle_transforms``, ``bundle_input_spec`` (called with the method's arguments).
+        bundle_augment: the MONAI config :meth:`bundle_augmentation` returns.
     """
 
     name: str = ""
@@ -52,6 +55,15 @@ class Modality:
     bundle_data_type: str = "numpy"
     audit_perturbation: str = ""
     spatial_dims: int = 0
+    hooks: dict[str, str] = {}
+    bundle_augment: dict[str, Any] = {}
+
+    def _hook(self, method: str) -> Any:
+        target = self.hooks.get(method)
+        if not target:
+            raise NotImplementedError(f"modality {self.name!r} implements no {method}: override it or name a hook")
+        module, _, function = target.partition(":")
+        return getattr(importlib.import_module(module), function)
 
     # -- sizing ----------------------------------------------------------------------------------
     def encoder_kwargs(self, input_shape: Sequence[int], sfreq: float | None = None) -> dict[str, Any]:
@@ -70,15 +82,17 @@ class Modality:
     def bundle_transforms(self, src: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """MONAI transform configs (key ``"image"``) that load and prepare one input as in training, and a
         description ``{"normalization": ..., "preprocessing": ...}`` for the metadata."""
-        raise NotImplementedError
+        return self._hook("bundle_transforms")(src)  # type: ignore[no-any-return]
 
     def bundle_input_spec(self, src: Any, modality: str, description: dict[str, Any]) -> dict[str, Any]:
         """``network_data_format.inputs.image`` of the bundle's ``metadata.json``."""
-        raise NotImplementedError
+        return self._hook("bundle_input_spec")(src, modality, description)  # type: ignore[no-any-return]
 
     def bundle_augmentation(self) -> dict[str, Any]:
-        """A light MONAI train-time augmentation for the bundle's ``train.json``."""
-        raise NotImplementedError
+        """A light MONAI train-time augmentation for the bundle's ``train.json`` (:attr:`bundle_augment`)."""
+        if not self.bundle_augment:
+            raise NotImplementedError(f"modality {self.name!r} sets no bundle_augment")
+        return dict(self.bundle_augment)
 
     # -- harness ---------------------------------------------------------------------------------
     def perturb(self, x: torch.Tensor, generator: torch.Generator, sfreq: float | None = None) -> torch.Tensor:

@@ -21,6 +21,9 @@ class SignalModality(Modality):
     bundle_file_patterns = ("*.npy",)
     bundle_data_type = "numpy"
     spatial_dims = 1
+    hooks = {"bundle_transforms": "signalssl.bundle:signal_transforms",
+             "bundle_input_spec": "signalssl.bundle:signal_input_spec"}
+    bundle_augment = {"_target_": "RandGaussianNoised", "keys": "image", "prob": 0.5, "std": 0.01}
     audit_perturbation = "baseline wander (0.05-0.5 Hz) plus white noise"
 
     def encoder_kwargs(self, input_shape: Sequence[int], sfreq: float | None = None) -> dict[str, Any]:
@@ -32,19 +35,6 @@ class SignalModality(Modality):
             raise ConfigError(f"{where} config has no {missing} and no input_shape; the bundle needs the window: "
                               "pass --encoder.n_chans/--encoder.n_times when exporting")
         return (int(kwargs["n_chans"]), int(kwargs["n_times"]))
-
-    def bundle_transforms(self, src: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        from signalssl.bundle import signal_transforms
-
-        return signal_transforms(src)
-
-    def bundle_input_spec(self, src: Any, modality: str, description: dict[str, Any]) -> dict[str, Any]:
-        from signalssl.bundle import signal_input_spec
-
-        return signal_input_spec(src, modality, description)
-
-    def bundle_augmentation(self) -> dict[str, Any]:
-        return {"_target_": "RandGaussianNoised", "keys": "image", "prob": 0.5, "std": 0.01}
 
     def perturb(self, x: torch.Tensor, generator: torch.Generator, sfreq: float | None = None) -> torch.Tensor:
         from signalssl.transforms import perturb_signal

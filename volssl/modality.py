@@ -20,6 +20,8 @@ class VolumeModality(Modality):
     bundle_file_patterns = ("*.nii", "*.nii.gz", "*.mha", "*.nrrd")
     bundle_data_type = "nibabel"
     spatial_dims = 3
+    hooks = {"bundle_transforms": "volssl.bundle:volume_transforms", "bundle_input_spec": "volssl.bundle:volume_input_spec"}
+    bundle_augment = {"_target_": "RandFlipd", "keys": "image", "prob": 0.5, "spatial_axis": 0}
     audit_perturbation = "global intensity shift and gain plus white noise"
 
     def encoder_kwargs(self, input_shape: Sequence[int], sfreq: float | None = None) -> dict[str, Any]:
@@ -33,19 +35,6 @@ class VolumeModality(Modality):
         img = kwargs["img_size"]
         kwargs["img_size"] = tuple(int(s) for s in ([img] * 3 if isinstance(img, int) else img))
         return (int(kwargs["in_channels"]), *kwargs["img_size"])
-
-    def bundle_transforms(self, src: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        from volssl.bundle import volume_transforms
-
-        return volume_transforms(src)
-
-    def bundle_input_spec(self, src: Any, modality: str, description: dict[str, Any]) -> dict[str, Any]:
-        from volssl.bundle import volume_input_spec
-
-        return volume_input_spec(src, modality, description)
-
-    def bundle_augmentation(self) -> dict[str, Any]:
-        return {"_target_": "RandFlipd", "keys": "image", "prob": 0.5, "spatial_axis": 0}
 
     def perturb(self, x: torch.Tensor, generator: torch.Generator, sfreq: float | None = None) -> torch.Tensor:
         from volssl.transforms import perturb_volume
