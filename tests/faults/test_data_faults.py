@@ -78,6 +78,9 @@ def test_signal_manifest_missing_file_named_or_skipped(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=r"line 3: .*gone does not exist"):
         data = load_data(spec + "&skip_broken=true")
     assert data.meta["n_records"] == 2 and [s["record"] for s in data.meta["skipped"]] == ["gone"]
+    with pytest.warns(FutureWarning, match=r"on_error= is deprecated.*write skip_broken=true"):
+        old = load_data(spec + "&on_error=skip")  # the old spelling still works
+    assert old.meta["n_records"] == 2 and [s["record"] for s in old.meta["skipped"]] == ["gone"]
 
 
 @pytest.mark.parametrize("bad", ["abc", "-5", "0"])
