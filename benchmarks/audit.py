@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from benchmarks.features import encode
-from pretext.modality import get_modality, modality_of_shape
 from benchmarks.metrics import subgroup_columns
 from benchmarks.splits import View
+from pretext.modality import get_modality, modality_of_shape
 
 Perturbation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 

@@ -33,9 +33,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from volssl.shuffle import _shuffle_numba, _shuffle_torch, local_pixel_shuffle, sample_shuffle_params  # noqa: E402
+
 from pretext.registry import create_encoder, create_task  # noqa: E402
 from volssl.tasks.pixel_shuffle import PixelShuffle, genesis_corrupt  # noqa: E402
-from volssl.shuffle import _shuffle_numba, _shuffle_torch, local_pixel_shuffle, sample_shuffle_params  # noqa: E402
 from volssl.transforms import patchify  # noqa: E402
 
 

@@ -60,9 +60,8 @@ class Item:
         return str(TASKS.meta(self.task)["modality"])
 
     def make_task(self) -> torch.nn.Module:
-        from pretext.registry import create_encoder, create_task
-
         from pretext.modality import get_modality
+        from pretext.registry import create_encoder, create_task
 
         size = get_modality(self.modality).encoder_kwargs(self.shape, self.sfreq)
         return create_task(self.task, create_encoder(self.encoder, **size, **self.encoder_kw), **self.task_kw)

@@ -67,6 +67,9 @@ class RibeiroResNet(MapEncoder1d):
                                   nn.BatchNorm1d(filters[0]), nn.ReLU(inplace=True))
         self.blocks = nn.ModuleList(_Block(a, b, downsample, kernel_size, dropout) for a, b in zip(filters, filters[1:], strict=False))
         self.num_features = filters[-1]
+        # MultiScaleMaps (pretext.capabilities): one map per block, each downsampling by ``downsample``
+        self.feature_channels = list(filters[1:])
+        self.feature_strides = [downsample ** (i + 1) for i in range(len(filters) - 1)]
 
     def forward_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)

@@ -89,6 +89,9 @@ class XResNet1d(MapEncoder1d):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)
         self.num_features = c_in
+        # MultiScaleMaps (pretext.capabilities): one map per stage, the stem downsamples by 4
+        self.feature_channels = [w * expansion for w in widths]
+        self.feature_strides = [4 * 2**i for i in range(len(widths))]
         for m in self.modules():
             if isinstance(m, nn.Conv1d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")

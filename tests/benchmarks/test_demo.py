@@ -38,9 +38,6 @@ def test_unknown_modality(tmp_path):
 
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path, capsys):
-    import torch
-
-    torch.set_num_threads(1)
     res = run_demo(tmp_path, quick=True, modalities=("signal",), seeds=(0, 1))
     printed = capsys.readouterr().out
     report = tmp_path / "REPORT.md"
@@ -70,9 +67,6 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_quick_demo_volume(tmp_path):
-    import torch
-
-    torch.set_num_threads(1)
     res = run_demo(tmp_path, quick=True, modalities=("volume",), seeds=(0,))
     rows = res["results"]["volume"]["rows"]
     assert set(rows["arm"]) == {"ssl", "random", "scratch"} and set(rows["fraction"]) == {0.01, 0.1, 1.0}

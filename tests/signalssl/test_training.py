@@ -1,4 +1,5 @@
-"""Every registered signal task trains through the shared engine on an ingested store; coverage check."""
+"""Every registered signal task trains through the shared engine on an ingested store (the tasks are found in the
+registry and run with their default encoder and the tiny options of tests/components.py)."""
 
 from __future__ import annotations
 
@@ -8,28 +9,17 @@ import pytest
 
 from pretext.config import TrainConfig
 from pretext.data import encoder_for_data, load_data
-from pretext.registry import create_task, list_tasks
-
-TESTS = Path(__file__).resolve().parents[1]
-TASK_CASES = {
-    "cpc": ("cpc_encoder", {"dim": 16, "context_dim": 16}, {"steps": 3}),
-    "pclr": ("xresnet1d18", {"widths": (8, 8, 16, 16)}, {"proj_dim": 8, "proj_hidden": 16, "augment": ("noise",)}),
-}
+from pretext.registry import TASKS, create_task
+from tests.components import TASK_OPTIONS, encoder_options, shipped, task_encoder
 
 
-def test_every_signal_task_is_covered() -> None:
-    assert set(list_tasks("signal")) == set(TASK_CASES), "add new signal tasks to TASK_CASES and a test file"
-    for name in TASK_CASES:
-        assert (TESTS / "pretext" / f"test_signal_{name}.py").exists()
-
-
-@pytest.mark.parametrize("name", sorted(TASK_CASES))
+@pytest.mark.parametrize("name", shipped(TASKS, "signal"))
 def test_task_runs_through_engine(name: str, eegmat_like: Path, cache: str, tmp_path: Path) -> None:
     from pretext.engine import fit
 
-    enc_name, enc_kw, task_kw = TASK_CASES[name]
+    enc_name = task_encoder(name)
     data = load_data(f"eegmat:{eegmat_like}?cache={cache}&window=2.56&stride=1&split=none")
-    task = create_task(name, encoder_for_data(enc_name, data, **enc_kw), **task_kw)
+    task = create_task(name, encoder_for_data(enc_name, data, **encoder_options(enc_name)), **TASK_OPTIONS.get(name, {}))
     task.check_input(task.cfg, data.input_shape)
     cfg = TrainConfig(steps=3, batch_size=4, precision="32", accelerator="cpu", devices="1", progress=False,
                       log_every=1, warmup_steps=1, num_workers=0)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from _volfiles import write_medmnist, write_nifti
 
 
@@ -14,7 +13,6 @@ from _volfiles import write_medmnist, write_nifti
 def _volume_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the preprocessed-volume cache of every test in a temp folder."""
     monkeypatch.setenv("MEDSSL_CACHE", str(tmp_path_factory.getbasetemp() / "medssl_cache"))
-    torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -123,7 +123,7 @@ def test_bad_manifests(tmp_path, text, match):
 
 
 def test_dicom_series_folder(tmp_path):
-    sitk = pytest.importorskip("SimpleITK")
+    import SimpleITK as sitk
     folder = tmp_path / "series"
     folder.mkdir()
     vol = (np.random.default_rng(0).random((5, 8, 7)) * 1000).astype(np.int16)  # (slices, rows, cols)

@@ -1,4 +1,4 @@
-"""Tiny components the bundle tests register (importable as ``tests.bundle.plugins`` in subprocesses too).
+"""Tiny components the bundle tests register (importable as ``tests.pretext.bundle.plugins`` in subprocesses too).
 
 They stand in for the built-in encoders and tasks, so the bundle tests do not depend on them.
 """

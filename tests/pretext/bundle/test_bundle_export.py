@@ -10,10 +10,10 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata, verify_net_in_out
 
-from pretext.errors import UserError
-from tests.bundle.conftest import SIZE, classifier_checkpoint, needs, pretrain_checkpoint
 from pretext.bundle import SCHEMA_PATH, export_bundle
 from pretext.bundle.source import read_source
+from pretext.errors import UserError
+from tests.pretext.bundle.conftest import SIZE, classifier_checkpoint, needs, pretrain_checkpoint
 
 FILES = ["configs/metadata.json", "configs/inference.json", "configs/train.json", "models/model.pt",
          "models/model.ts", "docs/README.md", "docs/license.txt", "docs/metadata_schema.json", "LICENSE"]
@@ -192,9 +192,9 @@ def test_volume_preprocessing_follows_the_data_spec(tmp_path: Path, spec: str, e
 
 
 def test_classifier_saved_by_helper_exports_equal_outputs(tmp_path: Path) -> None:
+    from pretext.bundle.source import save_classifier_checkpoint
     from pretext.heads import LinearHead
     from pretext.registry import create_encoder
-    from pretext.bundle.source import save_classifier_checkpoint
 
     enc = create_encoder("bundle_test_cnn3d", in_channels=1, img_size=(SIZE,) * 3)
     head = LinearHead(enc.num_features, 4, batch_norm=True)

@@ -10,10 +10,10 @@ import torch
 from monai.networks.nets import ResNet
 
 from benchmarks.cli import main
+from pretext.bundle.importer import encoder_from_bundle, import_bundle
 from pretext.errors import UserError
 from pretext.registry import create_encoder
-from tests.bundle.conftest import SIZE
-from pretext.bundle.importer import encoder_from_bundle, import_bundle
+from tests.pretext.bundle.conftest import SIZE
 
 NET = {"_target_": "monai.networks.nets.ResNet", "block": "basic", "layers": [1, 1, 1, 1],
        "block_inplanes": [4, 8, 16, 32], "spatial_dims": 3, "n_input_channels": 1, "num_classes": 3}

@@ -18,8 +18,8 @@ import torch
 from monai.bundle import ConfigParser, run
 from monai.transforms import Compose
 
-from tests.bundle.conftest import SIZE, monai_cli, needs
 from pretext.bundle import SCHEMA_PATH
+from tests.pretext.bundle.conftest import SIZE, monai_cli, needs
 
 pytestmark = pytest.mark.slow
 

@@ -12,10 +12,10 @@ import torch
 from monai.bundle import run
 
 from benchmarks.cli import main
+from pretext.bundle.verify import verify_bundle
 from pretext.engine.checkpoint import save_checkpoint
 from pretext.registry import create_encoder
-from tests.bundle.conftest import needs
-from pretext.bundle.verify import verify_bundle
+from tests.pretext.bundle.conftest import needs
 
 
 def signal_checkpoint(path: Path) -> Path:

@@ -1,4 +1,7 @@
-"""Every registered signal encoder: feature/token shapes, backward, bad sizes; the tsai adapter."""
+"""Signal encoders: widths, tokens, backward, bad sizes; the tsai adapter.
+
+Features, capabilities and buildability of every registered encoder: tests/test_contracts.py.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +11,21 @@ import torch
 from pretext.base import SSLData
 from pretext.data import encoder_for_data
 from pretext.errors import ConfigError
-from pretext.registry import create_encoder, list_encoders
+from pretext.registry import ENCODERS, create_encoder
+from tests.components import input_shape, shipped, tiny_encoder
 
-# name -> (n_chans, n_times, expected num_features, extra kwargs); tiny sizes
-ENCODER_CASES = {
-    "xresnet1d18": (2, 256, 512, {}),
-    "xresnet1d34": (2, 256, 64, {"widths": (8, 16, 32, 64)}),  # narrow: same depth, fast on CPU
-    "xresnet1d50": (2, 256, 256, {"widths": (8, 16, 32, 64)}),
-    "xresnet1d101": (2, 256, 256, {"widths": (8, 16, 32, 64)}),
-    "cpc_encoder": (2, 256, 128, {}),
-    "ribeiro_resnet": (2, 512, 320, {}),
-    "tsai_InceptionTimePlus": (2, 256, 64, {"nf": 16}),
-    "tsai_XResNet1dPlus": (2, 256, 256, {"block_szs_base": (8, 16, 32, 64)}),
-    "tsai_TSTPlus": (2, 256, 32, {"d_model": 32, "n_heads": 4, "d_ff": 64, "n_layers": 1}),
-    "tsai_ResNetPlus": (2, 256, 128, {}),
-    "tsai_XceptionTimePlus": (2, 256, None, {"nf": 4}),
-}
+# num_features of the tiny builds (tests/components.py), where known
+WIDTH = {"xresnet1d18": 512, "xresnet1d34": 64, "xresnet1d50": 256, "xresnet1d101": 256, "cpc_encoder": 128,
+         "ribeiro_resnet": 320, "tsai_InceptionTimePlus": 64, "tsai_XResNet1dPlus": 256, "tsai_TSTPlus": 32,
+         "tsai_ResNetPlus": 128}
 
 
-def test_every_signal_encoder_has_a_case() -> None:
-    assert set(list_encoders("signal")) <= set(ENCODER_CASES), "add new signal encoders to ENCODER_CASES"
-
-
-@pytest.mark.parametrize("name", sorted(ENCODER_CASES))
+@pytest.mark.parametrize("name", shipped(ENCODERS, "signal"))
 def test_encoder_forward_backward(name: str) -> None:
-    c, t, nf, kw = ENCODER_CASES[name]
-    enc = create_encoder(name, n_chans=c, n_times=t, sfreq=100.0, **kw)
-    if nf is not None:
-        assert enc.num_features == nf
+    enc = tiny_encoder(name)
+    c, t = input_shape(name)
+    if name in WIDTH:
+        assert enc.num_features == WIDTH[name]
     x = torch.randn(2, c, t)
     f = enc.forward_features(x)
     assert f.shape == (2, enc.num_features) and torch.isfinite(f).all()
@@ -51,6 +41,7 @@ def test_xresnet_maps_and_sizes() -> None:
     maps = enc.forward_maps(torch.randn(2, 1, 300))
     assert [m.shape[1] for m in maps] == [64, 128, 256, 512]
     assert [m.shape[2] for m in maps] == [75, 38, 19, 10]
+    assert enc.feature_channels == [64, 128, 256, 512] and enc.feature_strides == [4, 8, 16, 32]
     with pytest.raises(ValueError, match="n_times=16 is too short"):
         create_encoder("xresnet1d18", n_chans=1, n_times=16)
 

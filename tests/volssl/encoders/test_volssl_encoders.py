@@ -1,36 +1,31 @@
-"""Volume encoders: the common interface, maps for decoders, MAE hooks, bad arguments."""
+"""Volume encoders: two input channels, maps for the U-Net decoder, MAE hooks, bad arguments.
+
+Features, capabilities and buildability of every registered encoder: tests/test_contracts.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from pretext.capabilities import MultiScaleMaps
 from pretext.errors import ConfigError
-from pretext.registry import ENCODERS, create_encoder, list_encoders
+from pretext.registry import ENCODERS, create_encoder
+from tests.components import shipped, tiny_encoder
 from volssl.encoders import UNetDecoder, sincos_pos_embed_3d
 
-# name -> (kwargs, expected num_features); every registered volume encoder must be listed here
-CASES = {
-    "resnet18_3d": ({"widen_factor": 0.25}, 128),
-    "resnet50_3d": ({"widen_factor": 0.125}, 256),
-    "vit_3d": ({"embed_dim": 48, "depth": 1, "num_heads": 2}, 48),
-    "monai_net": ({"net": "UNet", "out_channels": 8, "channels": (4, 8), "strides": (2,)}, 8),
-}
+# num_features of the tiny builds (tests/components.py), where known
+WIDTH = {"resnet18_3d": 64, "resnet50_3d": 256, "vit_3d": 48, "monai_net": 8}
 
 
-def test_every_volume_encoder_is_covered():
-    """Every volume encoder this project ships (tests may register helpers of their own elsewhere)."""
-    shipped = {n for n in list_encoders("volume") if ENCODERS.get(n).__module__.startswith("volssl.encoders.")}
-    assert shipped == set(CASES)
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", shipped(ENCODERS, "volume"))
 def test_interface_and_maps(name):
-    kwargs, width = CASES[name]
-    enc = create_encoder(name, in_channels=2, img_size=(16, 16, 16), **kwargs)
+    enc = tiny_encoder(name, in_channels=2)
     x = torch.rand(2, 2, 16, 16, 16)
     feats = enc.forward_features(x)
-    assert feats.shape == (2, width) == (2, enc.num_features)
+    assert feats.shape == (2, WIDTH.get(name, enc.num_features)) == (2, enc.num_features)
+    if not isinstance(enc, MultiScaleMaps):
+        return
     maps = enc.forward_maps(x)
     assert [m.shape[1] for m in maps] == list(enc.feature_channels)
     for m, s in zip(maps, enc.feature_strides, strict=False):
@@ -39,6 +34,10 @@ def test_interface_and_maps(name):
     assert out.shape == x.shape
     out.mean().backward()
     assert all(p.grad is not None for p in enc.parameters() if p.requires_grad)
+
+
+def test_resnet18_width_follows_widen_factor():
+    assert create_encoder("resnet18_3d", img_size=16, widen_factor=0.25).num_features == 128
 
 
 def test_resnet_small_and_large_stems():

@@ -11,17 +11,10 @@ import torch
 
 from pretext.errors import ConfigError, UserError
 from pretext.registry import TASKS, create_encoder, create_task
+from tests.components import shipped
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
-VOLUME_TASKS = ["rotation", "slice_order", "pixel_shuffle", "mae3d", "combined"]
-
-
-@pytest.mark.parametrize("name", VOLUME_TASKS)
+@pytest.mark.parametrize("name", shipped(TASKS, "volume"))
 def test_2d_input_is_rejected(name):
     cls = TASKS.get(name)
     with pytest.raises(UserError, match="3D volumes.*2D image"):

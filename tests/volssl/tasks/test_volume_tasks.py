@@ -1,37 +1,26 @@
-"""Volume pretext tasks: outputs, seeded determinism, labels, overfitting a tiny batch, coverage."""
+"""Volume pretext tasks: labels and views, overfitting a tiny batch, the engine, real data.
+
+Outputs, seeded determinism, bad options and buildability of every registered task: tests/test_contracts.py.
+"""
 
 from __future__ import annotations
-
-import dataclasses
 
 import pytest
 import torch
 
-from pretext.registry import TASKS, create_encoder, create_task, list_tasks
+from pretext.registry import TASKS, create_task
+from tests.components import TASK_OPTIONS, shipped, tiny_encoder, tiny_task
 
-SMALL_RESNET = ("resnet18_3d", {"widen_factor": 0.125})
-SMALL_VIT = ("vit_3d", {"embed_dim": 48, "depth": 1, "num_heads": 2, "patch_size": 4})
-
-# task -> (encoder, task options); every registered volume task must be listed here
-CASES = {
-    "rotation": (SMALL_RESNET, {}),
-    "slice_order": (SMALL_RESNET, {"num_permutations": 6}),
-    "pixel_shuffle": (SMALL_RESNET, {"max_block": (3, 3, 3), "num_blocks": 300}),
-    "mae3d": (SMALL_VIT, {"decoder_dim": 48, "decoder_heads": 2, "decoder_depth": 1}),
-    "combined": (SMALL_VIT, {"tasks": ("rotation", "mae3d"), "weights": (1.0, 2.0),
-                             "options": {"mae3d": {"decoder_dim": 48, "decoder_heads": 2, "decoder_depth": 1}}}),
-}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on the shared 2-core machine
+# test-specific settings (the shared tiny options are in tests/components.py)
+MAE = TASK_OPTIONS["mae3d"]
+COMBINED = {"encoder": "vit_3d", "tasks": ("rotation", "mae3d"), "weights": (1.0, 2.0), "options": {"mae3d": MAE}}
+SPECIFIC = {"slice_order": {"num_permutations": 6}, "combined": COMBINED}
 
 
 def make(name: str, side: int = 16, **overrides):
-    (enc_name, ekw), tkw = CASES[name]
-    torch.manual_seed(0)
-    return create_task(name, create_encoder(enc_name, img_size=(side,) * 3, **ekw), **{**tkw, **overrides})
+    options = {**SPECIFIC.get(name, {}), **overrides}
+    encoder = options.pop("encoder", None)
+    return tiny_task(name, encoder, {"img_size": (side,) * 3}, **options)
 
 
 def batch(n: int = 2, side: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -41,40 +30,12 @@ def batch(n: int = 2, side: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
     return {"x": x.clamp(0, 1)}
 
 
-def test_every_volume_task_is_covered():
-    """Every volume task this project ships (tests may register helpers of their own elsewhere)."""
-    shipped = {n for n in list_tasks("volume") if TASKS.get(n).__module__.startswith("volssl.tasks.")}
-    assert shipped == set(CASES)
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_forward_backward_and_determinism(name):
-    task = make(name)
-    b = batch()
-    out = task(b, generator=torch.Generator().manual_seed(1))
-    assert out["loss"].dtype == torch.float32 and out["loss"].ndim == 0 and torch.isfinite(out["loss"])
-    assert all(v.ndim == 0 for v in out.values())
-    out["loss"].backward()
-    grads = [p.grad for p in task.encoder.parameters() if p.requires_grad]
-    assert all(g is not None for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
-    task.eval()  # same seed, same views, same loss
-    with torch.no_grad():
-        a = task(b, generator=torch.Generator().manual_seed(5))["loss"]
-        c = task(b, generator=torch.Generator().manual_seed(5))["loss"]
-        d = task(b, generator=torch.Generator().manual_seed(6))["loss"]
-    assert torch.equal(a, c) and not torch.equal(a, d)
-    cfg = type(task).Config()
-    assert dataclasses.is_dataclass(cfg)
-    type(task).check_input(task.cfg, (1, 16, 16, 16))
-
-
 @pytest.mark.parametrize(("name", "factor", "steps", "overrides"), [
     ("rotation", 0.2, 40, {}), ("slice_order", 0.2, 40, {}), ("pixel_shuffle", 0.5, 40, {}),
     # masked voxels of the noisy test volumes are unpredictable: per-patch normalised targets of
     # noise leave only memorisation, so the raw targets are used here
     ("mae3d", 0.5, 40, {"norm_pix_loss": False}),
-    ("combined", 0.3, 40, {"options": {"mae3d": {"decoder_dim": 48, "decoder_heads": 2, "decoder_depth": 1,
-                                                 "norm_pix_loss": False}}}),
+    ("combined", 0.3, 40, {"options": {"mae3d": {**MAE, "norm_pix_loss": False}}}),
 ])
 def test_overfits_a_fixed_batch(name, factor, steps, overrides):
     """With the views fixed (same generator seed every step), the loss must drop by ``factor``."""
@@ -183,7 +144,7 @@ def test_one_step_of_every_task_on_real_adrenalmnist3d(shared_data, tmp_path, mo
     tr = data.splits["train"]
     x = torch.stack([tr[i]["x"] for i in (0, 1)])
     assert x.shape == (2, 1, 32, 32, 32)
-    for name in sorted(CASES):
+    for name in shipped(TASKS, "volume"):
         task = make(name, side=32)
         type(task).check_input(task.cfg, data.input_shape)
         loss = task({"x": x}, generator=torch.Generator().manual_seed(0))["loss"]
@@ -192,8 +153,7 @@ def test_one_step_of_every_task_on_real_adrenalmnist3d(shared_data, tmp_path, mo
 
 
 def test_slice_order_resizes_slabs_for_fixed_size_encoders():
-    (enc_name, ekw) = SMALL_VIT
-    task = create_task("slice_order", create_encoder(enc_name, img_size=16, **ekw), num_permutations=6)
+    task = create_task("slice_order", tiny_encoder("vit_3d", img_size=16), num_permutations=6)
     assert task.resize  # vit_3d needs its img_size: slabs are resized to it
     seen = []
     forward = task.encoder.forward_features
