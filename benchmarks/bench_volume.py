@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import platform
 import random
@@ -33,11 +34,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from volssl.shuffle import _shuffle_numba, _shuffle_torch, local_pixel_shuffle, sample_shuffle_params  # noqa: E402
-
 from pretext.registry import create_encoder, create_task  # noqa: E402
 from volssl.tasks.pixel_shuffle import PixelShuffle, genesis_corrupt  # noqa: E402
-from volssl.transforms import patchify  # noqa: E402
+from volssl.transforms import RandomLocalPixelShuffle, patchify  # noqa: E402
 
 
 # -- Models Genesis reference (github.com/MrGiovanni/ModelsGenesis, pytorch/utils.py) -------------
@@ -87,17 +86,19 @@ def bench_shuffle(quick: bool) -> dict[str, Any]:
     res: dict[str, Any] = {"shape": shape, "num_blocks": 10000, "max_block": [s // 10 for s in shape]}
 
     # exactness: numba kernel == batched tensor path, on the same parameters
-    p = sample_shuffle_params(2, shape, g)
     xb = torch.rand(2, 1, *shape)
-    res["numba_equals_tensor_path"] = bool(torch.equal(_shuffle_numba(xb, p), _shuffle_torch(xb, p)))
+    p = RandomLocalPixelShuffle().get_params(xb.shape, g)
+    res["numba_equals_tensor_path"] = bool(torch.equal(dataclasses.replace(p, backend="numba")(xb),
+                                                       dataclasses.replace(p, backend="torch")(xb)))
 
     n = 50 if quick else 300
-    t = timed(lambda: local_pixel_shuffle(x1, g), n, warmup=3)
+    shuffle, shuffle_t = RandomLocalPixelShuffle(), RandomLocalPixelShuffle(backend="torch")
+    t = timed(lambda: shuffle(x1, g), n, warmup=3)
     res["ours_numba_b1"] = {"cubes_per_s_wall": 1 / t["wall_s"], "cubes_per_s_cpu": 1 / t["cpu_s"]}
     x8 = torch.rand(8, 1, *shape)
-    t = timed(lambda: local_pixel_shuffle(x8, g), max(5, n // 8), warmup=1)
+    t = timed(lambda: shuffle(x8, g), max(5, n // 8), warmup=1)
     res["ours_numba_b8"] = {"cubes_per_s_wall": 8 / t["wall_s"], "cubes_per_s_cpu": 8 / t["cpu_s"]}
-    t = timed(lambda: local_pixel_shuffle(x1, g, backend="torch"), 2 if quick else 4, warmup=1)
+    t = timed(lambda: shuffle_t(x1, g), 2 if quick else 4, warmup=1)
     res["ours_tensor_path_cpu_b1"] = {"cubes_per_s_wall": 1 / t["wall_s"], "cubes_per_s_cpu": 1 / t["cpu_s"]}
 
     random.seed(0)

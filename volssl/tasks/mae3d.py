@@ -21,9 +21,9 @@ from pretext.base import Batch, PretextTask
 from pretext.capabilities import MaskedTokens, require
 from pretext.errors import ConfigError, UserError
 from pretext.registry import register_task
-from volssl.tasks._common import check_batch, check_volume_shape
 from volssl.encoders.vit import Block, sincos_pos_embed_3d
-from volssl.transforms import patchify, random_masking, unpatchify
+from volssl.tasks._common import check_batch, check_volume_shape
+from volssl.transforms import RandomPatchMask, patchify, unpatchify
 
 
 def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix: bool) -> torch.Tensor:
@@ -110,14 +110,20 @@ class MAE3D(PretextTask):
                 f"mask_ratio={c.mask_ratio} leaves {keep} visible; use a smaller --encoder.patch_size or larger volumes"
             )
         values = int(torch.tensor(encoder.patch_size).prod()) * getattr(encoder, "in_channels", 1)
+        self.masking = RandomPatchMask(c.mask_ratio)
         self.decoder = MAEDecoder(encoder.embed_dim, encoder.grid_size, values, c.decoder_dim, c.decoder_depth,
                                   c.decoder_heads)
+
+    def _mask(self, x: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``ids_keep (B, K)`` and ``mask (B, N)`` (1 = masked) on ``x``'s device."""
+        m = self.masking.get_params((x.shape[0], self.encoder.num_patches), generator)
+        return m.ids_keep.to(x.device), m.mask.to(x.device)
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         x = batch["x"]
         check_batch(x, self.name, self)
         enc = self.encoder
-        ids_keep, mask = random_masking(x.shape[0], enc.num_patches, self.cfg.mask_ratio, generator, x.device)
+        ids_keep, mask = self._mask(x, generator)
         pred = self.decoder(enc.forward_masked(x, ids_keep), ids_keep)
         loss = mae_loss(pred, patchify(x, enc.patch_size), mask, self.cfg.norm_pix_loss)
         return {"loss": loss, "masked_fraction": mask.mean()}
@@ -126,7 +132,7 @@ class MAE3D(PretextTask):
     def reconstruct(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted volume and the voxel mask ``(B, 1, D, H, W)`` (for figures; un-normalised targets only)."""
         enc = self.encoder
-        ids_keep, mask = random_masking(x.shape[0], enc.num_patches, self.cfg.mask_ratio, generator, x.device)
+        ids_keep, mask = self._mask(x, generator)
         pred = self.decoder(enc.forward_masked(x, ids_keep), ids_keep)
         vol = unpatchify(pred, enc.patch_size, enc.grid_size, x.shape[1])
         pv = int(torch.tensor(enc.patch_size).prod())

@@ -22,16 +22,10 @@ from pretext.base import Batch, PretextTask
 from pretext.capabilities import MultiScaleMaps, require
 from pretext.errors import ConfigError
 from pretext.registry import register_task
-from volssl.tasks._common import check_batch, check_volume_shape, warn_once
+from pretext.transforms import Compose
 from volssl.encoders.decoder import UNetDecoder
-from volssl.transforms import (
-    apply_flips,
-    bezier_remap,
-    in_paint,
-    local_pixel_shuffle,
-    out_paint,
-    random_flips,
-)
+from volssl.tasks._common import check_batch, check_volume_shape, warn_once
+from volssl.transforms import RandomBezierRemap, RandomFlip, RandomLocalPixelShuffle, RandomPainting
 
 
 def genesis_corrupt(x: torch.Tensor, generator: torch.Generator | None, cfg: Any,
@@ -39,21 +33,18 @@ def genesis_corrupt(x: torch.Tensor, generator: torch.Generator | None, cfg: Any
     """The Models Genesis corruption chain: ``x (B, C, D, H, W)`` -> ``(input, target)``.
 
     The target is ``x`` after the flips; the input adds shuffle, remap and painting. The draws
-    follow a fixed order, so one generator state gives one pair on any device. ``backend`` is the
-    shuffle's (:func:`volssl.shuffle.local_pixel_shuffle`): "auto", "numba" or "torch" (the device path).
+    follow a fixed order, so one generator state gives one pair on any device. ``backend``: "auto"
+    (numba kernels on CPU, tensor ops elsewhere), "numba", or "torch" (the device path, on any device).
     """
-    b = x.shape[0]
-    flips = random_flips(generator, b, cfg.flip_rate)
-    target = apply_flips(x, flips) if flips.any() else x
+    shape = tuple(x.shape)
+    target = RandomFlip(cfg.flip_rate, backend=backend)(x, generator)
     max_block = tuple(cfg.max_block) if cfg.max_block else None
-    out = local_pixel_shuffle(target, generator, cfg.num_blocks, max_block, cfg.local_rate, backend=backend)
-    out = bezier_remap(out, generator, cfg.nonlinear_rate, cfg.bezier_points)
-    u = torch.rand(b, 2, generator=generator, dtype=torch.float64)
-    paint = u[:, 0] < cfg.paint_rate
-    inner = paint & (u[:, 1] < cfg.inpaint_rate)
-    out = in_paint(out, generator, apply=inner)
-    out = out_paint(out, generator, apply=paint & ~inner)
-    return out, target
+    corrupt = Compose([
+        RandomLocalPixelShuffle(cfg.num_blocks, max_block, cfg.local_rate, backend),
+        RandomBezierRemap(cfg.nonlinear_rate, cfg.bezier_points, backend=backend),
+        RandomPainting(cfg.paint_rate, cfg.inpaint_rate, backend=backend),
+    ]).get_params(shape, generator)
+    return corrupt(target), target
 
 
 @register_task("pixel_shuffle", modality="volume")

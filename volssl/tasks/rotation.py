@@ -1,5 +1,5 @@
 """Rotation prediction on volumes: 10 classes (identity + 90/180/270 degrees about each axis) or the
-24 rotations of the cube. Views come from :func:`volssl.transforms.rotate`.
+24 rotations of the cube. Views come from :class:`volssl.transforms.RandomRotate90`.
 
 With anisotropic voxels (e.g. 0.8 x 0.8 x 5 mm) a rotated volume shows its spacing pattern along a
 new axis and the label is readable without any anatomy: the task warns (default), stops, or
@@ -22,7 +22,7 @@ from pretext.base import Batch, PretextTask, SSLSplit
 from pretext.errors import ConfigError, UserError
 from pretext.registry import register_task
 from volssl.tasks._common import check_batch, check_volume_shape, mlp
-from volssl.transforms import rotate
+from volssl.transforms import RandomRotate90
 
 
 def spacing_anisotropy(split: Any) -> float:
@@ -88,12 +88,14 @@ class Rotation(PretextTask):
     def __init__(self, encoder: torch.nn.Module, cfg: Config | None = None) -> None:
         super().__init__(encoder, cfg)
         self.head = mlp(encoder.num_features, self.cfg.hidden, self.cfg.num_rotations)
+        self.rotations = RandomRotate90(self.cfg.num_rotations)
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         x = batch["x"]
         check_batch(x, self.name, self)
-        labels = torch.randint(0, self.cfg.num_rotations, (x.shape[0],), generator=generator).to(x.device)
-        logits = self.head(self.encoder.forward_features(rotate(x, labels, self.cfg.num_rotations)))
+        view = self.rotations.get_params(x.shape, generator)
+        labels = view.labels.to(x.device)
+        logits = self.head(self.encoder.forward_features(view(x)))
         loss = F.cross_entropy(logits.float(), labels)
         acc = (logits.argmax(1) == labels).float().mean()
         return {"loss": loss, "acc": acc.detach()}

@@ -22,14 +22,7 @@ from pretext.base import Batch, PretextTask
 from pretext.errors import ConfigError, UserError
 from pretext.registry import register_task
 from volssl.tasks._common import check_batch, check_volume_shape, mlp
-from volssl.transforms import extract_slabs, permutation_set, sample_slabs
-
-
-def slab_geometry(length: int, inplane: Sequence[int], num_slabs: int, thickness: float,
-                  jitter: float) -> tuple[int, int]:
-    """Slab thickness (voxels) and in-plane jitter (voxels) for an axis of ``length`` voxels."""
-    seg = length // num_slabs
-    return max(1, int(seg * thickness)), int(min(inplane) * jitter)
+from volssl.transforms import RandomSlabOrder, permutation_set, slab_geometry
 
 
 @register_task("slice_order", modality="volume")
@@ -80,24 +73,17 @@ class SliceOrder(PretextTask):
     def __init__(self, encoder: torch.nn.Module, cfg: Config | None = None) -> None:
         super().__init__(encoder, cfg)
         c = self.cfg
-        self.register_buffer("perms", torch.tensor(permutation_set(c.num_slabs, c.num_permutations, c.perm_seed)),
-                             persistent=False)
+        perms = permutation_set(c.num_slabs, c.num_permutations, c.perm_seed)
+        self.register_buffer("perms", torch.tensor(perms), persistent=False)
         self.head = mlp(encoder.num_features * c.num_slabs, c.hidden, c.num_permutations)
+        self.slabs = RandomSlabOrder(c.num_slabs, perms, c.axis, c.thickness, c.jitter)
         mode = c.slab_input
         self.resize = mode == "resize" or (mode == "auto" and getattr(encoder, "fixed_input_size", False))
 
     def make_views(self, x: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``x (B, C, D, H, W)`` -> shuffled slabs ``(B, k, C, ...)`` and permutation labels ``(B,)``."""
-        c = self.cfg
-        b, length = x.shape[0], x.shape[2 + c.axis]
-        inplane = [s for a, s in enumerate(x.shape[2:]) if a != c.axis]
-        t, jit = slab_geometry(length, inplane, c.num_slabs, c.thickness, c.jitter)
-        starts, shifts = sample_slabs(b, length, inplane, c.num_slabs, t, jit, generator)
-        labels = torch.randint(0, c.num_permutations, (b,), generator=generator).to(x.device)
-        slabs = extract_slabs(x, c.axis, starts, shifts, t, jit)
-        order = self.perms[labels]  # (B, k): position i shows slab order[i]
-        idx = order.view(b, -1, *([1] * (slabs.ndim - 2))).expand_as(slabs)
-        return slabs.gather(1, idx), labels
+        view = self.slabs.get_params(x.shape, generator)
+        return view(x), view.labels.to(x.device)
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         x = batch["x"]

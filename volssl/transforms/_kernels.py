@@ -1,7 +1,9 @@
-"""The numba kernel of :func:`volssl.shuffle.local_pixel_shuffle` (CPU path).
+"""numba kernels of the CPU path of the Models Genesis transforms (shuffle, intensity table, painting).
 
-Kept in its own module so that numba is imported only when the CPU path runs, and so that the
-compiled kernel is cached on disk (``cache=True`` needs module-level functions).
+Kept in their own module so that numba is imported only when a CPU path runs, and so that the compiled
+kernels are cached on disk (``cache=True`` needs module-level functions). Each kernel computes exactly
+what its tensor path computes (same hashes, same float32 operations in the same order); the tests
+compare them bit for bit.
 """
 
 # ruff: noqa
@@ -10,14 +12,14 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def hash32_nb(h):  # pragma: no cover - compiled; same as hash32
+def hash32_nb(h):  # pragma: no cover - compiled; same as volssl.transforms.hashing.hash32
     h = (((h >> 16) ^ h) * 0x45D9F3B) & 0xFFFFFFFF
     h = (((h >> 16) ^ h) * 0x45D9F3B) & 0xFFFFFFFF
     return (h >> 16) ^ h
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def kernel(x, out, seeds, apply, dims, mx, n_chan):  # pragma: no cover - compiled
+def shuffle_kernel(x, out, seeds, apply, dims, mx, n_chan):  # pragma: no cover - compiled
     # x, out: (B * C, S) flat voxels; dims = (D, H, W); mx = max block sides
     n_batch, n_blocks = seeds.shape
     stride_d, stride_h = dims[1] * dims[2], dims[2]
@@ -56,3 +58,96 @@ def kernel(x, out, seeds, apply, dims, mx, n_chan):  # pragma: no cover - compil
                 oc = out[c]
                 for i in range(n):
                     oc[start + off[i]] = xc[start + src[i]]
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def lut_kernel(x, out, lut, enabled):  # pragma: no cover - compiled
+    # x, out: (B, V) float32; lut: (B, L) float32 samples of a curve on [0, 1]; enabled: (B,) bool
+    # two passes per volume: table positions (vectorisable), then the table reads
+    n_batch, n_vox = x.shape
+    top = lut.shape[1] - 1
+    scale = np.float32(top)
+    zero, one = np.float32(0.0), np.float32(1.0)
+    idx = np.empty(n_vox, np.int32)
+    frac = np.empty(n_vox, np.float32)
+    for b in range(n_batch):
+        xb = x[b]
+        ob = out[b]
+        if not enabled[b]:
+            for i in range(n_vox):
+                ob[i] = xb[i]
+            continue
+        for i in range(n_vox):
+            u = xb[i]
+            v = u if u > zero else zero  # clamp to [0, 1]; NaN -> 0, so the index stays in the table
+            v = v if v < one else one
+            pos = v * scale
+            i0 = min(np.int32(pos), np.int32(top - 1))
+            idx[i] = i0
+            w = pos - np.float32(i0)
+            frac[i] = w if u == u else u  # NaN: weight NaN, so the output is NaN (as the tensor path)
+        lb = lut[b]
+        for i in range(n_vox):
+            i0 = idx[i]
+            lo = lb[i0]
+            ob[i] = lo + frac[i] * (lb[i0 + 1] - lo)
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def flip_kernel(x, out, axes):  # pragma: no cover - compiled
+    # x, out: (B, C, D, H, W); axes: (B, 3) bool, flip D / H / W
+    n_batch, n_chan, nd, nh, nw = x.shape
+    for b in range(n_batch):
+        fd, fh, fw = axes[b, 0], axes[b, 1], axes[b, 2]
+        for c in range(n_chan):
+            for d in range(nd):
+                sd = nd - 1 - d if fd else d
+                for h in range(nh):
+                    sh = nh - 1 - h if fh else h
+                    src = x[b, c, sd, sh]
+                    dst = out[b, c, d, h]
+                    if fw:
+                        for w in range(nw):
+                            dst[w] = src[nw - 1 - w]
+                    else:
+                        for w in range(nw):
+                            dst[w] = src[w]
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def paint_kernel(x, out, starts, sizes, active, seeds, apply, dims, n_chan, outside):  # pragma: no cover
+    # x, out: (B, C * D * H * W); starts, sizes: (B, K, 3) int64; active: (B, K); seeds, apply: (B,)
+    # outside=False: hash noise inside the active boxes (in-painting);
+    # outside=True: hash noise everywhere except inside the active boxes (out-painting)
+    n_batch, n_vox = x.shape
+    n_boxes = starts.shape[1]
+    vol = dims[0] * dims[1] * dims[2]
+    scale = np.float32(1.0 / (1 << 24))
+    for b in range(n_batch):
+        xb = x[b]
+        ob = out[b]
+        if not apply[b]:
+            for i in range(n_vox):
+                ob[i] = xb[i]
+            continue
+        base = hash32_nb(seeds[b] & 0xFFFFFFFF)
+        if outside:
+            for i in range(n_vox):
+                ob[i] = np.float32(hash32_nb((base + i * 0x9E3779B1) & 0xFFFFFFFF) >> 8) * scale
+        else:
+            for i in range(n_vox):
+                ob[i] = xb[i]
+        for k in range(n_boxes):
+            if not active[b, k]:
+                continue
+            d0, h0, w0 = starts[b, k, 0], starts[b, k, 1], starts[b, k, 2]
+            sd, sh, sw = sizes[b, k, 0], sizes[b, k, 1], sizes[b, k, 2]
+            for c in range(n_chan):
+                for d in range(d0, d0 + sd):
+                    for h in range(h0, h0 + sh):
+                        row = c * vol + (d * dims[1] + h) * dims[2]
+                        for i in range(row + w0, row + w0 + sw):
+                            if outside:
+                                ob[i] = xb[i]
+                            else:
+                                ob[i] = np.float32(hash32_nb((base + i * 0x9E3779B1) & 0xFFFFFFFF) >> 8) * scale
