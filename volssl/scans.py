@@ -96,7 +96,7 @@ def preprocess_scan(vol: Volume, cfg: PreprocessConfig, mask: Volume | None = No
         ``(voxels (C, D, H, W) float32, affine (4, 4) of the result, mask (D, H, W) bool or None)``.
     """
     from monai.data import MetaTensor
-    from monai.transforms import CropForeground, Orientation, Resize, ResizeWithPadOrCrop, Spacing
+    from monai.transforms import CropForeground, Orientation, Resize, ResizeWithPadOrCrop
 
     x = MetaTensor(torch.as_tensor(vol.array, dtype=torch.float32), affine=torch.as_tensor(vol.affine))
     m = None if mask is None else MetaTensor(torch.as_tensor(mask.array[:1] > 0, dtype=torch.float32),
@@ -106,7 +106,7 @@ def preprocess_scan(vol: Volume, cfg: PreprocessConfig, mask: Volume | None = No
         orient = Orientation(axcodes=cfg.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S")))
         parts = [orient(t) if t is not None else None for t in parts]
     if cfg.spacing is not None:
-        parts = [Spacing(pixdim=(cfg.spacing,) * 3, mode=mode)(t) if t is not None else None
+        parts = [_resample(t, cfg.spacing, mode) if t is not None else None
                  for t, mode in zip(parts, ("bilinear", "nearest"), strict=True)]
     x, m = normalise_intensity(parts[0], cfg), parts[1]
     if cfg.foreground_crop:
@@ -126,6 +126,29 @@ def preprocess_scan(vol: Volume, cfg: PreprocessConfig, mask: Volume | None = No
     arr = np.ascontiguousarray(x.as_tensor().numpy() if isinstance(x, MetaTensor) else np.asarray(x), np.float32)
     mk = None if m is None else np.asarray(m.as_tensor().numpy() if isinstance(m, MetaTensor) else m)[0] > 0.5
     return arr, affine, mk
+
+
+def _resample(x: Any, spacing: float, mode: str) -> Any:
+    """Resample a ``MetaTensor`` to ``spacing`` mm voxels.
+
+    An axis-aligned grid (the usual case after reorientation) is resized with MONAI ``Resize`` (separable
+    interpolation, ~7x faster and a fraction of the memory of the general affine resampler on a 512x512x200
+    CT) to ``round(n * old / new)`` voxels per axis, as nnU-Net does; the affine is updated by MONAI and
+    the spacing reached is within half a voxel per scan extent of the target. Oblique grids go through
+    MONAI ``Spacing``.
+    """
+    from monai.transforms import Resize, Spacing
+
+    aff = np.asarray(x.affine, dtype=np.float64)[:3, :3]
+    off = aff - np.diag(np.diag(aff))
+    if np.abs(off).max() > 1e-4 * np.abs(np.diag(aff)).max():
+        return Spacing(pixdim=(spacing,) * 3, mode=mode)(x)
+    old = np.abs(np.diag(aff))
+    size = [max(1, int(round(n * s / spacing))) for n, s in zip(x.shape[1:], old, strict=True)]
+    if list(x.shape[1:]) == size:
+        return x
+    interp = "trilinear" if mode == "bilinear" else "nearest"
+    return Resize(size, mode=interp, anti_aliasing=False)(x)
 
 
 def _box(mask: np.ndarray) -> list[list[int]] | None:
@@ -232,7 +255,10 @@ def run_jobs(jobs: Sequence[ScanJob], num_workers: int, progress: bool = True, d
                 out.append(ingest_one(job))
                 bar.update(1)
             return out
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch / OpenMP threads
+        # forkserver: workers fork from a clean server that imported MONAI once (no fork of a process holding
+        # torch / OpenMP threads, and no MONAI import per worker as with spawn)
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["volssl.scans", "monai.transforms", "monai.data"])
         with ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=_worker_init) as ex:
             todo, pending = iter(jobs), set()
             try:

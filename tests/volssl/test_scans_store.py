@@ -47,7 +47,10 @@ def test_volumes_keep_their_own_shapes_and_spacing(tmp_path: Path) -> None:
     for i, p in enumerate(paths):
         ref, affine, _ = preprocess_scan(read_volume(p), PREP)
         assert src.shape(i) == ref.shape
-        np.testing.assert_allclose(metas[i]["spacing"], (1.5, 1.5, 1.5), atol=1e-4)
+        # resized to round(extent / 1.5 mm) voxels per axis (nnU-Net style): the extent is kept exactly
+        src_shape, src_sp = SHAPES[i]
+        np.testing.assert_allclose(np.asarray(metas[i]["spacing"]) * ref.shape[1:], np.multiply(src_shape, src_sp))
+        np.testing.assert_allclose(metas[i]["spacing"], (1.5, 1.5, 1.5), rtol=0.05)
         np.testing.assert_allclose(np.asarray(metas[i]["affine"]), affine)
         # a patch read equals the same box of the preprocessed volume (float16 store)
         lo, hi = (1, 2, 0), (5, 7, 4)
