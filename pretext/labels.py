@@ -91,12 +91,13 @@ def encode_labels(raw: Sequence[Any], *, classes: Sequence[str] | None = None, m
                     hot[i, pos[c]] = 1.0
         return hot, names
     known = [v for v in raw if not is_unknown(v)]
-    if indices and known and all(_as_index(v) is not None for v in known):
-        idx = [_as_index(v) for v in known]
-        if min(idx) < 0:  # type: ignore[type-var]
-            bad = sorted({str(v) for v in known if _as_index(v) == -1})[:5]
+    idx = [_as_index(v) for v in known]
+    if indices and known and all(i is not None for i in idx):
+        whole = [int(i) for i in idx if i is not None]
+        if min(whole) < 0:
+            bad = sorted({str(v) for v, i in zip(known, whole, strict=True) if i < 0})[:5]
             raise DataError(f"{source}: labels must be class indices 0..K-1 or class names; got {bad}")
-        names = list(classes) if classes else [str(i) for i in range(max(idx) + 1)]  # type: ignore[type-var]
+        names = list(classes) if classes else [str(i) for i in range(max(whole) + 1)]
         labels = np.array([-1 if is_unknown(v) else _as_index(v) for v in raw], dtype=np.int64)
         if len(names) <= int(labels.max()):
             raise DataError(f"{source}: class index {int(labels.max())} but only {len(names)} classes {names}")
@@ -115,5 +116,5 @@ def decode_labels(labels: np.ndarray, class_names: Sequence[str]) -> list[str | 
     """The inverse of :func:`encode_labels`: names per item (a list for multi-hot rows, ``None`` for ``-1``)."""
     labels = np.asarray(labels)
     if labels.ndim == 2:
-        return [[class_names[k] for k in np.flatnonzero(row > 0.5)] for row in labels]
-    return [None if int(v) < 0 else class_names[int(v)] for v in labels]
+        return [[class_names[int(k)] for k in np.flatnonzero(row > 0.5)] for row in labels]
+    return [None if int(v) < 0 else class_names[int(v)] for v in labels.tolist()]

@@ -82,11 +82,11 @@ class Modality:
     def bundle_transforms(self, src: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """MONAI transform configs (key ``"image"``) that load and prepare one input as in training, and a
         description ``{"normalization": ..., "preprocessing": ...}`` for the metadata."""
-        return self._hook("bundle_transforms")(src)  # type: ignore[no-any-return]
+        return self._hook("bundle_transforms")(src)
 
     def bundle_input_spec(self, src: Any, modality: str, description: dict[str, Any]) -> dict[str, Any]:
         """``network_data_format.inputs.image`` of the bundle's ``metadata.json``."""
-        return self._hook("bundle_input_spec")(src, modality, description)  # type: ignore[no-any-return]
+        return self._hook("bundle_input_spec")(src, modality, description)
 
     def bundle_augmentation(self) -> dict[str, Any]:
         """A light MONAI train-time augmentation for the bundle's ``train.json`` (:attr:`bundle_augment`)."""

@@ -161,7 +161,7 @@ def register_data(kind: str, **meta: Any) -> Callable[[T], T]:
     from pretext.options import accept_renamed
 
     def wrap(fn: T) -> T:
-        return DATA.decorator(kind, **meta)(accept_renamed(fn))  # type: ignore[arg-type]
+        return cast(T, DATA.decorator(kind, **meta)(accept_renamed(cast(Callable[..., Any], fn))))
 
     return wrap
 

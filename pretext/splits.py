@@ -77,8 +77,8 @@ def labelled_mask(labels: np.ndarray) -> np.ndarray:
     """``(N,)`` True where the record has a label (not ``-1``; multi-hot rows without any ``-1``)."""
     labels = np.asarray(labels)
     if is_multilabel(labels):
-        return ~(labels < 0).any(axis=1)
-    return labels >= 0
+        return np.asarray(~(labels < 0).any(axis=1))
+    return np.asarray(labels >= 0)
 
 
 def strata(labels: np.ndarray, num_classes: int | None = None) -> np.ndarray:
