@@ -36,7 +36,6 @@ from pretext.modality import get_modality, modality_of_shape
 Perturbation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
-# -- perturbations: pure tensor functions taking a generator ---------------------------------------------
 # -- geometry -------------------------------------------------------------------------------------------
 def _normalise(z: np.ndarray, centre: np.ndarray) -> np.ndarray:
     z = z.astype(np.float64) - centre

@@ -1,4 +1,4 @@
-"""Window arithmetic and the pure augmentation functions."""
+"""Window arithmetic, the pure augmentation functions and their random -> deterministic classes."""
 
 from __future__ import annotations
 
@@ -8,11 +8,20 @@ import torch
 
 from pretext.errors import ConfigError, UserError
 from signalssl.transforms import (
+    AugmentParams,
+    RandomBaselineWander,
+    RandomLeadDropout,
+    RandomNoise,
+    RandomScale,
+    RandomTimeMask,
     SignalAugment,
     apply_baseline_wander,
     apply_lead_dropout,
+    apply_noise,
     apply_scale,
     apply_time_mask,
+    channel_std,
+    perturb_signal,
 )
 from signalssl.windows import seconds_to_samples, sliding_windows, window_counts
 
@@ -61,8 +70,35 @@ def test_augment_seeded_and_shape_preserving() -> None:
 
 
 def test_dropout_keeps_a_channel() -> None:
-    from signalssl.transforms import AugmentParams
-
     aug = SignalAugment(("dropout",), params=AugmentParams(p=1.0, dropout_p=1.0))
     y = aug(torch.ones(8, 4, 10), torch.Generator().manual_seed(0))
     assert (y.abs().sum(-1) > 0).sum(1).eq(1).all()
+
+
+def test_random_transforms_are_params_then_apply() -> None:
+    """``T(x, g)`` equals ``T.get_params(x.shape, g)(x)``; SignalAugment draws its parts in order from one generator."""
+    x = torch.randn(4, 3, 200)
+    parts = [RandomBaselineWander(p=0.7), RandomNoise(p=0.7), RandomScale(p=0.7), RandomTimeMask(p=0.7),
+             RandomLeadDropout(p=0.7)]
+    g = torch.Generator().manual_seed(3)
+    expected = x
+    for t in parts:
+        params = t.get_params(x.shape, g)
+        assert torch.equal(params(x), params(x))  # deterministic once drawn
+        expected = params(expected)
+    got = SignalAugment(("noise", "wander", "scale", "mask", "dropout"), sfreq=100.0, params=AugmentParams(p=0.7))
+    assert torch.equal(got(x, torch.Generator().manual_seed(3)), expected)
+    with pytest.raises(ConfigError, match="p="):
+        RandomNoise(p=2.0)
+
+
+def test_perturbation_is_wander_then_noise() -> None:
+    """The audit's perturbation is the wander and noise pure functions on the drawn parameters."""
+    x = torch.randn(2, 3, 256)
+    g = torch.Generator().manual_seed(0)
+    freq = 0.05 + 0.45 * torch.rand(2, 3, generator=g)
+    phase = 2 * torch.pi * torch.rand(2, 3, generator=g)
+    white = torch.randn(2, 3, 256, generator=g)
+    wandered = apply_baseline_wander(x, 0.1 * channel_std(x), freq, phase, 100.0)
+    expected = apply_noise(wandered, white, 0.03 * channel_std(wandered))
+    torch.testing.assert_close(perturb_signal(x, torch.Generator().manual_seed(0)), expected, rtol=0, atol=1e-6)
