@@ -410,7 +410,9 @@ class ScanSource:
 
     def read(self, i: int, lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:
         box = (slice(None), *(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True)))
-        return np.asarray(self.volume(i)[box], dtype=np.float32)
+        # torch converts float16 -> float32 with the CPU's half instructions: 2x (96^3) to 8x (64x64x32)
+        # faster than numpy's astype, which dominated a patch read
+        return torch.from_numpy(np.ascontiguousarray(self.volume(i)[box])).float().numpy()
 
     def foreground(self, i: int) -> np.ndarray:
         if i not in self._fg:
