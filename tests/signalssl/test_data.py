@@ -73,6 +73,16 @@ def test_store_is_reused_and_never_reparsed(wfdb_folder: Path, cache: str, monke
     assert load_data(spec.replace("window=2", "window=2&sfreq=50")).meta["store"] != first.meta["store"]
 
 
+def test_cache_layout_is_the_volumes_one(wfdb_folder: Path, tmp_path: Path) -> None:
+    # a given folder holds the stores in its signal/ subfolder (volumes: volumes/), named KIND-HASH
+    data = load_data(f"wfdb:{wfdb_folder}?cache={tmp_path / 'c'}&window=2&split=none")
+    store = Path(data.meta["store"])
+    assert store.parent == tmp_path / "c" / "signal" and store.name.startswith("wfdb-")
+    # cache=none: a temporary store, outside every cache folder, deleted when the process ends
+    temp = Path(load_data(f"wfdb:{wfdb_folder}?cache=none&window=2&split=none").meta["store"])
+    assert temp.is_dir() and tmp_path / "c" not in temp.parents and temp.parent.name.startswith("medssl-signal-")
+
+
 def test_short_records_padded_and_float16(wfdb_folder: Path, cache: str) -> None:
     data = load_data(f"wfdb:{wfdb_folder}?cache={cache}&window=6&split=none&pad_short=true")
     tr = data.splits["train"]
