@@ -116,7 +116,7 @@ def test_mask_column_centres_foreground_patches(tmp_path: Path) -> None:
     write_nifti(tmp_path / "a.nii.gz", img)
     write_nifti(tmp_path / "a_mask.nii.gz", mask)
     m = _manifest(tmp_path, [{"path": "a.nii.gz", "label": 0, "patient_id": "p0", "mask": "a_mask.nii.gz"}])
-    data = load_data(f"manifest3d:{m}?normalise=minmax&patch=8,8,8&patches_per_volume=4&foreground=1")
+    data = load_data(f"manifest3d:{m}?normalize=minmax&patch=8,8,8&patches_per_volume=4&foreground=1")
     stream = data.splits["train"].patch_stream(seed=0)
     for j in range(20):
         for c in stream[j]["corner"].numpy():
@@ -132,7 +132,7 @@ def test_mask_on_another_grid_is_named(tmp_path: Path) -> None:
                              {"path": "b.nii.gz", "label": 1, "patient_id": "p1", "mask": ""}])
     write_nifti(tmp_path / "b.nii.gz", np.random.default_rng(1).random((20, 20, 10)))
     with pytest.raises(DataError, match=r"mask .*a_mask.nii.gz.* does not match image .*a.nii.gz.*resample the mask"):
-        load_data(f"manifest3d:{m}?normalise=minmax&patch=8")
+        load_data(f"manifest3d:{m}?normalize=minmax&patch=8")
 
 
 def test_roi_centres_and_outside_centre(tmp_path: Path) -> None:
@@ -140,24 +140,24 @@ def test_roi_centres_and_outside_centre(tmp_path: Path) -> None:
     img[28:32, 8:12, 10:14] = 1.0
     write_nifti(tmp_path / "a.nii.gz", img + 0.01, spacing=(1.0, 1.0, 2.0))
     rows = [{"path": "a.nii.gz", "label": 1, "patient_id": "p0", "roi_i": 30, "roi_j": 10, "roi_k": 12}]
-    data = load_data(f"manifest3d:{_manifest(tmp_path, rows)}?orientation=none&normalise=none&patch=4,4,4")
+    data = load_data(f"manifest3d:{_manifest(tmp_path, rows)}?orientation=none&normalize=none&patch=4,4,4")
     split = data.splits["train"]
     assert split.grid(0).tolist() == [[28, 8, 10]] and (split.load(0) > 1).all()  # the patch on the lesion
     world = {"roi_x": 30.0, "roi_y": 10.0, "roi_z": 24.0}  # diag(1, 1, 2) affine
     rows_w = [{"path": "a.nii.gz", "label": 1, "patient_id": "p0", **world}]
-    data = load_data(f"manifest3d:{_manifest(tmp_path, rows_w, 'w.csv')}?orientation=none&normalise=none&patch=4,4,4"
+    data = load_data(f"manifest3d:{_manifest(tmp_path, rows_w, 'w.csv')}?orientation=none&normalize=none&patch=4,4,4"
                      "&roi_size=8,8,8&overlap=0")
     assert len(data.splits["train"].grid(0)) == 8 and (data.splits["train"].load(0) > 1).all()
     rows[0]["roi_i"] = 80
     with pytest.raises(DataError, match=r"a.nii.gz: ROI centre \(roi_i=80.*outside.*shape \(40, 40, 20\)"):
-        load_data(f"manifest3d:{_manifest(tmp_path, rows, 'bad.csv')}?orientation=none&normalise=none&patch=4")
+        load_data(f"manifest3d:{_manifest(tmp_path, rows, 'bad.csv')}?orientation=none&normalize=none&patch=4")
 
 
 def test_all_background_volume_warns(tmp_path: Path) -> None:
     write_nifti(tmp_path / "empty.nii.gz", np.zeros((16, 16, 16)))
     write_nifti(tmp_path / "full.nii.gz", np.random.default_rng(0).random((16, 16, 16)) + 1)
     with pytest.warns(UserWarning, match=r"1 of 2 volume\(s\) have no voxel above foreground_threshold=0.*empty.nii.gz"):
-        load_data(f"nifti:{tmp_path}?normalise=none&patch=8&foreground=0.5")
+        load_data(f"nifti:{tmp_path}?normalize=none&patch=8&foreground=0.5")
 
 
 # -- training on patches ---------------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ def test_every_volume_task_trains_on_patches(scan_folder: Path, task: str) -> No
     from pretext.pipeline import pretrain
 
     enc, tcfg = TASKS[task]
-    spec = f"nifti:{scan_folder}?spacing=1.5&normalise=minmax&patch=8&patches_per_volume=2&foreground=0.5"
+    spec = f"nifti:{scan_folder}?spacing=1.5&normalize=minmax&patch=8&patches_per_volume=2&foreground=0.5"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module, res = pretrain(task, enc, spec, None, {"steps": 2, "batch_size": 2, "progress": False, "precision": "32",
@@ -208,7 +208,7 @@ def test_resume_with_patches_is_bit_exact(scan_folder: Path, tmp_path: Path) -> 
     from pretext.engine import fit
     from pretext.pipeline import build_run
 
-    spec = f"nifti:{scan_folder}?spacing=1.5&normalise=minmax&patch=8&patches_per_volume=2&foreground=0.5"
+    spec = f"nifti:{scan_folder}?spacing=1.5&normalize=minmax&patch=8&patches_per_volume=2&foreground=0.5"
     cfg = TrainConfig(steps=6, batch_size=2, progress=False, precision="32", warmup_steps=1, ckpt_every=100,
                       num_workers=2, log_every=1)
 
@@ -240,7 +240,7 @@ def test_resume_with_patches_is_bit_exact(scan_folder: Path, tmp_path: Path) -> 
 
 
 def test_pretrain_batches_are_patches(scan_folder: Path) -> None:
-    data = load_data(f"nifti:{scan_folder}?spacing=1.5&normalise=minmax&patch=8,8,4&patches_per_volume=3")
+    data = load_data(f"nifti:{scan_folder}?spacing=1.5&normalize=minmax&patch=8,8,4&patches_per_volume=3")
     TrainConfig(batch_size=2)  # the engine's defaults accept it
     stream = data.splits["train"].patch_stream(seed=0)
     batch = stream.collate_fn([stream[0], stream[1]])

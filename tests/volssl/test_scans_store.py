@@ -22,7 +22,7 @@ from volssl.scans import ingest_scans, pool_folder, preprocess_scan
 from volssl.store import default_cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
-PREP = PreprocessConfig(spacing=1.5, normalise="minmax")
+PREP = PreprocessConfig(spacing=1.5, normalize="minmax")
 SHAPES = [((30, 20, 12), (1.0, 1.0, 2.0)), ((40, 36, 10), (0.8, 0.8, 2.5)), ((16, 18, 20), (1.5, 1.5, 1.5)),
           ((24, 24, 9), (1.2, 1.0, 3.0))]
 
@@ -77,12 +77,12 @@ def test_broken_file_is_named_and_good_volumes_are_kept(tmp_path: Path) -> None:
     bad = folder / "zz_broken.nii.gz"
     bad.write_bytes(b"\x1f\x8b" + b"not a nifti" * 10)
     with pytest.raises(DataError, match="zz_broken.nii.gz") as err:
-        load_data(f"nifti:{folder}?spacing=1.5&normalise=minmax&patch=8")
+        load_data(f"nifti:{folder}?spacing=1.5&normalize=minmax&patch=8")
     assert "kept" in str(err.value)
     pool = pool_folder(default_cache_dir(), PREP, None)
     assert len(list((pool / "vol").glob("*.json"))) == 3  # nothing already ingested is lost
     with pytest.warns(UserWarning, match="zz_broken"):
-        data = load_data(f"nifti:{folder}?spacing=1.5&normalise=minmax&patch=8&skip_broken=true")
+        data = load_data(f"nifti:{folder}?spacing=1.5&normalize=minmax&patch=8&skip_broken=true")
     assert str(bad) in data.meta["skipped"] and len(data.splits["train"]) == len(paths)
 
 
@@ -102,7 +102,7 @@ def slow(job):
     time.sleep(0.4)
     return out
 S.ingest_one = slow
-S.ingest_scans({paths!r}, {str(cache)!r}, PreprocessConfig(spacing=1.5, normalise="minmax"), progress=False)
+S.ingest_scans({paths!r}, {str(cache)!r}, PreprocessConfig(spacing=1.5, normalize="minmax"), progress=False)
 """
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"})
     pool = pool_folder(cache, PREP, None)
@@ -136,7 +136,7 @@ sys.path.insert(0, {str(REPO)!r})
 import torch; torch.set_num_threads(1)
 from volssl.scans import ingest_scans
 from volssl.preprocess import PreprocessConfig
-ingest_scans({paths!r}, {str(tmp_path / ('cache-' + tag))!r}, PreprocessConfig(normalise="minmax"), progress=False)
+ingest_scans({paths!r}, {str(tmp_path / ('cache-' + tag))!r}, PreprocessConfig(normalize="minmax"), progress=False)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
