@@ -29,8 +29,9 @@ __all__ = ["Chain", "Compose", "RandomTransform", "Transform", "check_probabilit
 class Transform:
     """A deterministic transform: its parameters are fixed when it is built.
 
-    Subclasses are frozen dataclasses whose fields are the parameters (CPU tensors with one row per
-    sample, plus plain settings) and implement :meth:`apply`.
+    Subclasses are dataclasses whose fields are the parameters (CPU tensors with one row per sample, plus
+    plain settings) and implement :meth:`apply`. They are not frozen: ``torch.compile`` cannot rebuild a
+    frozen dataclass across a graph break; treat them as immutable (``dataclasses.replace`` makes variants).
     """
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +62,7 @@ class RandomTransform:
         return self.get_params(tuple(x.shape), generator).apply(x)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Chain(Transform):
     """Deterministic transforms applied in order."""
 

@@ -91,7 +91,7 @@ def apply_lead_dropout(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 # -- deterministic transforms ----------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class BaselineWander(Transform):
     """Fixed wander: ``amplitude (B, 1 or C)`` relative to the channel std, ``freq_hz``/``phase`` ``(B,)`` or
     ``(B, C)``, at ``sfreq`` Hz."""
@@ -107,7 +107,7 @@ class BaselineWander(Transform):
         return apply_baseline_wander(x, amp, self.freq_hz.to(dev), self.phase.to(dev), self.sfreq)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Noise(Transform):
     """Fixed Gaussian noise: ``noise (B, C, T)`` standard normal, ``std (B, 1 or C)`` relative to the channel std."""
 
@@ -119,7 +119,7 @@ class Noise(Transform):
         return apply_noise(x, self.noise.to(x.device, x.dtype), std)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Scale(Transform):
     """Fixed gains: ``factor (B,)`` or ``(B, C)``."""
 
@@ -129,7 +129,7 @@ class Scale(Transform):
         return apply_scale(x, self.factor.to(x.device, x.dtype))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class TimeMask(Transform):
     """Fixed time masks: ``start, length (B,)`` in samples."""
 
@@ -140,7 +140,7 @@ class TimeMask(Transform):
         return apply_time_mask(x, self.start.to(x.device), self.length.to(x.device))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class LeadDropout(Transform):
     """Fixed channel dropout: ``keep (B, C)`` bool."""
 

@@ -37,7 +37,8 @@ def draw_seeds(shape: tuple[int, ...], generator: torch.Generator | None) -> tor
 
 
 def use_kernel(x: torch.Tensor, backend: str) -> bool:
-    """Whether the numba kernel runs: ``backend`` "numba", or "auto" on a CPU float32/float64 tensor without grad.
+    """Whether the numba kernel runs: ``backend`` "numba", or "auto" on a CPU float32/float64 tensor without grad,
+    outside ``torch.compile``.
 
     Raises:
         ConfigError: an unknown ``backend``.
@@ -46,6 +47,7 @@ def use_kernel(x: torch.Tensor, backend: str) -> bool:
         from pretext.errors import ConfigError
 
         raise ConfigError(f"backend={backend!r} must be 'auto' (numba on CPU, tensor ops elsewhere), 'numba' or 'torch'")
-    if backend == "auto":
-        return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not x.requires_grad
+    if backend == "auto":  # under torch.compile the tensor path is traced (numba cannot be)
+        return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not x.requires_grad
+                and not torch.compiler.is_compiling())
     return backend == "numba"

@@ -116,7 +116,7 @@ def remap_intensity(x: torch.Tensor, lut: torch.Tensor, enabled: torch.Tensor, b
     return torch.where(enabled.to(x.device)[:, None, None, None, None], out, x)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class BezierRemap(Transform):
     """Models Genesis non-linear intensity transformation with fixed curves.
 
@@ -192,7 +192,7 @@ def jitter_intensity(x: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor, 
     return (x.float() * gain.to(dev) + std * (offset.to(dev) + noise.to(dev))).to(x.dtype)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class IntensityJitter(Transform):
     """Fixed gain, offset and noise (see :func:`jitter_intensity`)."""
 

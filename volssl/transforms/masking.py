@@ -25,7 +25,7 @@ def keep_tokens(tokens: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
     return tokens.gather(1, ids[..., None].expand(-1, -1, tokens.shape[-1]))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class PatchMask(Transform):
     """A fixed MAE mask.
 

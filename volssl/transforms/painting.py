@@ -107,7 +107,7 @@ def out_paint_boxes(x: torch.Tensor, starts: torch.Tensor, sizes: torch.Tensor, 
     return _paint(x, starts, sizes, active, seeds, enabled, True, backend)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class InPaint(Transform):
     """In-painting with fixed boxes and noise seeds (fields: the arguments of :func:`in_paint_boxes`)."""
 
@@ -122,7 +122,7 @@ class InPaint(Transform):
         return in_paint_boxes(x, self.starts, self.sizes, self.active, self.seeds, self.enabled, self.backend)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class OutPaint(InPaint):
     """Out-painting with fixed boxes and noise seeds (fields: the arguments of :func:`out_paint_boxes`)."""
 

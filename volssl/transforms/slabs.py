@@ -105,7 +105,7 @@ def permute_slabs(slabs: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return slabs.gather(1, idx)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class SlabOrder(Transform):
     """Fixed slabs in a fixed order: ``apply(x (B, C, D, H, W)) -> (B, k, C, ...)``.
 

@@ -51,7 +51,7 @@ def flip(x: torch.Tensor, axes: torch.Tensor, backend: str = "auto") -> torch.Te
     return out
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Flip(Transform):
     """Fixed flips: ``axes (B, 3)`` bool, spatial axes to flip per volume; ``backend`` as :func:`flip`."""
 
@@ -161,7 +161,7 @@ def rotate(x: torch.Tensor, labels: torch.Tensor, kind: int = 10, inverse: bool 
     return out
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Rotate90(Transform):
     """Fixed rotations: volume ``i`` turned by rotation ``labels[i]`` of ``rotation_group(kind)``."""
 
