@@ -1,27 +1,30 @@
-"""Volume performance benchmark: pixel-shuffle corruption and training steps, with references run
-in the same process.
+"""Volume performance benchmark: Models Genesis corruptions and training steps, with references run in
+the same process.
 
 1. Local pixel shuffling at 64x64x32 (the Models Genesis cube), one CPU thread, paper semantics
    (10,000 blocks, sides up to dim/10, blocks read the uncorrupted input, later blocks win):
-   ours (numba kernel; and the batched tensor path used on GPUs) vs the Models Genesis NumPy
-   reference (``local_pixel_shuffling``, reproduced below) vs MONAI ``RandCoarseShuffle`` with
-   10,000 holes of the same size range.
-2. The whole Models Genesis corruption chain (flip, shuffle, Bezier remap, painting), cubes/s.
+   ours (numba kernel; and the batched tensor path used on GPUs) vs a plain NumPy loop with the same
+   semantics (:func:`volssl.transforms.shuffle.shuffle_blocks_loop`) vs MONAI ``RandCoarseShuffle``
+   with 10,000 holes of the same size range.
+2. The whole Models Genesis chain (flips, shuffle, Bezier remap, in/out-painting; all applied), batch 8,
+   cubes/s: ours (numba kernels), the same chain with only the shuffle in numba (the previous
+   implementation), the tensor path (the GPU path) on CPU, and a plain NumPy chain (:func:`numpy_chain`);
+   ratios against the shuffle alone and these references, measured in interleaved rounds; per-stage costs.
 3. One ``mae3d`` training step (forward, backward, AdamW) vs MONAI ``MaskedAutoEncoderViT`` of the
    same size, volumes/s and ratio.
 4. One training step of every volume task at 28^3 (volumes/s).
 
-Usage: ``python benchmarks/bench_volume.py [--quick] [--device cuda] [--out benchmarks/results/volume]``
+Usage: ``python benchmarks/bench_volume.py [--quick] [--parts shuffle,chain] [--device cuda] [--out DIR]``
+(``--parts`` reruns some parts and keeps the others of the JSON already in ``DIR``).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import platform
-import random
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -35,36 +38,57 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pretext.registry import create_encoder, create_task  # noqa: E402
+from pretext.transforms import Compose  # noqa: E402
 from volssl.tasks.pixel_shuffle import PixelShuffle, genesis_corrupt  # noqa: E402
-from volssl.transforms import RandomLocalPixelShuffle, patchify  # noqa: E402
+from volssl.transforms import (  # noqa: E402
+    RandomBezierRemap,
+    RandomFlip,
+    RandomLocalPixelShuffle,
+    RandomPainting,
+    patchify,
+)
+from volssl.transforms.shuffle import random_blocks, shuffle_blocks_loop  # noqa: E402
+
+# -- a plain NumPy Models Genesis chain (our own straightforward code; one volume at a time) --------------
 
 
-# -- Models Genesis reference (github.com/MrGiovanni/ModelsGenesis, pytorch/utils.py) -------------
-def mg_local_pixel_shuffling(x: np.ndarray, prob: float = 0.5) -> np.ndarray:
-    """The reference loop, verbatim in logic: ``x`` is ``(C, rows, cols, deps)``."""
-    if random.random() >= prob:
-        return x
-    image_temp = copy.deepcopy(x)
-    orig_image = copy.deepcopy(x)
-    _, img_rows, img_cols, img_deps = x.shape
-    num_block = 10000
-    for _ in range(num_block):
-        block_noise_size_x = random.randint(1, img_rows // 10)
-        block_noise_size_y = random.randint(1, img_cols // 10)
-        block_noise_size_z = random.randint(1, img_deps // 10)
-        noise_x = random.randint(0, img_rows - block_noise_size_x)
-        noise_y = random.randint(0, img_cols - block_noise_size_y)
-        noise_z = random.randint(0, img_deps - block_noise_size_z)
-        window = orig_image[0, noise_x:noise_x + block_noise_size_x,
-                            noise_y:noise_y + block_noise_size_y,
-                            noise_z:noise_z + block_noise_size_z]
-        window = window.flatten()
-        np.random.shuffle(window)
-        window = window.reshape((block_noise_size_x, block_noise_size_y, block_noise_size_z))
-        image_temp[0, noise_x:noise_x + block_noise_size_x,
-                   noise_y:noise_y + block_noise_size_y,
-                   noise_z:noise_z + block_noise_size_z] = window
-    return image_temp
+def numpy_chain(volume: np.ndarray, rng: np.random.Generator, cfg: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The Models Genesis corruption of one volume ``(C, D, H, W)`` in ``[0, 1]``, step by step in NumPy.
+
+    The paper's steps and rates (``cfg``: a :class:`PixelShuffle.Config`): up to three random flips (the
+    target), local pixel shuffling, a Bezier intensity curve (``np.interp`` of ``cfg.bezier_points``
+    samples), then in-painting (noise boxes) or out-painting (noise around kept boxes).
+    """
+    x = volume
+    for _ in range(3):  # one more flip while the draw stays below flip_rate
+        if rng.random() >= cfg.flip_rate:
+            break
+        x = np.flip(x, axis=1 + int(rng.integers(3)))
+    target = np.ascontiguousarray(x)
+    out = target
+    if rng.random() < cfg.local_rate:
+        out = shuffle_blocks_loop(out, random_blocks(rng, out.shape[1:], cfg.num_blocks))
+    if rng.random() < cfg.nonlinear_rate:
+        p = np.array([[0.0, 0.0], *rng.random((2, 2)), [1.0, 1.0]])
+        t = np.linspace(0.0, 1.0, cfg.bezier_points)[:, None]
+        curve = t ** 3 * p[0] + 3 * t ** 2 * (1 - t) * p[1] + 3 * t * (1 - t) ** 2 * p[2] + (1 - t) ** 3 * p[3]
+        xs, ys = np.sort(curve[:, 0]), curve[:, 1]
+        out = np.interp(out, xs, np.sort(ys) if rng.random() >= 0.5 else ys).astype(volume.dtype)
+    if rng.random() < cfg.paint_rate:
+        dims = np.array(out.shape[1:])
+        inner = rng.random() < cfg.inpaint_rate
+        low, high = (dims // 6, dims // 3) if inner else (dims - 4 * dims // 7, dims - 3 * dims // 7)
+        painted = out.copy() if inner else rng.random(out.shape).astype(out.dtype)
+        for k in range(5):  # the first box always, then one more while the draw stays below 0.95
+            if k and rng.random() >= 0.95:
+                break
+            size = rng.integers(np.maximum(low, 1), np.maximum(high, low) + 1)
+            margins = [min(3, (n - s) // 2) for n, s in zip(dims, size, strict=True)]  # 3 voxels where they fit
+            corner = [int(rng.integers(m, n - s - m + 1)) for m, n, s in zip(margins, dims, size, strict=True)]
+            box = (slice(None), *(slice(c, c + s) for c, s in zip(corner, size, strict=True)))
+            painted[box] = rng.random(painted[box].shape) if inner else out[box]
+        out = painted
+    return out, target
 
 
 def timed(fn: Callable[[], Any], n: int, warmup: int = 1, sync: Callable[[], None] = lambda: None) -> dict[str, float]:
@@ -101,11 +125,9 @@ def bench_shuffle(quick: bool) -> dict[str, Any]:
     t = timed(lambda: shuffle_t(x1, g), 2 if quick else 4, warmup=1)
     res["ours_tensor_path_cpu_b1"] = {"cubes_per_s_wall": 1 / t["wall_s"], "cubes_per_s_cpu": 1 / t["cpu_s"]}
 
-    random.seed(0)
-    np.random.seed(0)
-    xn = x1[0].numpy()
-    t = timed(lambda: mg_local_pixel_shuffling(xn, prob=1.0), 3 if quick else 10, warmup=1)
-    res["models_genesis_numpy"] = {"cubes_per_s_wall": 1 / t["wall_s"], "cubes_per_s_cpu": 1 / t["cpu_s"]}
+    xn, rng = x1[0].numpy(), np.random.default_rng(0)
+    t = timed(lambda: shuffle_blocks_loop(xn, random_blocks(rng, shape)), 3 if quick else 10, warmup=1)
+    res["numpy_loop"] = {"cubes_per_s_wall": 1 / t["wall_s"], "cubes_per_s_cpu": 1 / t["cpu_s"]}
 
     from monai.transforms import RandCoarseShuffle
 
@@ -115,21 +137,98 @@ def bench_shuffle(quick: bool) -> dict[str, Any]:
     res["monai_RandCoarseShuffle"] = {"cubes_per_s_wall": 1 / t["wall_s"], "cubes_per_s_cpu": 1 / t["cpu_s"]}
 
     ours = res["ours_numba_b1"]
-    for ref in ("models_genesis_numpy", "monai_RandCoarseShuffle", "ours_tensor_path_cpu_b1"):
+    for ref in ("numpy_loop", "monai_RandCoarseShuffle", "ours_tensor_path_cpu_b1"):
         for k in ("wall", "cpu"):
             res[f"ratio_ours_vs_{ref}_{k}"] = ours[f"cubes_per_s_{k}"] / res[ref][f"cubes_per_s_{k}"]
     res["target_cubes_per_s"] = 400
     return res
 
 
+def rounds(fns: dict[str, tuple[Callable[[], Any], int]], n_rounds: int,
+           sync: Callable[[], None] = lambda: None) -> dict[str, dict[str, list[float]]]:
+    """Interleaved rounds (order reversed every other round, so a changing machine load hits all alike):
+    ``fns`` maps a name to ``(fn, calls per round)``; returns wall and process-CPU seconds per call, per round."""
+    for fn, _ in fns.values():
+        fn()
+    out: dict[str, dict[str, list[float]]] = {k: {"wall_s": [], "cpu_s": []} for k in fns}
+    for r in range(n_rounds):
+        for name in list(fns) if r % 2 == 0 else reversed(list(fns)):
+            fn, n = fns[name]
+            t = timed(fn, n, warmup=0, sync=sync)
+            out[name]["wall_s"].append(t["wall_s"])
+            out[name]["cpu_s"].append(t["cpu_s"])
+    return out
+
+
 def bench_chain(quick: bool, device: torch.device) -> dict[str, Any]:
+    """The whole chain (all probabilities 1, flips at the paper's 0.4), batch 8 at 64x64x32, against the shuffle
+    alone and the references; then each stage alone on each path."""
     cfg = PixelShuffle.Config(local_rate=1.0, nonlinear_rate=1.0, paint_rate=1.0)
-    x = torch.rand(8, 1, 64, 64, 32, device=device)
+    b, shape = 8, (64, 64, 32)
+    x = torch.rand(b, 1, *shape, generator=torch.Generator().manual_seed(0)).to(device)
     g = torch.Generator().manual_seed(0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    t = timed(lambda: genesis_corrupt(x, g, cfg), 3 if quick else 10, warmup=1, sync=sync)
-    return {"batch": 8, "shape": [64, 64, 32], "all_probabilities_1": True,
-            "cubes_per_s_wall": 8 / t["wall_s"], "cubes_per_s_cpu": 8 / t["cpu_s"]}
+
+    def stages(backend: dict[str, str]) -> dict[str, Any]:
+        return {"flip": RandomFlip(cfg.flip_rate, backend=backend["flip"]),
+                "shuffle": RandomLocalPixelShuffle(cfg.num_blocks, None, cfg.local_rate, backend["shuffle"]),
+                "bezier": RandomBezierRemap(cfg.nonlinear_rate, cfg.bezier_points, backend=backend["bezier"]),
+                "painting": RandomPainting(cfg.paint_rate, cfg.inpaint_rate, backend=backend["painting"])}
+
+    def chain(backend: dict[str, str]) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+        st = stages(backend)
+        rest = Compose([st["shuffle"], st["bezier"], st["painting"]])
+
+        def run() -> tuple[torch.Tensor, torch.Tensor]:
+            target = st["flip"](x, g)
+            return rest(target, g), target
+        return run
+
+    every = dict.fromkeys(("flip", "shuffle", "bezier", "painting"), "torch")
+    before = {**every, "shuffle": "auto"}  # the previous implementation: numba for the shuffle only
+    res: dict[str, Any] = {"batch": b, "shape": list(shape), "all_probabilities_1": True, "flip_rate": cfg.flip_rate,
+                           "num_blocks": cfg.num_blocks, "bezier_points": cfg.bezier_points, "device": str(device)}
+    # exactness: same draws, same views, on every path
+    outs = {}
+    for name, fn in (("genesis_corrupt", lambda: genesis_corrupt(x, g, cfg)),
+                     ("numba_shuffle_only", chain(before)), ("tensor_path", chain(every))):
+        g.manual_seed(1)
+        outs[name] = fn()
+    res["paths_bit_identical"] = all(torch.equal(a, c) for o in outs.values()
+                                     for a, c in zip(o, outs["genesis_corrupt"], strict=True))
+
+    fns: dict[str, tuple[Callable[[], Any], int]] = {
+        "ours": (lambda: genesis_corrupt(x, g, cfg), 2 if quick else 5),
+        "shuffle_alone": (lambda: stages(dict.fromkeys(every, "auto"))["shuffle"](x, g), 2 if quick else 5),
+    }
+    if device.type == "cpu":
+        fns["numba_shuffle_only"] = (chain(before), 1 if quick else 3)
+        fns["tensor_path"] = (chain(every), 1)
+    rng, xn = np.random.default_rng(0), x.cpu().numpy()
+    fns["numpy_chain"] = (lambda: [numpy_chain(v, rng, cfg) for v in xn], 1)
+    t = rounds(fns, 2 if quick else 5, sync)
+    for name, v in t.items():
+        res[name] = {f"cubes_per_s_{k}": b / statistics.median(v[f"{k}_s"]) for k in ("wall", "cpu")}
+        res[name]["rounds_cpu_s"] = v["cpu_s"]
+    for ref in fns:
+        if ref != "ours":
+            for k in ("wall", "cpu"):
+                res[f"ratio_ours_vs_{ref}_{k}"] = res["ours"][f"cubes_per_s_{k}"] / res[ref][f"cubes_per_s_{k}"]
+    res["target_cubes_per_s"] = 360
+    res["target_vs_shuffle_alone"] = 360 / 950  # the target was set against the shuffle's ~950 cubes/s (idle core)
+
+    # each stage alone, milliseconds of process CPU per cube (median of rounds)
+    paths = {"kernels": dict.fromkeys(every, "auto"), "tensor_path": every} if device.type == "cpu" else {
+        "tensor_path": every}
+    stage_fns = {}
+    for path, backend in paths.items():
+        for name, tr in stages(backend).items():
+            slow = path == "tensor_path" and name == "shuffle"
+            stage_fns[f"{path}/{name}"] = (lambda tr=tr: tr(x, g), 1 if slow or quick else 3)
+    t = rounds(stage_fns, 2 if quick else 3, sync)
+    res["stage_ms_per_cube_cpu"] = {k: 1e3 * statistics.median(v["cpu_s"]) / b for k, v in t.items()}
+    res["stage_ms_per_cube_wall"] = {k: 1e3 * statistics.median(v["wall_s"]) / b for k, v in t.items()}
+    return res
 
 
 def _train_step(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], opt: torch.optim.Optimizer) -> None:
@@ -224,26 +323,59 @@ def bench_tasks(quick: bool, device: torch.device, precision: str) -> dict[str, 
     return out
 
 
+def _md_shuffle(s: dict[str, Any]) -> list[str]:
+    lines = ["## Local pixel shuffling, 64x64x32, one thread (paper semantics, 10,000 blocks)", "",
+             "| implementation | cubes/s (wall) | cubes/s (CPU time) |", "|---|---:|---:|"]
+    for k in ("ours_numba_b1", "ours_numba_b8", "ours_tensor_path_cpu_b1", "numpy_loop", "monai_RandCoarseShuffle"):
+        lines.append(f"| {k} | {s[k]['cubes_per_s_wall']:.1f} | {s[k]['cubes_per_s_cpu']:.1f} |")
+    return lines + ["", f"Ours vs the NumPy loop (same semantics): x{s['ratio_ours_vs_numpy_loop_wall']:.1f} (wall), "
+                    f"x{s['ratio_ours_vs_numpy_loop_cpu']:.1f} (CPU). Ours vs MONAI RandCoarseShuffle: "
+                    f"x{s['ratio_ours_vs_monai_RandCoarseShuffle_wall']:.1f} (wall), "
+                    f"x{s['ratio_ours_vs_monai_RandCoarseShuffle_cpu']:.1f} (CPU). Target: {s['target_cubes_per_s']} "
+                    f"cubes/s. numba kernel == tensor path on the same parameters: {s['numba_equals_tensor_path']}.", ""]
+
+
+def _md_chain(c: dict[str, Any]) -> list[str]:
+    lines = [f"## Whole Models Genesis chain, batch {c['batch']}, {'x'.join(map(str, c['shape']))}, one thread", "",
+             f"Flips (rate {c['flip_rate']}), shuffle ({c['num_blocks']} blocks), Bezier remap ({c['bezier_points']} "
+             "points), in/out-painting; shuffle, remap and painting always applied. Median of interleaved rounds.", "",
+             "| implementation | cubes/s (wall) | cubes/s (CPU time) | ours / it (CPU time) |", "|---|---:|---:|---:|"]
+    names = {"ours": "ours (numba kernels on CPU)", "shuffle_alone": "the shuffle alone (numba)",
+             "numba_shuffle_only": "previous: numba shuffle, tensor ops for the rest",
+             "tensor_path": "tensor path (the GPU path) on CPU", "numpy_chain": "plain NumPy chain, one volume at a time"}
+    for k, label in names.items():
+        if k in c:
+            ratio = f"x{c[f'ratio_ours_vs_{k}_cpu']:.2f}" if k != "ours" else ""
+            lines.append(f"| {label} | {c[k]['cubes_per_s_wall']:.1f} | {c[k]['cubes_per_s_cpu']:.1f} | {ratio} |")
+    lines += ["", f"Target: {c['target_cubes_per_s']} cubes/s, set as {c['target_vs_shuffle_alone']:.2f} x the shuffle "
+              f"alone; measured chain / shuffle alone: {c['ratio_ours_vs_shuffle_alone_cpu']:.2f} (CPU time). "
+              f"All paths give bit-identical views from one seed: {c['paths_bit_identical']}.", "",
+              "Each stage alone, ms of process CPU per cube (median of rounds):", "",
+              "| stage | " + " | ".join(sorted({k.split('/')[0] for k in c['stage_ms_per_cube_cpu']})) + " |",
+              "|---|" + "---:|" * len({k.split('/')[0] for k in c['stage_ms_per_cube_cpu']})]
+    paths = sorted({k.split("/")[0] for k in c["stage_ms_per_cube_cpu"]})
+    for stage in ("flip", "shuffle", "bezier", "painting"):
+        lines.append(f"| {stage} | " + " | ".join(f"{c['stage_ms_per_cube_cpu'][f'{p}/{stage}']:.3f}" for p in paths) + " |")
+    return lines + [""]
+
+
 def to_markdown(r: dict[str, Any]) -> str:
-    s = r["shuffle"]
     lines = [
         "# Volume benchmark", "",
         f"Machine: {r['machine']}; torch threads: {r['threads']}; device: {r['device']}; precision: {r['precision']}.",
         "CPU timings share a 2-core machine with other jobs: wall-clock rates are depressed by the load,"
         " process-CPU rates are closer to an idle core. Ratios compare runs made in the same process.", "",
-        "## Local pixel shuffling, 64x64x32, one thread (paper semantics, 10,000 blocks)", "",
-        "| implementation | cubes/s (wall) | cubes/s (CPU time) |", "|---|---:|---:|",
     ]
-    for k in ("ours_numba_b1", "ours_numba_b8", "ours_tensor_path_cpu_b1", "models_genesis_numpy", "monai_RandCoarseShuffle"):
-        lines.append(f"| {k} | {s[k]['cubes_per_s_wall']:.1f} | {s[k]['cubes_per_s_cpu']:.1f} |")
-    lines += ["", f"Ours vs Models Genesis NumPy: x{s['ratio_ours_vs_models_genesis_numpy_wall']:.1f} (wall), "
-              f"x{s['ratio_ours_vs_models_genesis_numpy_cpu']:.1f} (CPU). Ours vs MONAI RandCoarseShuffle: "
-              f"x{s['ratio_ours_vs_monai_RandCoarseShuffle_wall']:.1f} (wall), x{s['ratio_ours_vs_monai_RandCoarseShuffle_cpu']:.1f} (CPU). "
-              f"Target: {s['target_cubes_per_s']} cubes/s. numba kernel == tensor path on the same parameters: "
-              f"{s['numba_equals_tensor_path']}.", "",
-              "## Whole Models Genesis chain (flip + shuffle + Bezier + painting, all applied), batch 8, 64x64x32", "",
-              f"{r['chain']['cubes_per_s_wall']:.1f} cubes/s wall, {r['chain']['cubes_per_s_cpu']:.1f} cubes/s CPU.", "",
-              "## mae3d training step vs MONAI MaskedAutoEncoderViT (same size)", ""]
+    lines += _md_shuffle(r["shuffle"]) if "shuffle" in r else []
+    lines += _md_chain(r["chain"]) if "chain" in r else []
+    lines += _md_mae_tasks(r) if "mae" in r and "tasks" in r else []
+    parts = [k for k in ("shuffle", "chain", "mae", "tasks") if k in r]
+    lines += ["Measured at (UTC): " + ", ".join(f"{k} {r[k].get('time_utc', r['time_utc'])}" for k in parts) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _md_mae_tasks(r: dict[str, Any]) -> list[str]:
+    lines = ["## mae3d training step vs MONAI MaskedAutoEncoderViT (same size)", ""]
     m = r["mae"]
     lines += [f"64^3, patch 16, batch {m['batch']}, hidden {m['hidden']}, {m['layers']} layers, decoder {m['dec_hidden']} x "
               f"{m['dec_layers']}; params ours {m['params_ours']:,} / MONAI {m['params_monai']:,}.", "",
@@ -256,13 +388,17 @@ def to_markdown(r: dict[str, Any]) -> str:
               "## One training step per task, 28^3, batch 8", "", "| task | encoder | volumes/s (wall) | volumes/s (CPU) |",
               "|---|---|---:|---:|"]
     for k, v in r["tasks"].items():
-        lines.append(f"| {k} | {v['encoder']} {v['encoder_kwargs']} | {v['volumes_per_s_wall']:.1f} | {v['volumes_per_s_cpu']:.1f} |")
-    return "\n".join(lines) + "\n"
+        if isinstance(v, dict) and "encoder" in v:
+            lines.append(f"| {k} | {v['encoder']} {v['encoder_kwargs']} | {v['volumes_per_s_wall']:.1f} | "
+                         f"{v['volumes_per_s_cpu']:.1f} |")
+    return lines + [""]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--parts", default="shuffle,chain,mae,tasks",
+                    help="parts to run; the others are kept from the JSON already in --out")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default=None, help="32 or bf16 (default: bf16 on cuda, 32 on cpu)")
     ap.add_argument("--threads", type=int, default=1)
@@ -271,18 +407,26 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     precision = args.precision or ("bf16" if device.type == "cuda" else "32")
-    r: dict[str, Any] = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "threads": args.threads,
-                         "device": str(device), "precision": precision, "torch": torch.__version__,
-                         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    r["shuffle"] = bench_shuffle(args.quick)
-    print(json.dumps(r["shuffle"], indent=1), flush=True)
-    r["chain"] = bench_chain(args.quick, device)
-    r["mae"] = bench_mae(args.quick, device, precision)
-    print(json.dumps(r["mae"], indent=1), flush=True)
-    r["tasks"] = bench_tasks(args.quick, device, precision)
-    args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if device.type == "cpu" else f"_{device.type}"
-    (args.out / f"bench_volume{suffix}.json").write_text(json.dumps(r, indent=1))
+    path = args.out / f"bench_volume{suffix}.json"
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(parts) - {"shuffle", "chain", "mae", "tasks"})
+    if unknown:
+        ap.error(f"--parts {unknown} unknown; choose from shuffle, chain, mae, tasks")
+    r: dict[str, Any] = json.loads(path.read_text()) if path.is_file() and len(parts) < 4 else {}
+    for kept in set(r) & {"shuffle", "chain", "mae", "tasks"}:
+        r[kept].setdefault("time_utc", r["time_utc"])  # a part kept from an earlier run keeps its time
+    r.update({"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "threads": args.threads,
+              "device": str(device), "precision": precision, "torch": torch.__version__,
+              "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    run = {"shuffle": lambda: bench_shuffle(args.quick), "chain": lambda: bench_chain(args.quick, device),
+           "mae": lambda: bench_mae(args.quick, device, precision),
+           "tasks": lambda: bench_tasks(args.quick, device, precision)}
+    for part in parts:
+        r[part] = {**run[part](), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": args.quick}
+        print(json.dumps(r[part], indent=1), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(r, indent=1))
     (args.out / f"bench_volume{suffix}.md").write_text(to_markdown(r))
     print(to_markdown(r))
 

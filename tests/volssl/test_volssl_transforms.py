@@ -26,7 +26,6 @@ from volssl.transforms import (
     RandomSlabOrder,
     bezier_curves,
     block_geometry,
-    block_permutation,
     local_pixel_shuffle,
     patchify,
     permutation_set,
@@ -36,6 +35,7 @@ from volssl.transforms import (
     slab_geometry,
     unpatchify,
 )
+from volssl.transforms.shuffle import random_blocks, seeded_blocks, shuffle_blocks_loop
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -43,17 +43,11 @@ def gen(seed: int = 0) -> torch.Generator:
 
 
 def reference_shuffle(x: np.ndarray, params: LocalPixelShuffle, spatial) -> np.ndarray:
-    """Models Genesis semantics, one block at a time in Python: read the original, write in order."""
+    """Models Genesis semantics, one block at a time in the NumPy reference loop: read the original, write in order."""
     out = x.copy()
-    sizes, starts = block_geometry(params.seeds, spatial, params.max_block)
     for b in range(x.shape[0]):
-        if not params.enabled[b]:
-            continue
-        for k in range(params.seeds.shape[1]):
-            (sd, sh, sw), (d0, h0, w0) = sizes[b, k].tolist(), starts[b, k].tolist()
-            block = x[b, :, d0:d0 + sd, h0:h0 + sh, w0:w0 + sw].reshape(x.shape[1], -1)
-            perm = block_permutation(int(params.seeds[b, k]), sd * sh * sw)
-            out[b, :, d0:d0 + sd, h0:h0 + sh, w0:w0 + sw] = block[:, perm].reshape(x.shape[1], sd, sh, sw)
+        if params.enabled[b]:
+            out[b] = shuffle_blocks_loop(x[b], seeded_blocks(params.seeds[b], spatial, params.max_block))
     return out
 
 
@@ -71,6 +65,24 @@ def test_numba_equals_tensor_path_at_paper_defaults():
     p = RandomLocalPixelShuffle(num_blocks=10000).get_params(x.shape, gen(1))
     assert torch.equal(local_pixel_shuffle(x, p.seeds, p.enabled, p.max_block, backend="numba"),
                        local_pixel_shuffle(x, p.seeds, p.enabled, p.max_block, backend="torch"))
+
+
+def test_reference_loop_follows_the_paper():
+    """The NumPy reference (also the benchmark's) draws blocks within the paper's bounds; one block keeps the
+    rest of the volume and its own voxels."""
+    rng = np.random.default_rng(0)
+    blocks = list(random_blocks(rng, (64, 64, 32), num_blocks=3000))
+    sizes = np.array([b[1] for b in blocks])
+    corners = np.array([b[0] for b in blocks])
+    assert sizes.min(0).tolist() == [1, 1, 1] and sizes.max(0).tolist() == [6, 6, 3]  # dim // 10
+    assert corners.min() == 0 and ((corners + sizes) <= [64, 64, 32]).all()
+    assert all(sorted(b[2]) == list(range(int(np.prod(b[1])))) for b in blocks[:50])
+    x = np.random.default_rng(1).permutation(16 ** 3).astype(np.float32).reshape(1, 16, 16, 16)
+    (corner, size, order), = random_blocks(rng, (16, 16, 16), num_blocks=1, max_block=(4, 4, 4))
+    y = shuffle_blocks_loop(x, [(corner, size, order)])
+    inside = np.zeros_like(x, dtype=bool)
+    inside[:, corner[0]:corner[0] + size[0], corner[1]:corner[1] + size[1], corner[2]:corner[2] + size[2]] = True
+    assert (y[~inside] == x[~inside]).all() and sorted(y[inside]) == sorted(x[inside])
 
 
 def test_block_geometry_follows_the_paper():

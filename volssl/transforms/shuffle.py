@@ -11,14 +11,16 @@ whose step ``j`` draws ``(hash32(seed + j * 0x9E3779B1) * (j + 1)) >> 32`` (a co
 multiply-shift range map), so the CPU kernel (numba) and the device path (batched tensor ops) compute
 the same permutation: one seed gives bit-identical views on CPU and GPU.
 
-Speed at 64x64x32, one thread: the numba kernel does ~10^3 cubes/s; a NumPy loop with the paper's
-semantics does ~20 (see ``benchmarks/bench_volume.py``).
+:func:`shuffle_blocks_loop` is the plain NumPy loop with the same semantics, one block at a time (the
+reference of the tests and of ``benchmarks/bench_volume.py``). At 64x64x32 on one thread the numba kernel
+is about 10^2 times faster than that loop (see ``benchmarks/results/volume``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +31,7 @@ from pretext.transforms import RandomTransform, Transform, check_probability
 from volssl.transforms.hashing import GOLDEN, MASK32, draw_seeds, hash32, use_kernel
 
 __all__ = ["LocalPixelShuffle", "RandomLocalPixelShuffle", "block_geometry", "block_permutation",
-           "default_max_block", "local_pixel_shuffle"]
+           "default_max_block", "local_pixel_shuffle", "random_blocks", "seeded_blocks", "shuffle_blocks_loop"]
 
 
 def default_max_block(spatial: Sequence[int]) -> tuple[int, int, int]:
@@ -61,6 +63,42 @@ def block_permutation(seed: int, n: int) -> list[int]:
         r = (int(hash32(torch.tensor((seed + j * GOLDEN) & MASK32))) * (j + 1)) >> 32
         perm[j], perm[r] = perm[r], perm[j]
     return perm
+
+
+# -- reference: a plain NumPy loop with the paper's semantics (tests and benchmarks/bench_volume.py) ----
+
+Block = tuple[tuple[int, ...], tuple[int, ...], Sequence[int]]  # corner, sides, permutation of its voxels
+
+
+def random_blocks(rng: np.random.Generator, spatial: Sequence[int], num_blocks: int = 10000,
+                  max_block: Sequence[int] | None = None) -> Iterator[Block]:
+    """Blocks drawn as the paper describes: sides uniform in ``1..max_block`` (default ``dim // 10``), the
+    corner uniform where the block fits, and a uniform permutation of the block's voxels."""
+    sides = tuple(max_block) if max_block is not None else default_max_block(spatial)
+    for _ in range(num_blocks):
+        size = tuple(int(rng.integers(1, m + 1)) for m in sides)
+        corner = tuple(int(rng.integers(0, n - k + 1)) for n, k in zip(spatial, size, strict=True))
+        yield corner, size, rng.permutation(math.prod(size))
+
+
+def seeded_blocks(seeds: torch.Tensor, spatial: Sequence[int], max_block: Sequence[int]) -> Iterator[Block]:
+    """The blocks :func:`local_pixel_shuffle` derives from one volume's block seeds ``(N,)``, in order."""
+    sizes, starts = block_geometry(seeds, spatial, max_block)
+    for seed, size, corner in zip(seeds.tolist(), sizes.tolist(), starts.tolist(), strict=True):
+        yield tuple(corner), tuple(size), block_permutation(seed, math.prod(size))
+
+
+def shuffle_blocks_loop(volume: np.ndarray, blocks: Iterable[Block]) -> np.ndarray:
+    """Local pixel shuffling, one block at a time: each block's voxels are read from the untouched
+    ``volume (C, D, H, W)``, put in the block's order and written to the output; later blocks overwrite
+    earlier ones. Every channel gets the same permutation. Returns a new array."""
+    out = volume.copy()
+    channels = volume.shape[0]
+    for corner, size, order in blocks:
+        region = (slice(None), *(slice(a, a + k) for a, k in zip(corner, size, strict=True)))
+        voxels = volume[region].reshape(channels, -1)
+        out[region] = voxels[:, np.asarray(order)].reshape(channels, *size)
+    return out
 
 
 # -- CPU: numba kernel -----------------------------------------------------------------------------
@@ -156,7 +194,7 @@ def local_pixel_shuffle(x: torch.Tensor, seeds: torch.Tensor, apply: torch.Tenso
     return _shuffle_torch(x, seeds, apply, mx)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class LocalPixelShuffle(Transform):
     """Local pixel shuffling with fixed block seeds.
 
