@@ -11,8 +11,9 @@ from _volfiles import write_medmnist, write_nifti
 
 @pytest.fixture(autouse=True)
 def _volume_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the preprocessed-volume cache of every test in a temp folder."""
-    monkeypatch.setenv("MEDSSL_CACHE", str(tmp_path_factory.getbasetemp() / "medssl_cache"))
+    """Keep the preprocessed-volume cache of every test in its own temp folder (tests that count what a store
+    holds must not see another test's volumes)."""
+    monkeypatch.setenv("MEDSSL_CACHE", str(tmp_path_factory.mktemp("medssl_cache")))
 
 
 @pytest.fixture
