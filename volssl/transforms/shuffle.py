@@ -118,11 +118,19 @@ def _shuffle_numba(x: torch.Tensor, seeds: torch.Tensor, apply: torch.Tensor, ma
 # -- any device: batched tensor ops ----------------------------------------------------------------
 
 
+# The tensor path holds a few (volumes x blocks, largest block) int64 tables at once: on a GPU as many volumes
+# are done together as keep one table under this size (fewer, larger kernel launches); on CPU 4 (cache-sized).
+CHUNK_TABLE_BYTES = 128 * 2**20
+
+
 def _shuffle_torch(x: torch.Tensor, seeds_all: torch.Tensor, apply_all: torch.Tensor, max_block: Sequence[int],
-                   chunk: int = 4) -> torch.Tensor:
-    """Same result as the numba kernel, as batched tensor ops (the GPU path); ``chunk`` samples at a time."""
+                   chunk: int | None = None) -> torch.Tensor:
+    """Same result as the numba kernel, as batched tensor ops (the GPU path); ``chunk`` volumes at a time."""
     dev = x.device
     b_all, _, d, h, w = x.shape
+    if chunk is None:
+        table = seeds_all.shape[1] * math.prod(max_block) * 8
+        chunk = 4 if dev.type == "cpu" else max(1, CHUNK_TABLE_BYTES // table)
     out = x.clone()
     apply_all = apply_all.cpu()
     for lo in range(0, b_all, chunk):
@@ -138,14 +146,15 @@ def _shuffle_torch(x: torch.Tensor, seeds_all: torch.Tensor, apply_all: torch.Te
         n = (sd * sh * sw).reshape(-1)
         lmax = int(n.max())
         perm = torch.arange(lmax, device=dev).expand(nb * nk, lmax).clone()
-        seed = seeds.reshape(-1)
-        for j in range(lmax - 1, 0, -1):
-            r = ((hash32((seed + j * GOLDEN) & MASK32) * (j + 1)) >> 32)[:, None]
-            active = (n > j)[:, None]
+        # every Fisher-Yates draw at once: swap partner of step j (j itself past the block's end: no swap)
+        steps = torch.arange(lmax, device=dev)
+        partner = (hash32((seeds.reshape(-1, 1) + steps * GOLDEN) & MASK32) * (steps + 1)) >> 32  # (rows, lmax)
+        partner = torch.where(steps < n[:, None], partner, steps)
+        for j in range(lmax - 1, 0, -1):  # the swaps are sequential: 4 tensor ops each
+            r = partner[:, j:j + 1]
             a = perm[:, j:j + 1].clone()
-            bval = perm.gather(1, r)
-            perm[:, j:j + 1] = torch.where(active, bval, a)
-            perm.scatter_(1, r, torch.where(active, a, bval))
+            perm[:, j:j + 1] = perm.gather(1, r)
+            perm.scatter_(1, r, a)
         i = torch.arange(lmax, device=dev)[None]
         sdf, shf, swf = (s.reshape(-1, 1) for s in (sd, sh, sw))
         d0, h0, w0 = (starts[..., a].reshape(-1, 1) for a in range(3))
