@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import platform
 import statistics
 import sys
@@ -228,7 +229,43 @@ def bench_chain(quick: bool, device: torch.device) -> dict[str, Any]:
     t = rounds(stage_fns, 2 if quick else 3, sync)
     res["stage_ms_per_cube_cpu"] = {k: 1e3 * statistics.median(v["cpu_s"]) / b for k, v in t.items()}
     res["stage_ms_per_cube_wall"] = {k: 1e3 * statistics.median(v["wall_s"]) / b for k, v in t.items()}
+    res["tensor_path_work_b32"] = tensor_path_work(cfg, shape)
     return res
+
+
+def tensor_path_work(cfg: Any, shape: tuple[int, ...], batch: int = 32) -> dict[str, Any]:
+    """Kernel launches (tensor ops that are not views) and bytes of new tensors of the tensor path for one batch
+    as a GPU runs it (the shuffle with the GPU's chunk size): the basis of its expected GPU cost."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        ops, new_bytes = 0, 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN202
+            out = func(*args, **(kwargs or {}))
+            if not func.is_view:
+                self.ops += 1
+                if not func.__name__.split(".")[0].endswith("_"):  # in-place ops allocate nothing
+                    outs = out if isinstance(out, tuple | list) else [out]
+                    self.new_bytes += sum(o.numel() * o.element_size() for o in outs if isinstance(o, torch.Tensor))
+            return out
+
+    from volssl.transforms.shuffle import CHUNK_TABLE_BYTES, _shuffle_torch
+
+    x = torch.rand(batch, 1, *shape)
+    g = torch.Generator().manual_seed(0)
+    shuffle = RandomLocalPixelShuffle(cfg.num_blocks, None, cfg.local_rate, "torch").get_params(x.shape, g)
+    chunk = max(1, CHUNK_TABLE_BYTES // (cfg.num_blocks * math.prod(shuffle.max_block) * 8))
+    rest = Compose([RandomFlip(cfg.flip_rate, backend="torch"),
+                    RandomBezierRemap(cfg.nonlinear_rate, cfg.bezier_points, backend="torch"),
+                    RandomPainting(cfg.paint_rate, cfg.inpaint_rate, backend="torch")]).get_params(x.shape, g)
+    out: dict[str, Any] = {"batch": batch, "shuffle_chunk": chunk}
+    for name, fn in (("shuffle", lambda: _shuffle_torch(x, shuffle.seeds, shuffle.enabled, shuffle.max_block, chunk)),
+                     ("flip_bezier_painting", lambda: rest(x))):
+        with Count() as c:
+            fn()
+        out[name] = {"ops": c.ops, "new_gb": c.new_bytes / 1e9}
+    return out
 
 
 def _train_step(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], opt: torch.optim.Optimizer) -> None:
@@ -356,6 +393,12 @@ def _md_chain(c: dict[str, Any]) -> list[str]:
     paths = sorted({k.split("/")[0] for k in c["stage_ms_per_cube_cpu"]})
     for stage in ("flip", "shuffle", "bezier", "painting"):
         lines.append(f"| {stage} | " + " | ".join(f"{c['stage_ms_per_cube_cpu'][f'{p}/{stage}']:.3f}" for p in paths) + " |")
+    w = c.get("tensor_path_work_b32")
+    if w:
+        lines += ["", f"Tensor path for a batch of {w['batch']} as a GPU runs it (shuffle {w['shuffle_chunk']} volumes per "
+                  f"chunk): shuffle {w['shuffle']['ops']} tensor ops, {w['shuffle']['new_gb']:.1f} GB of new tensors; "
+                  f"flips + Bezier + painting {w['flip_bezier_painting']['ops']} ops, "
+                  f"{w['flip_bezier_painting']['new_gb']:.2f} GB."]
     return lines + [""]
 
 

@@ -123,6 +123,14 @@ def _shuffle_numba(x: torch.Tensor, seeds: torch.Tensor, apply: torch.Tensor, ma
 CHUNK_TABLE_BYTES = 128 * 2**20
 
 
+def _voxel_index(local: torch.Tensor, bh: torch.Tensor, bw: torch.Tensor, corner: torch.Tensor, h: int,
+                 w: int) -> torch.Tensor:
+    """Flat ``(d h w)`` index of voxel ``local`` (C order) of a block of sides ``(., bh, bw)`` at ``corner (V, 3)``."""
+    dd = local // (bh * bw) + corner[:, 0]
+    hh = (local // bw) % bh + corner[:, 1]
+    return (dd * h + hh) * w + local % bw + corner[:, 2]
+
+
 def _shuffle_torch(x: torch.Tensor, seeds_all: torch.Tensor, apply_all: torch.Tensor, max_block: Sequence[int],
                    chunk: int | None = None) -> torch.Tensor:
     """Same result as the numba kernel, as batched tensor ops (the GPU path); ``chunk`` volumes at a time."""
@@ -145,32 +153,26 @@ def _shuffle_torch(x: torch.Tensor, seeds_all: torch.Tensor, apply_all: torch.Te
         sd, sh, sw = sizes.unbind(-1)  # (nb, nk)
         n = (sd * sh * sw).reshape(-1)
         lmax = int(n.max())
-        perm = torch.arange(lmax, device=dev).expand(nb * nk, lmax).clone()
-        # every Fisher-Yates draw at once: swap partner of step j (j itself past the block's end: no swap)
+        # only the voxels of the blocks matter (about a quarter of the (rows, lmax) table)
         steps = torch.arange(lmax, device=dev)
-        partner = (hash32((seeds.reshape(-1, 1) + steps * GOLDEN) & MASK32) * (steps + 1)) >> 32  # (rows, lmax)
-        partner = torch.where(steps < n[:, None], partner, steps)
+        row, local = torch.nonzero(steps < n[:, None], as_tuple=True)  # (V,) block row, voxel index in the block
+        # tables are (step, block row): the slice of one step is contiguous
+        perm = steps[:, None].expand(lmax, nb * nk).clone()  # column q: the permutation of block row q
+        # every Fisher-Yates draw at once: swap partner of step j (j itself past the block's end: no swap)
+        partner = perm.clone()
+        partner[local, row] = (hash32((seeds.reshape(-1)[row] + local * GOLDEN) & MASK32) * (local + 1)) >> 32
         for j in range(lmax - 1, 0, -1):  # the swaps are sequential: 4 tensor ops each
-            r = partner[:, j:j + 1]
-            a = perm[:, j:j + 1].clone()
-            perm[:, j:j + 1] = perm.gather(1, r)
-            perm.scatter_(1, r, a)
-        i = torch.arange(lmax, device=dev)[None]
-        sdf, shf, swf = (s.reshape(-1, 1) for s in (sd, sh, sw))
-        d0, h0, w0 = (starts[..., a].reshape(-1, 1) for a in range(3))
-
-        def flat(idx: torch.Tensor, shf=shf, swf=swf, d0=d0, h0=h0, w0=w0) -> torch.Tensor:  # noqa: ANN001
-            dd = idx // (shf * swf) + d0
-            hh = (idx // swf) % shf + h0
-            ww = idx % swf + w0
-            return (dd * h + hh) * w + ww
-
-        valid = i < n[:, None]
-        owner = torch.arange(nb, device=dev).repeat_interleave(nk)[:, None].expand(-1, lmax)
-        dest = flat(i.expand(nb * nk, -1)) + owner * (d * h * w)
-        src = flat(perm) + owner * (d * h * w)
-        block = torch.arange(nk, device=dev).repeat(nb)[:, None].expand(-1, lmax)
-        dest, src, block = dest[valid], src[valid], block[valid]
+            r = partner[j:j + 1]
+            a = perm[j:j + 1].clone()
+            perm[j:j + 1] = perm.gather(0, r)
+            perm.scatter_(0, r, a)
+        src_local = perm[local, row]
+        bh, bw = sh.reshape(-1)[row], sw.reshape(-1)[row]
+        corner = starts.reshape(-1, 3)[row]  # (V, 3)
+        base = (row // nk) * (d * h * w)  # the volume's offset in the chunk
+        dest = base + _voxel_index(local, bh, bw, corner, h, w)
+        src = base + _voxel_index(src_local, bh, bw, corner, h, w)
+        block = row % nk
         winner = torch.full((nb * d * h * w,), -1, dtype=torch.int64, device=dev)
         winner.scatter_reduce_(0, dest, block, reduce="amax")
         keep = winner[dest] == block
