@@ -67,18 +67,18 @@ def block_permutation(seed: int, n: int) -> list[int]:
 
 # -- reference: a plain NumPy loop with the paper's semantics (tests and benchmarks/bench_volume.py) ----
 
-Block = tuple[tuple[int, ...], tuple[int, ...], Sequence[int]]  # corner, sides, permutation of its voxels
+Block = tuple[tuple[int, ...], tuple[int, ...], Sequence[int] | np.ndarray]  # corner, sides, voxel permutation
 
 
 def random_blocks(rng: np.random.Generator, spatial: Sequence[int], num_blocks: int = 10000,
                   max_block: Sequence[int] | None = None) -> Iterator[Block]:
     """Blocks drawn as the paper describes: sides uniform in ``1..max_block`` (default ``dim // 10``), the
     corner uniform where the block fits, and a uniform permutation of the block's voxels."""
-    sides = tuple(max_block) if max_block is not None else default_max_block(spatial)
-    for _ in range(num_blocks):
-        size = tuple(int(rng.integers(1, m + 1)) for m in sides)
-        corner = tuple(int(rng.integers(0, n - k + 1)) for n, k in zip(spatial, size, strict=True))
-        yield corner, size, rng.permutation(math.prod(size))
+    sides = np.asarray(max_block if max_block is not None else default_max_block(spatial))
+    sizes = rng.integers(1, sides + 1, size=(num_blocks, 3))
+    corners = rng.integers(0, np.asarray(spatial) - sizes + 1)
+    for corner, size in zip(corners.tolist(), sizes.tolist(), strict=True):
+        yield tuple(corner), tuple(size), rng.permutation(math.prod(size))
 
 
 def seeded_blocks(seeds: torch.Tensor, spatial: Sequence[int], max_block: Sequence[int]) -> Iterator[Block]:
@@ -94,10 +94,9 @@ def shuffle_blocks_loop(volume: np.ndarray, blocks: Iterable[Block]) -> np.ndarr
     earlier ones. Every channel gets the same permutation. Returns a new array."""
     out = volume.copy()
     channels = volume.shape[0]
-    for corner, size, order in blocks:
-        region = (slice(None), *(slice(a, a + k) for a, k in zip(corner, size, strict=True)))
-        voxels = volume[region].reshape(channels, -1)
-        out[region] = voxels[:, np.asarray(order)].reshape(channels, *size)
+    for (d0, h0, w0), (sd, sh, sw), order in blocks:
+        voxels = volume[:, d0:d0 + sd, h0:h0 + sh, w0:w0 + sw]
+        out[:, d0:d0 + sd, h0:h0 + sh, w0:w0 + sw] = voxels.reshape(channels, -1)[:, order].reshape(voxels.shape)
     return out
 
 
