@@ -10,7 +10,9 @@
 Because no random number comes from a device generator, one generator state gives the same views on CPU
 and GPU. ``generator=None`` draws from torch's default CPU generator (seeded by ``torch.manual_seed``).
 
->>> t = RandomFlip(prob=0.5).get_params(x.shape, torch.Generator().manual_seed(0))   # parameters
+With a modality's transform, e.g. ``volssl.transforms.RandomFlip``:
+
+>>> t = RandomFlip(prob=0.5).get_params(x.shape, torch.Generator().manual_seed(0))   # a Flip: the parameters
 >>> y = t(x)                      # the same as RandomFlip(prob=0.5)(x, torch.Generator().manual_seed(0))
 """
 
