@@ -121,8 +121,15 @@ def loading(paths: list[str], work: Path, patch: tuple[int, int, int], k: int, b
     """Patches/s of ours and of MONAI PersistentDataset + RandSpatialCropSamplesd, 2 loader workers each."""
     from monai.data import DataLoader as MonaiLoader
     from monai.data import PersistentDataset
-    from monai.transforms import (Compose, EnsureChannelFirstd, LoadImaged, Orientationd, RandSpatialCropSamplesd,
-                                  ScaleIntensityRanged, Spacingd)
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirstd,
+        LoadImaged,
+        Orientationd,
+        RandSpatialCropSamplesd,
+        ScaleIntensityRanged,
+        Spacingd,
+    )
     from torch.utils.data import DataLoader
 
     from pretext.data import load_data

@@ -199,8 +199,8 @@ class Evaluator:
     def save_classifier(self, model: nn.Module, arm: str, protocol: str, fraction: float, seed: int, task: str,
                         res: dict[str, Any]) -> Path:
         """Save a fine-tuned cell's classifier so ``sslbench export-bundle`` can ship it."""
-        from pretext.pipeline import run_config_for
         from pretext.bundle import save_classifier_checkpoint
+        from pretext.pipeline import run_config_for
 
         assert self.models_dir is not None
         path = self.models_dir / f"{self.dataset}_{task if arm == 'ssl' else arm}_{protocol}_f{fraction:g}_s{seed}.ckpt"

@@ -180,7 +180,7 @@ def ingest_one(job: ScanJob) -> dict[str, Any]:
         data = arr.astype(np.float16)
         del arr
         vol_file = folder / "vol" / f"{job.fid}.npy"
-        atomic_write(vol_file, lambda fh: np.save(fh, data), needed_bytes=data.nbytes, hint=_HINT)
+        atomic_write(vol_file, lambda fh, d=data: np.save(fh, d), needed_bytes=data.nbytes, hint=_HINT)
         atomic_write(folder / "vol" / f"{job.fid}.fg.npy", lambda fh: np.save(fh, coords), hint=_HINT)
         from volssl.io import spacing_from_affine
 
