@@ -44,7 +44,8 @@ class Modality:
         audit_perturbation: what :meth:`perturb` does, in words (for reports).
         spatial_dims: dimensions of one item after its channel axis (3 for ``(C, D, H, W)``, 1 for ``(C, T)``).
         hooks: method name -> ``"module:function"`` that implements it (imported on first use, so adapters stay
-            cheap to import): ``bundle_transforms``, ``bundle_input_spec`` (called with the method's arguments).
+            cheap to import): ``bundle_transforms``, ``bundle_input_spec``, ``bundle_grid`` (optional) (called
+            with the method's arguments).
         bundle_augment: the MONAI config :meth:`bundle_augmentation` returns.
     """
 
@@ -87,6 +88,12 @@ class Modality:
     def bundle_input_spec(self, src: Any, modality: str, description: dict[str, Any]) -> dict[str, Any]:
         """``network_data_format.inputs.image`` of the bundle's ``metadata.json``."""
         return self._hook("bundle_input_spec")(src, modality, description)
+
+    def bundle_grid(self, src: Any) -> dict[str, Any] | None:
+        """For a model trained on patches of whole inputs, the options of the bundle network's sliding grid
+        (:class:`pretext.bundle.networks.GridPooled`: ``patch_size``, ``overlap``, ``pool``, ...); ``None``
+        (the default, and without a ``bundle_grid`` hook) for a network that takes one fixed-size input."""
+        return self._hook("bundle_grid")(src) if "bundle_grid" in self.hooks else None
 
     def bundle_augmentation(self) -> dict[str, Any]:
         """A light MONAI train-time augmentation for the bundle's ``train.json`` (:attr:`bundle_augment`)."""

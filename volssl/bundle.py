@@ -4,6 +4,13 @@ The input ``image`` of a volume bundle is a NIfTI/NRRD/MHA file, loaded channels
 training data were (orientation, spacing, CT window or intensity normalisation, foreground crop, the
 network's input size), read back from the run's data spec. The modality-agnostic bundle writer is
 :mod:`pretext.bundle`; it reaches these functions through :data:`volssl.modality.ADAPTER`.
+
+A model trained on patches of whole scans (data spec ``?patch=D,H,W``) keeps the whole scan: the
+preprocessing is the scan ingest's (:func:`volssl.scans.preprocess_scan`: orientation, its resampling to
+``?spacing=`` (:class:`ScanSpacingd`), window / normalisation, foreground crop; no resize to the patch),
+and the network (:func:`volume_grid` -> :class:`pretext.bundle.networks.GridPooled`) encodes the sliding
+grid of ``?patch=`` patches (``?overlap=``) and pools their features (``?pool=``), as the harness's
+whole-scan features (:mod:`benchmarks.pooled`) do.
 """
 
 from __future__ import annotations
@@ -12,7 +19,34 @@ from typing import Any
 
 from pretext.bundle.source import ExportSource
 
-__all__ = ["normalize_transform", "volume_input_spec", "volume_preprocessing", "volume_transforms"]
+__all__ = ["ScanSpacingd", "normalize_transform", "volume_grid", "volume_input_spec", "volume_preprocessing",
+           "volume_transforms"]
+
+#: patches encoded per forward pass of a grid network (``--network_def#grid#sw_batch_size N`` overrides it)
+SW_BATCH_SIZE = 8
+
+
+class ScanSpacingd:
+    """Resample ``keys`` (``MetaTensor`` with affine) to isotropic ``pixdim`` mm voxels as the scan ingest does.
+
+    An axis-aligned grid is resized (MONAI ``Resize``, no anti-aliasing) to ``round(n * spacing / pixdim)``
+    voxels per axis, an oblique one goes through MONAI ``Spacing``: :func:`volssl.scans._resample`, so a
+    bundle sees the voxels the patch-trained encoder was trained on (MONAI ``Spacingd`` would give a
+    slightly different grid).
+    """
+
+    def __init__(self, keys: str | list[str], pixdim: float, mode: str = "bilinear") -> None:
+        self.keys = [keys] if isinstance(keys, str) else list(keys)
+        self.pixdim = float(pixdim[0] if isinstance(pixdim, (list, tuple)) else pixdim)
+        self.mode = mode
+
+    def __call__(self, data: Any) -> Any:
+        from volssl.scans import _resample
+
+        d = dict(data)
+        for key in self.keys:
+            d[key] = _resample(d[key], self.pixdim, self.mode)
+        return d
 
 
 def _pair(value: Any) -> tuple[float, float] | None:
@@ -45,6 +79,15 @@ def volume_preprocessing(src: ExportSource) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - an odd spec only loses the description
             kind, options = "", {}
     pre: dict[str, Any] = {"data_kind": kind or "unknown", "resize": True}
+    if options.get("patch") not in (None, "", "none"):  # whole scans: the network pools a grid of patches
+        from volssl.scan_data import patch_config
+
+        cfg = patch_config(options["patch"], pool=options.get("pool", "mean"), overlap=options.get("overlap", 0.25),
+                           roi_size=options.get("roi_size"))
+        assert cfg is not None
+        pre["grid"] = {"patch_size": list(cfg.patch), "overlap": cfg.overlap, "pool": cfg.pool}
+        if options.get("roi_size") is not None or str(options.get("roi", "auto")) not in ("auto", "none"):
+            pre["grid_note"] = "ROI centres of the manifest are not applied: the grid covers the whole volume"
     if kind == "medmnist3d":
         mode = str(options.get("normalize", "unit"))
         pre["normalization"] = {
@@ -70,6 +113,11 @@ def volume_preprocessing(src: ExportSource) -> dict[str, Any]:
             pre["foreground_crop"] = {"threshold": float(options.get("foreground_threshold", 0.0)),
                                       "margin": int(options.get("foreground_margin", 2))}
         pre["resize"] = bool(options.get("resize", False))
+        if "grid" in pre:  # the scan ingest's steps (volssl.scans.preprocess_scan): no resize unless ?size= is set
+            from volssl.preprocess import as_size
+
+            size = as_size(options.get("size"), "size")
+            pre["size"] = list(size) if size else None
     else:
         pre["normalization"] = {"kind": "minmax", "min": 0.0, "max": 1.0}
     recorded = src.run_config.get("normalization")
@@ -98,16 +146,21 @@ def normalize_transform(norm: dict[str, Any], channel_wise: bool = True) -> dict
 
 
 def volume_transforms(src: ExportSource) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """NIfTI/NRRD/... -> ``(C, D, H, W)`` float32 prepared as in training, at the network's input size."""
+    """NIfTI/NRRD/... -> ``(C, D, H, W)`` float32 prepared as in training, at the network's input size
+    (a patch-trained model: the whole scan, as the scan ingest prepares it)."""
     pre = volume_preprocessing(src)
     spatial = list(src.input_shape[1:])
+    grid = "grid" in pre
     xforms: list[dict[str, Any] | None] = [
         {"_target_": "LoadImaged", "keys": "image", "image_only": True, "ensure_channel_first": True},
         {"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"},
     ]
     if pre.get("orientation"):
         xforms.append({"_target_": "Orientationd", "keys": "image", "axcodes": pre["orientation"]})
-    if pre.get("spacing"):
+    if pre.get("spacing") and grid:  # the scan ingest's resampling (volssl.scans)
+        xforms.append({"_target_": "volssl.bundle.ScanSpacingd", "keys": "image", "pixdim": pre["spacing"],
+                       "mode": "bilinear"})
+    elif pre.get("spacing"):
         xforms.append({"_target_": "Spacingd", "keys": "image", "pixdim": [pre["spacing"]] * 3, "mode": "bilinear"})
     if pre.get("window"):
         lo, hi = pre["window"]
@@ -117,13 +170,19 @@ def volume_transforms(src: ExportSource) -> tuple[list[dict[str, Any]], dict[str
         fc = pre["foreground_crop"]
         xforms.append({"_target_": "CropForegroundd", "keys": "image", "source_key": "image", "margin": fc["margin"],
                        "select_fn": f"$lambda t: t > {fc['threshold']}", "allow_smaller": True})
-    if pre["resize"]:
+    if grid:  # whole scans: no resize to the patch (the network tiles the volume); ?size= as in the ingest
+        spatial = pre.get("size") or []
+    if spatial and pre["resize"]:
         xforms.append({"_target_": "Resized", "keys": "image", "spatial_size": spatial, "mode": "trilinear"})
-    else:
+    elif spatial:
         xforms.append({"_target_": "ResizeWithPadOrCropd", "keys": "image", "spatial_size": spatial})
     return [x for x in xforms if x is not None], {"normalization": pre["normalization"], "preprocessing": pre}
 
 
+def volume_grid(src: ExportSource) -> dict[str, Any] | None:
+    """The :class:`pretext.bundle.networks.GridPooled` options of a model trained with ``?patch=``, else None."""
+    grid = volume_preprocessing(src).get("grid")
+    return None if grid is None else {**grid, "sw_batch_size": SW_BATCH_SIZE}
 
 
 def volume_input_spec(src: ExportSource, modality: str, description: dict[str, Any]) -> dict[str, Any]:
@@ -137,16 +196,27 @@ def volume_input_spec(src: ExportSource, modality: str, description: dict[str, A
         value_range = [norm.get("b_min", 0.0), norm.get("b_max", 1.0)]
     steps = ["LoadImaged(ensure_channel_first)", "EnsureTyped(float32)"]
     steps += [f"Orientationd({pre['orientation']})"] if pre.get("orientation") else []
-    steps += [f"Spacingd({pre['spacing']} mm)"] if pre.get("spacing") else []
+    grid = pre.get("grid")
+    steps += [f"{'ScanSpacingd' if grid else 'Spacingd'}({pre['spacing']} mm)"] if pre.get("spacing") else []
     steps += [f"HU window {pre['window']} -> [0, 1]"] if pre.get("window") else []
     steps += [f"intensity {norm['kind']}"] if norm["kind"] != "none" else []
     steps += ["CropForegroundd"] if pre.get("foreground_crop") else []
-    steps += [("Resized" if pre.get("resize", True) else "ResizeWithPadOrCropd") + f"({list(src.input_shape[1:])})"]
+    spatial_shape: list[Any] = list(src.input_shape[1:])
+    if grid is None:
+        steps += [("Resized" if pre.get("resize", True) else "ResizeWithPadOrCropd") + f"({spatial_shape})"]
+    else:  # the network takes the whole volume, of any shape
+        steps += [("Resized" if pre.get("resize") else "ResizeWithPadOrCropd") + f"({pre['size']})"] if pre.get("size") else []
+        steps += [f"whole volume, no resize; the network (GridPooled) tiles it with a sliding grid of {grid['patch_size']} "
+                  f"patches (overlap {grid['overlap']:g}; a volume smaller than the patch is centred and zero-padded), "
+                  f"encodes them and {grid['pool']}-pools the patch features"
+                  + ("; " + pre["grid_note"] if pre.get("grid_note") else "")]
+        spatial_shape = ["*"] * len(spatial_shape)
     return {
         "type": "image", "format": "hounsfield" if norm["kind"] == "range" and norm.get("a_min", 0) < 0 else "magnitude",
-        "modality": modality, "num_channels": int(src.input_shape[0]), "spatial_shape": list(src.input_shape[1:]),
+        "modality": modality, "num_channels": int(src.input_shape[0]), "spatial_shape": spatial_shape,
         "dtype": "float32", "value_range": value_range, "is_patch_data": False,
         "channel_def": {str(i): "image" if src.input_shape[0] == 1 else f"image channel {i}" for i in range(src.input_shape[0])},
         "intensity_normalization": norm,
+        **({"patch_grid": dict(grid)} if grid else {}),
         "preprocessing": " -> ".join(steps) + f" (from data {pre.get('data_kind', 'unknown')!r}; see configs/inference.json)",
     }

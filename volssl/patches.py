@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 
 from pretext.base import Batch, SSLSplit
 from pretext.errors import ConfigError
+from pretext.grid import axis_starts  # one grid for the harness and exported bundles (GridPooled)
 
 #: Virtual items per pretraining epoch (at least): the sampler's per-epoch permutation is over this many.
 STREAM_LENGTH = 1 << 20
@@ -144,20 +145,6 @@ class ArraySource:
             vol = self.read(i, (0, 0, 0), self.shape(i)[1:])
             self._fg[i] = sample_foreground(vol.max(0) > self.threshold, i)
         return self._fg[i]
-
-
-def axis_starts(size: int, patch: int, overlap: float) -> list[int]:
-    """Start positions of a sliding window of ``patch`` over ``size`` voxels (the last flush with the end).
-
-    A ``size`` smaller than ``patch`` gives one negative start: the volume is centred in the padded patch.
-    """
-    if size <= patch:
-        return [(size - patch) // 2]
-    step = max(1, int(patch * (1.0 - overlap)))
-    starts = list(range(0, size - patch + 1, step))
-    if starts[-1] != size - patch:
-        starts.append(size - patch)
-    return starts
 
 
 def grid_corners(shape: Sequence[int], patch: Sequence[int], overlap: float,

@@ -32,7 +32,15 @@ def network_def(src: ExportSource, head: str | None, num_classes: Any = None) ->
             item["head_kwargs"] = _jsonable(src.head_kwargs)
     if src.modules:
         item["modules"] = list(src.modules)
+    grid = bundle_grid(src)
+    if grid is not None:  # a patch-trained encoder: the network tiles whole inputs (GridPooled)
+        item["grid"] = _jsonable(grid)
     return item
+
+
+def bundle_grid(src: ExportSource) -> dict[str, Any] | None:
+    """The sliding-grid options of a patch-trained encoder's network (the modality's), else None."""
+    return get_modality(src.modality).bundle_grid(src)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -109,7 +117,9 @@ def train_config(src: ExportSource, num_classes: int | None = None, max_epochs: 
     ``dataset.json`` is a MONAI (Decathlon-style) datalist: ``{"training": [{"image": "a.nii.gz",
     "label": 1}, ...]}``, image paths relative to ``dataset_dir``. A classifier bundle fine-tunes
     its own head; an encoder bundle adds a ``linear`` head with ``num_classes`` outputs and
-    loads the pretrained encoder non-strictly (the head starts fresh).
+    loads the pretrained encoder non-strictly (the head starts fresh). A patch-trained encoder
+    (``network_def`` with a ``grid``) trains on one random patch per image (``RandSpatialCropd``); its
+    network pools the grid of whole images at inference.
     """
     xforms, _ = io_transforms(src)
     head = src.head or "linear"
@@ -117,6 +127,11 @@ def train_config(src: ExportSource, num_classes: int | None = None, max_epochs: 
     multilabel = src.multilabel
     label_t = {"_target_": "EnsureTyped", "keys": "label", "dtype": "$torch.float32" if multilabel else "$torch.long"}
     augment = get_modality(src.modality).bundle_augmentation()
+    grid = bundle_grid(src)
+    if grid is not None:  # fine-tune on random patches of the whole inputs, as the harness does (pad, then crop)
+        patch = [int(p) for p in grid["patch_size"]]
+        xforms = xforms + [{"_target_": "SpatialPadd", "keys": "image", "spatial_size": patch},
+                           {"_target_": "RandSpatialCropd", "keys": "image", "roi_size": patch, "random_size": False}]
     act = {"sigmoid": True} if multilabel else {"softmax": True}
     cfg = _common(src)
     cfg["output_dir"] = "$@bundle_root + '/finetune'"

@@ -109,6 +109,10 @@ def export_torchscript(net: torch.nn.Module, x: torch.Tensor, path: Path, meta: 
     """
     from monai.data import save_net_with_metadata
 
+    skip = getattr(net, "torchscript_note", None)
+    if skip:  # e.g. GridPooled: its patch grid depends on the input's shape
+        path.unlink(missing_ok=True)
+        return str(skip)
     net = net.eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():

@@ -82,6 +82,7 @@ def build_metadata(src: ExportSource, description: dict[str, Any], *, version: s
     # what running the configs needs: ignite (engines, handlers), fire (python -m monai.bundle), nibabel (NIfTI)
     packages = {k: _version(k) or minimum for k, minimum in MIN_PACKAGES.items()}
     task = rc.get("task")
+    grid = get_modality(src.modality).bundle_grid(src)  # a patch-trained encoder's sliding grid, or None
     meta: dict[str, Any] = {
         "schema": SCHEMA_URL,
         "version": version,
@@ -100,7 +101,10 @@ def build_metadata(src: ExportSource, description: dict[str, Any], *, version: s
             f"A {src.encoder} {src.modality} encoder from medssl"
             + (f", pretrained with the self-supervised pretext task {task!r}" if task else "")
             + (f" and fine-tuned as a {src.num_classes}-class classifier" if src.is_classifier else "")
-            + f". Input {list(src.input_shape)} (channels first)."
+            + (f". Input {list(src.input_shape)} (channels first)." if grid is None else
+               f". Input: whole inputs of any size with {src.input_shape[0]} channel(s) (channels first); the network "
+               f"encodes their sliding grid of {list(grid['patch_size'])} patches (overlap {grid.get('overlap', 0.25):g}) "
+               f"and {grid.get('pool', 'mean')}-pools the patch features.")
         ),
         "authors": authors,
         "copyright": copyright,
@@ -192,7 +196,8 @@ def build_readme(src: ExportSource, meta: dict[str, Any], has_pretrain: bool, to
         "Verify the bundle offline:", "",
         "```bash",
         "python -m monai.bundle verify_metadata --meta_file configs/metadata.json --filepath docs/metadata_schema.json",
-        "python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json --config_file configs/inference.json",
+        "python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json --config_file configs/inference.json"
+        + (" --any 32" if "*" in inp["spatial_shape"] else ""),  # "*" dims (whole inputs of any size): 32 voxels
         "```", "",
         "Load the weights as a medssl encoder for fine-tuning: `sslbench import-bundle --bundle . --out encoder.ckpt` "
         "(Python: `pretext.bundle.encoder_from_bundle(\".\")`).", "",

@@ -13,6 +13,17 @@ from pretext.bundle.metadata import SCHEMA_PATH
 from pretext.errors import UserError
 
 
+def _any_size(infer: Path) -> int:
+    """The size ``verify_net_in_out`` gives ``"*"`` spatial dims: a few patches' worth for a grid network
+    (``network_def`` with a ``grid``: whole inputs of any size), else MONAI's default 1."""
+    try:
+        grid = json.loads(infer.read_text()).get("network_def", {}).get("grid")
+        patch = [int(p) for p in grid["patch_size"]]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return 1
+    return max(patch) + max(patch) // 2 + 1  # about 1.5 patches: two windows per axis, the last one overlapping
+
+
 def verify_bundle(bundle: str | Path, device: str = "cpu") -> dict[str, str]:
     """Run MONAI's ``verify_metadata`` (offline schema), ``verify_net_in_out``, a ``ConfigParser`` build of
     ``network_def`` with a strict load of ``models/model.pt``, and the TorchScript reload check.
@@ -40,8 +51,10 @@ def verify_bundle(bundle: str | Path, device: str = "cpu") -> dict[str, str]:
             try:
                 verify_metadata(meta_file=str(meta_file), filepath=str(schema))
                 results["verify_metadata"] = f"ok (schema {schema.name}, offline)"
-                verify_net_in_out(net_id="network_def", meta_file=str(meta_file), config_file=str(infer), device=device)
-                results["verify_net_in_out"] = "ok"
+                any_size = _any_size(infer)
+                verify_net_in_out(net_id="network_def", meta_file=str(meta_file), config_file=str(infer), device=device,
+                                  any=any_size)
+                results["verify_net_in_out"] = "ok" + (f" ('*' dims at {any_size})" if any_size > 1 else "")
             except Exception as err:  # noqa: BLE001 - MONAI raises ValueError/KeyError/RuntimeError
                 failed = "verify_metadata" if "verify_metadata" not in results else "verify_net_in_out"
                 raise UserError(f"bundle {str(root)!r} fails MONAI's {failed}: {err}") from err
