@@ -95,6 +95,34 @@ class TrainConfig:
             raise ConfigError(f"ema={self.ema!r} must be in [0, 1); use 0 to disable")
 
 
+def check_fields(cfg: Any, what: str, *, at_least: dict[str, float] | None = None,
+                 above: dict[str, float] | None = None, probabilities: tuple[str, ...] = (),
+                 choices: dict[str, tuple[Any, ...]] | None = None) -> None:
+    """Range checks of a config dataclass's fields, one message each naming ``what.field``, the value and the range.
+
+    ``at_least={"depth": 1}``: ``>= 1``; ``above={"temperature": 0}``: ``> 0``; ``probabilities``: in [0, 1];
+    ``choices={"pair": ("patient", "record")}``: one of these. Non-finite numbers are refused everywhere.
+    """
+    def value(name: str) -> Any:
+        v = getattr(cfg, name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{what} {name}={v!r} must be a finite number")
+        return v
+
+    for name, lo in (at_least or {}).items():
+        if value(name) < lo:
+            raise ConfigError(f"{what} {name}={getattr(cfg, name)!r} must be >= {lo:g}")
+    for name, lo in (above or {}).items():
+        if value(name) <= lo:
+            raise ConfigError(f"{what} {name}={getattr(cfg, name)!r} must be > {lo:g}")
+    for name in probabilities:
+        if not 0.0 <= value(name) <= 1.0:
+            raise ConfigError(f"{what} {name}={getattr(cfg, name)!r} must be a probability in [0, 1]")
+    for name, options in (choices or {}).items():
+        if getattr(cfg, name) not in options:
+            raise ConfigError(f"{what} {name}={getattr(cfg, name)!r} must be one of {', '.join(map(repr, options))}")
+
+
 def _resolve_type(cls: type, field: dataclasses.Field[Any]) -> Any:
     hints = typing.get_type_hints(cls)
     return hints.get(field.name, Any)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar, cast
 
-from pretext.errors import ConfigError
+from pretext.errors import ConfigError, UserError
 
 T = TypeVar("T")
 
@@ -200,7 +200,15 @@ def create_encoder(name: str, **kwargs: Any) -> Any:
     """Build a registered encoder: ``create_encoder("resnet18_3d", in_channels=1, img_size=(28,)*3)``."""
     factory = ENCODERS.get(name)
     check_kwargs(factory, kwargs, f"encoder {name!r}")
-    encoder = factory(**kwargs)
+    try:
+        encoder = factory(**kwargs)
+    except UserError:
+        raise
+    except (RuntimeError, ValueError, TypeError) as err:
+        if not kwargs:  # the defaults failed: a bug, not bad input
+            raise
+        raise ConfigError(f"encoder {name!r} cannot be built with {kwargs}: {err} (sizes, widths and counts must be "
+                          "positive; see the options with `sslbench list encoders -v`)") from err
     _tag(encoder, {"encoder": name, "encoder_cfg": kwargs, "modality": ENCODERS.meta(name).get("modality")})
     return encoder
 

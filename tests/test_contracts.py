@@ -116,7 +116,7 @@ def _bad_values(default: object) -> list[object]:
 @pytest.mark.parametrize("name", ALL_TASKS)
 def test_task_rejects_bad_config(name: str) -> None:
     """Unknown options and wrongly typed values are ConfigErrors naming them; an out-of-range value (a negative
-    number, an unknown choice) of at least one field is refused with a UserError."""
+    number, an unknown choice) of every field is refused with a UserError."""
     enc = tiny_encoder(task_encoder(name))
     base = TASK_OPTIONS.get(name, {})
     with pytest.raises(ConfigError, match="not_a_field"):
@@ -127,16 +127,17 @@ def test_task_rejects_bad_config(name: str) -> None:
     if numeric:
         with pytest.raises(ConfigError, match=numeric[0]):
             create_task(name, enc, **{**base, numeric[0]: "not a number"})
-    refused = []
+    not_refused = []
     for f in dataclasses.fields(cfg_cls):
         for value in _bad_values(getattr(cfg_cls(), f.name)):
             try:
                 create_task(name, enc, **{**base, f.name: value})
+                not_refused.append(f"{f.name}={value!r} accepted")
             except UserError:
-                refused.append(f.name)
-            except (RuntimeError, ValueError, TypeError):
-                pass  # refused, but not as a UserError (a one-line message saying what to fix)
-    assert refused, f"task {name!r} accepts every out-of-range config value"
+                pass
+            except (RuntimeError, ValueError, TypeError) as err:  # refused, but not with a message saying what to fix
+                not_refused.append(f"{f.name}={value!r}: {type(err).__name__}")
+    assert not not_refused, f"task {name!r}: out-of-range values not refused with a UserError: {not_refused}"
 
 
 @pytest.mark.gpu
@@ -172,6 +173,27 @@ def test_task_views_are_the_same_on_cpu_and_gpu(name: str, monkeypatch: pytest.M
 def test_encoder_builds_with_defaults(name: str) -> None:
     enc = create_encoder(name)
     assert isinstance(enc, capabilities.PooledFeatures) and int(enc.num_features) > 0
+
+
+@pytest.mark.parametrize("name", ALL_ENCODERS)
+def test_encoder_rejects_bad_options(name: str) -> None:
+    """A negative size or width, or an unknown choice, of every keyword with a default is refused with a
+    UserError that names the encoder and the value (not a tensor-shape RuntimeError from deep inside)."""
+    import inspect
+
+    not_refused = []
+    for p in inspect.signature(ENCODERS.get(name)).parameters.values():
+        if p.default is inspect.Parameter.empty or p.default is None:
+            continue
+        for value in _bad_values(p.default):
+            try:
+                create_encoder(name, **{p.name: value})
+                not_refused.append(f"{p.name}={value!r} accepted")
+            except UserError as err:
+                assert name in str(err) or p.name in str(err), err
+            except (RuntimeError, ValueError, TypeError) as err:
+                not_refused.append(f"{p.name}={value!r}: {type(err).__name__}")
+    assert not not_refused, f"encoder {name!r}: bad options not refused with a UserError: {not_refused}"
 
 
 @pytest.mark.parametrize("name", ALL_ENCODERS)

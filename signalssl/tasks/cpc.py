@@ -24,6 +24,7 @@ from torch import nn
 
 from pretext.base import PretextTask
 from pretext.capabilities import Latents, TokenFeatures, require
+from pretext.config import check_fields
 from pretext.errors import UserError
 from pretext.losses import fp32
 from pretext.registry import register_task
@@ -187,6 +188,7 @@ class CPC(PretextTask):
                 raise UserError(f"cpc temperature={self.temperature} must be > 0")
             if self.max_score_gb <= 0:
                 raise UserError(f"cpc max_score_gb={self.max_score_gb} must be > 0")
+            check_fields(self, "cpc", at_least={"context_dim": 1, "context_layers": 1})
 
     def __init__(self, encoder: nn.Module, cfg: Any = None) -> None:
         super().__init__(encoder, cfg)

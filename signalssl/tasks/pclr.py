@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pretext.base import PretextTask, SSLSplit
+from pretext.config import check_fields
 from pretext.errors import UserError
 from pretext.heads import ProjectionHead
 from pretext.losses import nt_xent
@@ -164,6 +165,8 @@ class PCLR(PretextTask):
                 raise UserError(f"pclr temperature={self.temperature} must be > 0")
             if self.proj_layers < 0:
                 raise UserError(f"pclr proj_layers={self.proj_layers} must be >= 0")
+            check_fields(self, "pclr", at_least={"proj_dim": 1, "proj_hidden": 1, "repeats": 1},
+                         above={"sfreq": 0}, probabilities=("aug_p",), choices={"pair": ("patient", "record")})
             bad = sorted(set(self.augment) - set(AUGMENTATIONS))
             if bad:
                 raise UserError(f"pclr augment {bad} unknown; choose from {AUGMENTATIONS}")

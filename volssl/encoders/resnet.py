@@ -19,6 +19,8 @@ _DEPTHS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]), 50: ("bottl
 
 def as_size3(img_size: int | Sequence[int], spatial_dims: int = 3) -> tuple[int, ...]:
     """``32 -> (32, 32, 32)``; checks length and positivity."""
+    if spatial_dims not in (2, 3):
+        raise ConfigError(f"spatial_dims={spatial_dims!r} must be 2 or 3")
     size = (int(img_size),) * spatial_dims if isinstance(img_size, int) else tuple(int(s) for s in img_size)
     if len(size) != spatial_dims or min(size) < 1:
         raise ConfigError(f"img_size={img_size!r} must be {spatial_dims} positive integers (D, H, W)")

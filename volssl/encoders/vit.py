@@ -107,6 +107,13 @@ class ViT3D(nn.Module):
             raise ConfigError(f"vit_3d needs spatial_dims=3, got {spatial_dims}")
         if pos_embed not in ("sincos", "learnable") or global_pool not in ("avg", "cls"):
             raise ConfigError(f"{pos_embed=} must be sincos/learnable and {global_pool=} avg/cls")
+        for name, v in (("in_channels", in_channels), ("embed_dim", embed_dim), ("depth", depth),
+                        ("num_heads", num_heads)):
+            if v < 1:
+                raise ConfigError(f"vit_3d {name}={v} must be >= 1")
+        if embed_dim % num_heads or mlp_ratio <= 0:
+            raise ConfigError(f"vit_3d embed_dim={embed_dim} must be divisible by num_heads={num_heads} and "
+                              f"mlp_ratio={mlp_ratio} > 0")
         self.img_size = as_size3(img_size)
         ps = auto_patch_size(self.img_size) if patch_size is None else patch_size
         self.patch_size = as_size3(ps)

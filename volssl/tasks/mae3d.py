@@ -19,6 +19,7 @@ from torch import nn
 
 from pretext.base import Batch, PretextTask
 from pretext.capabilities import MaskedTokens, require
+from pretext.config import check_fields
 from pretext.errors import ConfigError, UserError
 from pretext.registry import register_task
 from volssl.encoders.vit import Block, sincos_pos_embed_3d
@@ -92,6 +93,7 @@ class MAE3D(PretextTask):
         def __post_init__(self) -> None:
             if not 0.0 < self.mask_ratio < 1.0:
                 raise ConfigError(f"mask_ratio={self.mask_ratio} must be in (0, 1)")
+            check_fields(self, "mae3d", at_least={"decoder_dim": 6, "decoder_depth": 1, "decoder_heads": 1})
             if self.decoder_dim % 6 or self.decoder_dim % self.decoder_heads:
                 raise ConfigError(f"decoder_dim={self.decoder_dim} must be divisible by 6 and by decoder_heads="
                                   f"{self.decoder_heads}")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from pretext.base import Batch, PretextTask
 from pretext.capabilities import MultiScaleMaps, require
+from pretext.config import check_fields
 from pretext.errors import ConfigError
 from pretext.registry import register_task
 from pretext.transforms import Compose
@@ -85,6 +86,7 @@ class PixelShuffle(PretextTask):
                 raise ConfigError(f"max_block={self.max_block} must be three positive sides (d, h, w) or empty")
             if self.num_blocks < 1 or self.bezier_points < 2:
                 raise ConfigError(f"num_blocks={self.num_blocks} and bezier_points={self.bezier_points} must be >= 1, >= 2")
+            check_fields(self, "pixel_shuffle", above={"decoder_width": 0})
 
     name = "pixel_shuffle"
     modality = "volume"

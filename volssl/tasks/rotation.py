@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from pretext.base import Batch, PretextTask, SSLSplit
+from pretext.config import check_fields
 from pretext.errors import ConfigError, UserError
 from pretext.registry import register_task
 from volssl.tasks._common import check_batch, check_volume_shape, mlp
@@ -81,6 +82,7 @@ class Rotation(PretextTask):
         def __post_init__(self) -> None:
             if self.num_rotations not in (10, 24):
                 raise ConfigError(f"num_rotations={self.num_rotations} must be 10 or 24")
+            check_fields(self, "rotation", at_least={"anisotropy_tol": 1, "hidden": 1})
 
     name = "rotation"
     modality = "volume"

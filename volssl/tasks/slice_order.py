@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from pretext.base import Batch, PretextTask
+from pretext.config import check_fields
 from pretext.errors import ConfigError, UserError
 from pretext.registry import register_task
 from volssl.tasks._common import check_batch, check_volume_shape, mlp
@@ -56,6 +57,7 @@ class SliceOrder(PretextTask):
         perm_seed: int = 0
 
         def __post_init__(self) -> None:
+            check_fields(self, "slice_order", at_least={"hidden": 1, "perm_seed": 0})
             if self.axis not in (0, 1, 2):
                 raise ConfigError(f"axis={self.axis} must be 0, 1 or 2 (D, H, W)")
             if self.num_slabs < 2:
