@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     target = out / ("bench_scans_quick.json" if args.quick else "bench_scans.json")
     if skip and target.exists():  # a partial run (--skip) updates the parts it ran, keeps the others
-        res = {**json.loads(target.read_text()), **res}
+        old = json.loads(target.read_text())
+        res = {**old, **res, "load_average": {**old.get("load_average", {}), **res.get("load_average", {})}}
     target.write_text(json.dumps(res, indent=1))
     return res
 
