@@ -214,31 +214,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res: dict[str, Any] = {"mode": "quick" if args.quick else "full", "machine": {
         "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
         "note": "2 CPU cores shared with other jobs" if (os.cpu_count() or 0) <= 2 else ""},
-        "volumes": "512x512xZ int16, Z in 100..300, 0.7x0.7x2.5 mm -> 1.5 mm, window (-1000, 1000)"}
+        "volumes": "512x512xZ int16, Z in 100..300, 0.7x0.7x2.5 mm -> 1.5 mm, window (-1000, 1000)",
+        "load_average": {}}
     if "rate" not in skip:
         paths = linked(base, work / "rate", n_rate)
         res["ingest_rate"] = [ingest_rate(paths, work / f"cache_rate{w}", w) for w in (1, 2)]
-        res["load_average"] = {**res.get("load_average", {}), "rate": os.getloadavg()[0]}
+        res["load_average"]["rate"] = os.getloadavg()[0]
         print(json.dumps(res["ingest_rate"]), flush=True)
     if "rss" not in skip:
         paths = linked(base, work / "rss", n_large)
         res["ingest_rss"] = [peak_rss(paths[:n], work / f"cache_rss{n}") for n in (n_small, n_large)]
-        res["load_average"] = {**res.get("load_average", {}), "rss": os.getloadavg()[0]}
+        res["load_average"]["rss"] = os.getloadavg()[0]
         print(json.dumps(res["ingest_rss"]), flush=True)
     if "load" not in skip:
         res["loading"] = [loading(base, work, p, 4, 10 if args.quick else 40) for p in ((96, 96, 96), (64, 64, 32))]
-        res["load_average"] = {**res.get("load_average", {}), "load": os.getloadavg()[0]}
+        res["load_average"]["load"] = os.getloadavg()[0]
         print(json.dumps(res["loading"]), flush=True)
     if "wait" not in skip:
         res["data_wait"] = data_wait(work, 16 if args.quick else 60)
-        res["load_average"] = {**res.get("load_average", {}), "wait": os.getloadavg()[0]}
+        res["load_average"]["wait"] = os.getloadavg()[0]
         print(json.dumps(res["data_wait"]), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     target = out / ("bench_scans_quick.json" if args.quick else "bench_scans.json")
     if skip and target.exists():  # a partial run (--skip) updates the parts it ran, keeps the others
         old = json.loads(target.read_text())
-        res = {**old, **res, "load_average": {**old.get("load_average", {}), **res.get("load_average", {})}}
+        res = {**old, **res, "load_average": {**old.get("load_average", {}), **res["load_average"]}}
     target.write_text(json.dumps(res, indent=1))
     return res
 

@@ -180,15 +180,8 @@ class CPC(PretextTask):
         max_score_gb: float = 4.0
 
         def __post_init__(self) -> None:
-            if self.steps < 1:
-                raise UserError(f"cpc steps={self.steps} must be >= 1")
-            if self.negatives not in NEGATIVES:
-                raise UserError(f"cpc negatives={self.negatives!r} must be one of {NEGATIVES}")
-            if self.temperature <= 0:
-                raise UserError(f"cpc temperature={self.temperature} must be > 0")
-            if self.max_score_gb <= 0:
-                raise UserError(f"cpc max_score_gb={self.max_score_gb} must be > 0")
-            check_fields(self, "cpc", at_least={"context_dim": 1, "context_layers": 1})
+            check_fields(self, "cpc", at_least={"steps": 1, "context_dim": 1, "context_layers": 1},
+                         above={"temperature": 0, "max_score_gb": 0}, choices={"negatives": NEGATIVES})
 
     def __init__(self, encoder: nn.Module, cfg: Any = None) -> None:
         super().__init__(encoder, cfg)

@@ -161,12 +161,9 @@ class PCLR(PretextTask):
         sfreq: float = 100.0
 
         def __post_init__(self) -> None:
-            if self.temperature <= 0:
-                raise UserError(f"pclr temperature={self.temperature} must be > 0")
-            if self.proj_layers < 0:
-                raise UserError(f"pclr proj_layers={self.proj_layers} must be >= 0")
-            check_fields(self, "pclr", at_least={"proj_dim": 1, "proj_hidden": 1, "repeats": 1},
-                         above={"sfreq": 0}, probabilities=("aug_p",), choices={"pair": ("patient", "record")})
+            check_fields(self, "pclr", at_least={"proj_dim": 1, "proj_hidden": 1, "proj_layers": 0, "repeats": 1},
+                         above={"temperature": 0, "sfreq": 0}, probabilities=("aug_p",),
+                         choices={"pair": ("patient", "record")})
             bad = sorted(set(self.augment) - set(AUGMENTATIONS))
             if bad:
                 raise UserError(f"pclr augment {bad} unknown; choose from {AUGMENTATIONS}")

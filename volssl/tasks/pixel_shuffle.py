@@ -79,14 +79,11 @@ class PixelShuffle(PretextTask):
         decoder_width: float = 0.5
 
         def __post_init__(self) -> None:
-            for f in ("local_rate", "nonlinear_rate", "paint_rate", "inpaint_rate", "flip_rate"):
-                if not 0.0 <= getattr(self, f) <= 1.0:
-                    raise ConfigError(f"{f}={getattr(self, f)} must be a probability in [0, 1]")
+            check_fields(self, "pixel_shuffle", at_least={"num_blocks": 1, "bezier_points": 2},
+                         above={"decoder_width": 0},
+                         probabilities=("local_rate", "nonlinear_rate", "paint_rate", "inpaint_rate", "flip_rate"))
             if self.max_block and (len(self.max_block) != 3 or min(self.max_block) < 1):
                 raise ConfigError(f"max_block={self.max_block} must be three positive sides (d, h, w) or empty")
-            if self.num_blocks < 1 or self.bezier_points < 2:
-                raise ConfigError(f"num_blocks={self.num_blocks} and bezier_points={self.bezier_points} must be >= 1, >= 2")
-            check_fields(self, "pixel_shuffle", above={"decoder_width": 0})
 
     name = "pixel_shuffle"
     modality = "volume"
