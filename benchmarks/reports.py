@@ -112,6 +112,26 @@ def _pm(x: Any) -> str:
     return "n/a" if x is None or not math.isfinite(float(x)) else f"{float(x):+.3f}"
 
 
+def _combined(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The seed-combined comparison of a cell's ``paired`` entries (or the single seed's own)."""
+    comb = entries[0].get("seeds") if len(entries) > 1 else None
+    return comb if isinstance(comb, dict) else entries[0]
+
+
+def _excl(lo: Any, hi: Any) -> bool:
+    return lo is not None and hi is not None and (lo > 0 or hi < 0)
+
+
+def _diff_ci(top: dict[str, Any], prefix: str = "") -> str:
+    lo, hi = top.get(f"{prefix}lo"), top.get(f"{prefix}hi")
+    return f"{_pm(top.get(f'{prefix}diff'))} [{_pm(lo)}, {_pm(hi)}]{' *' if _excl(lo, hi) else ''}"
+
+
+def _entries(sub: pd.DataFrame, fraction: float, baseline: str) -> list[dict[str, Any]]:
+    return [p[baseline] for p in sub[sub.fraction == fraction].paired
+            if isinstance(p, dict) and isinstance(p.get(baseline), dict)]
+
+
 def paired_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """SSL minus each baseline from the rows' ``paired`` entries (same test patients), per fraction.
 
@@ -132,18 +152,13 @@ def paired_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             for metric, prefix in (("AUROC", ""), ("AUPRC", "auprc_")):
                 row, seen, last = [], False, {}
                 for f in fracs:
-                    entries = [p[b] for p in sub[sub.fraction == f].paired if isinstance(p, dict) and isinstance(p.get(b), dict)]
+                    entries = _entries(sub, f, b)
                     if not entries:
                         row.append("")
                         continue
                     seen, last = True, entries[0]
-                    comb = entries[0].get("seeds") if len(entries) > 1 else None
-                    top = comb if isinstance(comb, dict) else entries[0]
-                    lo, hi = top.get(f"{prefix}lo"), top.get(f"{prefix}hi")
-                    excl = lo is not None and hi is not None and (lo > 0 or hi < 0)
-                    text = f"{_pm(top.get(f'{prefix}diff'))} [{_pm(lo)}, {_pm(hi)}]{' *' if excl else ''}"
-                    n_ex = sum(1 for e in entries if e.get(f"{prefix}lo") is not None and e.get(f"{prefix}hi") is not None
-                               and (e[f"{prefix}lo"] > 0 or e[f"{prefix}hi"] < 0))
+                    text = _diff_ci(_combined(entries), prefix)
+                    n_ex = sum(1 for e in entries if _excl(e.get(f"{prefix}lo"), e.get(f"{prefix}hi")))
                     text += f" ({n_ex}/{len(entries)} seeds CI excl. 0"
                     ps = [e.get("p_delong") for e in entries if e.get("p_delong") is not None]
                     if not prefix and ps:
@@ -152,6 +167,33 @@ def paired_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
                 if seen:
                     macro = "" if last.get("metric", "auroc") == "auroc" else "macro "
                     rows.append([f"{m} − {b} ({macro}{metric})"] + row)
+    return header, rows
+
+
+#: the baseline each protocol is judged against: frozen-feature probes against the same probe on a randomly
+#: initialised encoder, full fine-tuning against supervised training from scratch (random-init fine-tune)
+MATCHED_BASELINE = {"linear": "random", "knn": "random", "partial": "random", "finetune": "scratch"}
+
+
+def headline_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """One line per SSL task and protocol: SSL minus its matched baseline (:data:`MATCHED_BASELINE`).
+
+    Cells: test AUROC difference combined over seeds on the same test patients, with the paired bootstrap
+    95 % CI, ``*`` where it excludes 0. The compact view of :func:`paired_table` for a paper's main table.
+    """
+    fracs = sorted(df.fraction.unique())
+    header = ["SSL − matched baseline (test AUROC, paired)"] + [f"{f:g} labels" for f in fracs]
+    rows: list[list[str]] = []
+    if "paired" not in df.columns:
+        return header, rows
+    for m in _order(df.method.unique()):
+        if not m.startswith("ssl:"):
+            continue
+        for proto, base in MATCHED_BASELINE.items():
+            sub = df[(df.method == m) & (df.protocol == proto)]
+            cells = [_entries(sub, f, base) for f in fracs]
+            if any(cells):
+                rows.append([f"{m} {proto} − {base}"] + [_diff_ci(_combined(e)) if e else "" for e in cells])
     return header, rows
 
 
@@ -341,6 +383,13 @@ def build_blocks(df: pd.DataFrame, report_dir: Path, title: str) -> list[Block]:
         blocks.append(("h2", f"{dataset} · {encoder}"))
         blocks.append(("p", f"data: {first.get('data', '')}; split: {first.get('split', '')}, "
                             f"train/val/test records {first.get('n_train')}/{first.get('n_val')}/{first.get('n_test')}"))
+        ht = headline_table(dd)
+        if ht[1]:
+            blocks.append(("p", "Headline: each SSL task minus its matched baseline (frozen-feature probes vs the "
+                                "same probe on a random encoder; fine-tune vs training from scratch), test AUROC on "
+                                "the same test patients, combined over seeds, paired bootstrap 95 % CI; * = the "
+                                "interval excludes 0."))
+            blocks.append(("table", ht))
         protocols = [p for p in ("linear", "knn", "partial", "finetune") if p in set(dd[dd.arm != "scratch"].protocol)]
         if not protocols:
             protocols = ["finetune"]
@@ -392,4 +441,5 @@ def write_report(folder: str | Path, out: str | Path | None = None, title: str |
     return {"markdown": md, "html": htm, "dir": report_dir}
 
 
-__all__ = ["load_results", "write_report", "efficiency_table", "delta_table", "metrics_table", "paired_table"]
+__all__ = ["load_results", "write_report", "efficiency_table", "delta_table", "metrics_table", "paired_table",
+           "headline_table"]

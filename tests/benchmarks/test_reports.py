@@ -59,3 +59,25 @@ def test_paired_table_marks_intervals_excluding_zero(tmp_path):
     auprc = next(r for r in rows if r[0] == "ssl:rotation − random (AUPRC)")
     assert "*" not in auprc[2] and "DeLong" not in auprc[2]
     assert "same test patients" in write_report(tmp_path, title="T")["markdown"].read_text()
+
+
+def test_headline_table_uses_each_protocols_matched_baseline(tmp_path):
+    from benchmarks.reports import headline_table
+
+    store = ResultStore(tmp_path)
+    for r in _rows():
+        if r["arm"] == "ssl":
+            # a linear SSL row compared with both baselines: only random-init linear is its matched baseline
+            r["paired"] = {"random": {"diff": -0.03, "lo": -0.07, "hi": 0.01},
+                           "scratch": {"diff": 0.2, "lo": 0.1, "hi": 0.3}}
+        store.append(r)
+        if r["arm"] == "ssl":  # and a fine-tuned SSL row of the same cell, matched with scratch
+            ft = {**r, "protocol": "finetune", "paired": {"random": {"diff": 9.0, "lo": 8.0, "hi": 10.0},
+                                                          "scratch": {"diff": 0.04, "lo": 0.01, "hi": 0.07,
+                                                                      "seeds": {"diff": 0.05, "lo": 0.02, "hi": 0.08}}}}
+            store.append(ft)
+    header, rows = headline_table(load_results(tmp_path))
+    assert header == ["SSL − matched baseline (test AUROC, paired)", "0.1 labels", "1 labels"]
+    assert rows == [["ssl:rotation linear − random", "-0.030 [-0.070, +0.010]", "-0.030 [-0.070, +0.010]"],
+                    ["ssl:rotation finetune − scratch", "+0.050 [+0.020, +0.080] *", "+0.050 [+0.020, +0.080] *"]]
+    assert "Headline" in write_report(tmp_path, title="T")["markdown"].read_text()
