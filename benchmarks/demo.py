@@ -5,21 +5,25 @@ Runs on data the project generates itself, so it needs no download::
     python -m benchmarks.demo --out runs/demo            # or: sslbench demo --out runs/demo
     python -m benchmarks.demo --out /tmp/d --quick       # tiny version for the tests (~30 s)
 
-For each modality (``--modalities signal,volume`` by default; about 2-3.5 minutes on 2 CPU cores):
+For each modality (``--modalities signal,volume`` by default; about 3-4 minutes on 2 CPU cores), in its own
+folder ``OUT/<modality>/``:
 
 1. generate the synthetic data (:mod:`signalssl.synthetic` 12-lead ECGs with four rhythm classes,
-   :mod:`volssl.synthetic` 3D phantoms with three lesion classes), cached under ``OUT/data``;
+   :mod:`volssl.synthetic` 3D phantoms with three lesion classes), cached under ``OUT/<modality>/data``;
 2. pretrain a pretext task through the shared engine (:func:`pretext.pipeline.pretrain`) into
-   ``OUT/pretrain/<modality>``;
+   ``OUT/<modality>/pretrain``;
 3. evaluate with the harness (:func:`benchmarks.evaluate.evaluate`): linear probe on frozen features at label
    fractions drawn by patient, several seeds, beside the random-init encoder (same probe) and the same encoder
-   trained supervised from scratch on the same labelled patients; cells go to ``OUT/results.jsonl``;
+   trained supervised from scratch on the same labelled patients; cells go to ``OUT/<modality>/results.jsonl``;
 4. audit the embeddings of the validation patients (:mod:`benchmarks.audit`), SSL against random init;
-5. write ``OUT/REPORT.md`` (headline tables, label-efficiency plot, audit) and, where the harness's report
-   module is present, its Markdown/HTML report too; print where the report is.
+5. write the harness report of the modality (``OUT/<modality>/report/report.md`` and ``.html``).
 
-Everything is seeded; rerunning on the same ``--out`` reuses the data cache, resumes the pretraining run and
-skips finished cells.
+Then ``OUT/REPORT.md`` and ``OUT/REPORT.html`` put both modalities side by side and link their reports; the last
+line printed says where it is.
+
+Everything is seeded. Rerunning with the same settings and ``--out`` reuses what is there (the data cache, a
+finished or killed pretraining run, finished cells) and says so; other settings in the same folder are refused
+before anything is written, naming the way out: ``--force`` (start afresh in that folder) or a new ``--out``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -37,6 +43,8 @@ from urllib.parse import urlencode
 import numpy as np
 import pandas as pd
 import torch
+
+from pretext.atomic import atomic_write_text
 
 ARM_LABELS = {"ssl": "SSL + linear probe", "random": "random init + linear probe", "scratch": "supervised from scratch"}
 
@@ -89,9 +97,14 @@ def _log(msg: str, t0: float) -> None:
 
 def run_modality(plan: Plan, out: Path, *, fractions: Sequence[float], seeds: Sequence[int], n_boot: int,
                  map_method: str, t0: float) -> dict[str, Any]:
-    """Pretrain, evaluate and audit one modality; returns timings, result rows and audits."""
+    """Pretrain, evaluate, audit and report one modality in its own folder ``out``.
+
+    Returns:
+        Timings, result rows, audits and the paths of the modality's harness report.
+    """
     from benchmarks.audit import audit_encoder
     from benchmarks.evaluate import encoder_from_checkpoint, evaluate
+    from benchmarks.reports import write_report
     from benchmarks.splits import View
     from pretext.config import TrainConfig, build_dataclass
     from pretext.data import encoder_for_data, load_data
@@ -106,7 +119,7 @@ def run_modality(plan: Plan, out: Path, *, fractions: Sequence[float], seeds: Se
          f"records, classes {data.class_names}", t0)
 
     tic = time.perf_counter()
-    run_dir = out / "pretrain" / plan.modality
+    run_dir = out / "pretrain"
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     train = build_dataclass(TrainConfig, {"precision": "32", "progress": False, "log_every": 10,
                                           "ckpt_every": 10_000, "seed": 0, **plan.pretrain})
@@ -141,15 +154,21 @@ def run_modality(plan: Plan, out: Path, *, fractions: Sequence[float], seeds: Se
     audits = {}
     for arm, enc, label in (("ssl", enc_ssl, plan.task), ("random", enc_rand, "random-init")):
         name = f"{plan.kind}_{plan.encoder}_{label}"  # the runner's naming: OUT/audit/NAME.json + PNG
+        done = out / "audit" / f"{name}.json"  # written last, after its plots: a rerun reuses it
+        if done.is_file():
+            audits[arm] = json.loads(done.read_text(encoding="utf-8"))
+            continue
         audits[arm] = audit_encoder(enc, view, modality=plan.modality, sfreq=data.sfreq, class_names=data.class_names,
                                     out_dir=out / "audit", name=name, method=map_method, k=10)
-        (out / "audit" / f"{name}.json").write_text(json.dumps(audits[arm], indent=1, default=float), encoding="utf-8")
+        atomic_write_text(done, json.dumps(audits[arm], indent=1, default=float))
     times["audit_s"] = time.perf_counter() - tic
     _log(f"{plan.modality}: audit done (kNN purity other patients: ssl "
          f"{audits['ssl'].get('knn_purity_other_patients', float('nan')):.2f}, random "
          f"{audits['random'].get('knn_purity_other_patients', float('nan')):.2f})", t0)
+    report = write_report(out, title=f"medssl demo, {plan.modality}: {plan.kind} · {plan.task} / {plan.encoder}")
+    _log(f"{plan.modality}: report {report['html']}", t0)
     return {"plan": dataclasses.asdict(plan), "spec": spec, "times": times, "rows": df, "audits": audits,
-            "pretrain_loss": losses}
+            "pretrain_loss": losses, "report": report}
 
 
 # -- report ---------------------------------------------------------------------------------------------------
@@ -235,76 +254,122 @@ def write_demo_report(out: Path, results: dict[str, dict[str, Any]], total_s: fl
                 f"{k} {v['agreement']:.2f} ({v['chance']:.2f})" for k, v in meta.items())]
         for arm, a in r["audits"].items():
             if a.get("plots", {}).get("embedding"):
-                lines += ["", f"![{mod} {arm} embedding](audit/{Path(a['plots']['embedding']).name})"]
+                lines += ["", f"![{mod} {arm} embedding]({mod}/audit/{Path(a['plots']['embedding']).name})"]
         t = r["times"]
-        lines += ["", "Time: " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in t.items()), ""]
+        rep = {k: Path(v).relative_to(out).as_posix() for k, v in r["report"].items() if k in ("markdown", "html")}
+        lines += ["", "Time: " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in t.items()), "",
+                  f"Full report of this modality (every metric with its interval, paired SSL − baseline "
+                  f"differences, reliability diagrams): [{rep['html']}]({rep['html']}) "
+                  f"([Markdown]({rep['markdown']})).", ""]
     lines += ["## Reproduce", "", "```", f"python -m benchmarks.demo --out {out}{' --quick' if quick else ''}", "```",
-              "", "Cells: `results.jsonl` (one JSON line per cell, all metrics with bootstrap CIs); "
-              "pretraining runs: `pretrain/`; audit: `audit.json`.", ""]
+              "", "Per modality, in `<modality>/`: cells in `results.jsonl` (one JSON line per cell, all metrics with "
+              "bootstrap CIs), the pretraining run in `pretrain/`, the audit in `audit/`, the report in `report/`.", ""]
     path = out / "REPORT.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    text = "\n".join(lines)
+    atomic_write_text(path, text)
+    atomic_write_text(out / "REPORT.html", _html_page("medssl demo report", text))
     return path
 
 
-def harness_report(out: Path) -> list[str]:
-    """The harness's own Markdown/HTML report of ``OUT`` when :mod:`benchmarks.reports` exists."""
-    try:
-        from benchmarks import reports
-    except ImportError:
-        return []
-    write = getattr(reports, "write_report", None) or getattr(reports, "report", None)
-    if write is None:
-        return []
-    res = write(out)
-    if isinstance(res, dict):
-        return [str(res[k]) for k in ("markdown", "html") if res.get(k)]
-    return [str(p) for p in (res if isinstance(res, (list, tuple)) else [res]) if p]
+def _html_page(title: str, markdown_text: str) -> str:
+    """``markdown_text`` as a stand-alone HTML page (the Markdown package, tables extension)."""
+    import html
+
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
+    style = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:2px 6px}img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n{body}\n</body></html>\n")
 
 
-def _check_stamp(out: Path, chosen: dict[str, dict[str, Any]]) -> None:
-    """Refuse to mix settings in one folder: finished cells of other settings would be reused as they are."""
+STAMP = "demo_plan.json"
+LAYOUT = 2  # 1: both modalities in one folder (before issue 23); 2: one folder per modality
+
+
+def prepare_out(out: Path, chosen: dict[str, dict[str, Any]], force: bool = False) -> str:
+    """Check that ``out`` can take a demo with the ``chosen`` plans before anything is written.
+
+    Returns ``"new"`` (empty or absent folder), ``"reuse"`` (a demo with the same settings: its finished parts are
+    kept) or ``"replaced"`` (``force`` and a demo of other settings: its content was deleted).
+
+    Raises:
+        UserError: ``out`` holds something that is not a demo (never deleted, even with ``force``), or a demo
+            made with other settings or by an older version (without ``force``); the message names the way out.
+    """
     from pretext.errors import UserError
 
-    path = out / "demo_plan.json"
-    stamp = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    clash = [m for m, plan in chosen.items() if m in stamp and stamp[m] != json.loads(json.dumps(plan))]
-    if clash:
-        raise UserError(f"{str(out)!r} holds a demo run with other settings for {clash} (e.g. --quick vs full); "
-                        "choose another --out or delete that folder")
-    path.write_text(json.dumps({**stamp, **chosen}, indent=1), encoding="utf-8")
+    plans_json = json.loads(json.dumps(chosen))
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return "new"
+    path = out / STAMP
+    if not out.is_dir() or not path.is_file():
+        raise UserError(f"{str(out)!r} exists and is not a demo folder (no {STAMP}); the demo writes only into a "
+                        "new or empty folder or one it made: choose another --out")
+    try:
+        stamp = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        stamp = {"unreadable": str(err)}
+    saved = stamp.get("modalities") if stamp.get("layout") == LAYOUT else None
+    if saved is None:
+        why = "an older version of the demo (both modalities in one folder)" if "unreadable" not in stamp else \
+            f"a demo whose {STAMP} cannot be read ({stamp['unreadable']})"
+    else:
+        clash = sorted(m for m, plan in plans_json.items() if m in saved and saved[m] != plan)
+        if not clash:
+            atomic_write_text(path, json.dumps({"layout": LAYOUT, "modalities": {**saved, **plans_json}}, indent=1))
+            return "reuse"
+        why = f"a demo with other settings for {clash} (e.g. --quick vs full)"
+    if not force:
+        raise UserError(f"{str(out)!r} holds {why}; nothing was changed. Pass --force to delete it and start "
+                        "afresh, or choose another --out")
+    trash = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+    out.rename(trash)  # one step: the folder is either the old demo or gone, never half of each
+    shutil.rmtree(trash)
+    return "replaced"
 
 
 def run_demo(out: str | Path, *, quick: bool = False, modalities: Sequence[str] = ("signal", "volume"),
              seeds: Sequence[int] = (0, 1, 2), fractions: Sequence[float] = (0.01, 0.1, 1.0),
-             n_boot: int | None = None, map_method: str | None = None) -> dict[str, Any]:
-    """Run the demo into ``out``; returns ``{"report": path, "results": ..., "total_s": ...}``."""
+             n_boot: int | None = None, map_method: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Run the demo into ``out`` (one sub-folder per modality); see :func:`prepare_out` for an existing ``out``.
+
+    Returns:
+        ``{"report": OUT/REPORT.md, "html": OUT/REPORT.html, "results": per modality, "total_s": ...}``.
+    """
     from pretext.errors import ConfigError
 
     t0 = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     all_plans = plans(quick)
     bad = [m for m in modalities if m not in all_plans]
-    if bad:
-        raise ConfigError(f"unknown demo modality {bad}; choose from {sorted(all_plans)}")
-    _check_stamp(out, {m: dataclasses.asdict(all_plans[m]) for m in modalities})
+    if bad or not modalities:
+        raise ConfigError(f"unknown demo modality {bad or list(modalities)}; choose from {sorted(all_plans)}")
+    chosen = {m: dataclasses.asdict(all_plans[m]) for m in modalities}
+    state = prepare_out(out, chosen, force=force)
+    if state == "reuse":
+        _log(f"reusing the demo in {out}: finished parts are kept (data, pretraining, cells); --force starts afresh", t0)
+    elif state == "replaced":
+        _log(f"--force: deleted the previous demo in {out}", t0)
+    out.mkdir(parents=True, exist_ok=True)
+    if state != "reuse":
+        atomic_write_text(out / STAMP, json.dumps({"layout": LAYOUT, "modalities": chosen}, indent=1))
     n_boot = n_boot if n_boot is not None else (50 if quick else 200)
     map_method = map_method or ("pca" if quick else "auto")
-    results = {m: run_modality(all_plans[m], out, fractions=fractions, seeds=seeds, n_boot=n_boot,
+    results = {m: run_modality(all_plans[m], out / m, fractions=fractions, seeds=seeds, n_boot=n_boot,
                                map_method=map_method, t0=t0) for m in modalities}
-    audit = {m: r["audits"] for m, r in results.items()}
-    (out / "audit.json").write_text(json.dumps(audit, indent=1, default=float), encoding="utf-8")
     total = time.perf_counter() - t0
     report = write_demo_report(out, results, total, quick)
-    summary = {m: {"times": r["times"], "headline": headline(r["rows"]).to_dict("records")} for m, r in results.items()}
-    (out / "summary.json").write_text(json.dumps({"total_s": total, "quick": quick, **summary}, indent=1,
-                                                 default=float), encoding="utf-8")
-    extra = harness_report(out)
+    summary = {m: {"times": r["times"], "headline": headline(r["rows"]).to_dict("records"),
+                   "report": str(r["report"]["html"])} for m, r in results.items()}
+    atomic_write_text(out / "summary.json", json.dumps({"total_s": total, "quick": quick, **summary}, indent=1,
+                                                       default=float))
     _log(f"done in {total:.0f} s", t0)
-    print(f"Report: {report.resolve()}")
-    for p in extra:
-        print(f"Harness report: {Path(p).resolve()}")
-    return {"report": report, "results": results, "total_s": total, "harness_report": extra}
+    for m, r in results.items():
+        print(f"{m} report: {Path(r['report']['html']).resolve()}")
+    print(f"Report: {report.resolve()} (HTML: {(out / 'REPORT.html').resolve()})")
+    return {"report": report, "html": out / "REPORT.html", "results": results, "total_s": total}
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -312,6 +377,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--quick", action="store_true", help="tiny data and budgets (for tests; numbers are not meaningful)")
+    p.add_argument("--force", action="store_true",
+                   help="if --out holds a demo with other settings, delete it and start afresh (a folder the demo "
+                        "did not make is never deleted)")
     p.add_argument("--modalities", default="signal,volume", help="comma list of signal, volume (default: both)")
     p.add_argument("--seeds", default="0,1,2", help="label-draw seeds (default: 0,1,2)")
     p.add_argument("--threads", type=int, default=1,
@@ -326,7 +394,8 @@ def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = No
     if args.threads and args.threads > 0:
         torch.set_num_threads(args.threads)
     run_demo(args.out, quick=args.quick, modalities=[m.strip() for m in args.modalities.split(",") if m.strip()],
-             seeds=[int(s) for s in args.seeds.split(",") if s.strip()], map_method=args.map_method)
+             seeds=[int(s) for s in args.seeds.split(",") if s.strip()], map_method=args.map_method,
+             force=args.force)
     return 0
 
 
