@@ -194,7 +194,7 @@ def open_scans(df: Any, prep: PreprocessConfig, cache: Any, skip_broken: bool, v
     multi = [m for m in metas if len(m["source_shape"]) == 4 and m["source_shape"][0] > 1]
     if multi and volume_index is None:
         shown = ", ".join(f"{m['path']} ({m['source_shape'][0]} volumes)" for m in multi[:3])
-        warnings.warn(f"{len(multi)} of {len(metas)} image(s) are 4D; their 4th axis is read as channels: {shown}. "
+        warnings.warn(f"{len(multi)} of {len(metas)} image(s) are 4D; their last axis is read as channels: {shown}. "
                       "If these are time points or separate scans rather than channels, pick one with "
                       "?volume_index=N or split the files (fslsplit, nibabel.funcs.four_to_three)", stacklevel=3)
     if patches is None:
