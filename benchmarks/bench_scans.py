@@ -7,7 +7,7 @@ All ratios are measured side by side in one run on the same files and settings.
    and 2 worker processes (wall time including worker start-up), and peak RSS of an in-process ingest of
    ``N_small`` and ``N_large`` volumes (each in a fresh subprocess; flat in N is the requirement).
 2. Patch loading: patches/s at 96^3 and 64x64x32 with 2 DataLoader workers, K patches per volume read:
-   ours (:class:`volssl.patches.PatchStream` over the ragged store) against MONAI ``PersistentDataset`` (the
+   ours (:class:`volssl.sampling.PatchStream` over the ragged store) against MONAI ``PersistentDataset`` (the
    same preprocessing cached as ``.pt``) + ``RandSpatialCropSamplesd(num_samples=K)``; caches are built
    before timing.
 3. Data wait: ``pixel_shuffle`` pretraining (resnet18_3d) on 64x64x32 patches from the store with 2 loader
@@ -81,8 +81,8 @@ def linked(paths: list[str], folder: Path, n: int) -> list[str]:
 
 
 def ingest_rate(paths: list[str], cache: Path, workers: int) -> dict[str, float]:
+    from volssl.ingest import ingest_files as ingest_scans
     from volssl.preprocess import PreprocessConfig
-    from volssl.scans import ingest_scans
 
     shutil.rmtree(cache, ignore_errors=True)
     t0 = time.perf_counter()
@@ -96,7 +96,7 @@ def peak_rss(paths: list[str], cache: Path) -> dict[str, float]:
     """Peak RSS (MB) of a fresh process that ingests ``paths`` in-process (no workers)."""
     shutil.rmtree(cache, ignore_errors=True)
     code = (f"import sys, resource, time; sys.path.insert(0, {str(REPO)!r}); import torch; torch.set_num_threads(1)\n"
-            "from volssl.preprocess import PreprocessConfig; from volssl.scans import ingest_scans\n"
+            "from volssl.preprocess import PreprocessConfig; from volssl.ingest import ingest_files as ingest_scans\n"
             f"t = time.perf_counter(); ingest_scans({paths!r}, {str(cache)!r}, PreprocessConfig(**{PREP!r}), progress=False)\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.perf_counter() - t)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

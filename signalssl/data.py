@@ -218,12 +218,33 @@ def load_cinc2021(path: str, classes: Any = None, min_count: int = 1, sfreq: flo
 
 @register_data("edf", modality="signal")
 def load_edf(path: str, pattern: str | None = None, label_map: Any = None, subject_info: str | None = None,
-             classes: Any = None, **options: Any) -> SSLData:
-    """A folder of EDF/BDF/FIF recordings; patient and label parsed from file names by ``pattern``."""
+             classes: Any = None, events: str = "auto", **options: Any) -> SSLData:
+    """A folder of EDF/BDF/FIF recordings; patient and label parsed from file names by ``pattern``.
+
+    ``events``: "auto" (default) labels windows by the trial events of a WFDB annotation file beside each EDF
+    (``NAME.edf.event``, ``NAME.event``, ``.atr``: one window of ``?window=`` seconds from each event's onset,
+    labelled by its note, e.g. T0/T1/T2) when every file has one; "none" ignores such files (sliding windows).
+    """
+    from signalssl.io import read_wfdb_events
+
     lm = _label_map(label_map)
     specs = layouts.scan_edf(path, pattern, lm, subject_info)
-    return build_signal_data("edf", path, specs, classes=_list(classes), extra_key={"pattern": pattern, "lm": lm},
-                             **options)
+    if events not in ("auto", "none"):
+        raise UserError(f"events={events!r} must be auto (WFDB annotation files beside the EDFs) or none")
+    with_ev = [s for s in specs if s.events_path] if events == "auto" else []
+    if with_ev and len(with_ev) < len(specs):
+        without = next(s.path for s in specs if not s.events_path)
+        raise DataError(f"{len(with_ev)} of {len(specs)} EDF files have a WFDB annotation file beside them (e.g. "
+                        f"{with_ev[0].events_path}) but {without} has none: give every file its events as "
+                        "NAME.edf.event (or NAME.event / .atr), or pass ?events=none for sliding windows without "
+                        "event labels")
+
+    def events_fn(spec: RecordSpec, rec: Record) -> list[tuple[float, str]]:
+        ev = read_wfdb_events(str(spec.events_path), rec.sfreq)
+        return [(t, lm.get(lab, lab) if lm else lab) for t, lab in ev]
+
+    return build_signal_data("edf", path, specs, classes=_list(classes), events_fn=events_fn if with_ev else None,
+                             extra_key={"pattern": pattern, "lm": lm, "events": bool(with_ev)}, **options)
 
 
 @register_data("eegmat", modality="signal")

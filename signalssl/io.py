@@ -297,7 +297,12 @@ def read_edf(path: str | Path) -> Record:
     try:
         raw = reader(p, preload=True, verbose="error")
     except Exception as err:
-        raise DataError(f"{p}: mne could not read it ({type(err).__name__}: {err})") from err
+        if not (low.endswith((".edf", ".bdf")) and "latin1" in str(err)):
+            raise DataError(f"{p}: mne could not read it ({type(err).__name__}: {err})") from err
+        try:  # EDF+ annotations written in latin-1 (many European systems): read them as such
+            raw = reader(p, preload=True, verbose="error", encoding="latin1")
+        except Exception as err2:
+            raise DataError(f"{p}: mne could not read it ({type(err2).__name__}: {err2})") from err2
     _check_file_rate(p, float(raw.info["sfreq"]), "EDF header (record duration)")
     data = raw.get_data().astype(np.float64)
     units = []
@@ -311,6 +316,32 @@ def read_edf(path: str | Path) -> Record:
     out = Record(data.astype(np.float32), float(raw.info["sfreq"]), list(raw.ch_names), units, p,
                  {"annotations": ann, "channel_types": raw.get_channel_types()})
     _check_finite(out)
+    return out
+
+
+def read_wfdb_events(path: str | Path, sfreq: float) -> list[tuple[float, str]]:
+    """Events of a WFDB annotation file (e.g. ``S001R04.edf.event`` beside ``S001R04.edf``): ``[(onset_s, label)]``.
+
+    The label is an event's auxiliary note (e.g. ``T0``/``T1``/``T2`` of PhysioNet's motor imagery EDFs) or
+    else its symbol; ``sfreq`` (the signal's rate) places the samples when the file states none.
+
+    Raises:
+        DataError: the file cannot be read as a WFDB annotation file, or holds no events.
+    """
+    import wfdb
+
+    p = Path(path)
+    try:
+        ann = wfdb.rdann(str(p)[: -len(p.suffix)], p.suffix[1:])
+    except Exception as err:  # wfdb raises ValueError/IndexError/struct errors on damaged files
+        raise DataError(f"{p}: not a readable WFDB annotation file ({type(err).__name__}: {err}); fix or remove it, "
+                        "or pass ?events=none to ignore it") from err
+    fs = float(ann.fs) if ann.fs else float(sfreq)
+    notes = list(ann.aux_note or [""] * len(ann.sample))
+    out = [(float(smp) / fs, (note or "").strip("\x00 ") or str(sym))
+           for smp, sym, note in zip(ann.sample, ann.symbol, notes, strict=True)]
+    if not out:
+        raise DataError(f"{p}: the annotation file holds no events; remove it or pass ?events=none")
     return out
 
 

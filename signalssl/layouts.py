@@ -221,6 +221,17 @@ def _num(v: Any) -> float | None:
 
 # --------------------------------------------------------------------------------- EDF / EEG
 EDF_EXTS = (".edf", ".bdf", ".fif")
+#: suffixes of WFDB annotation files kept beside an EDF (``S001R04.edf.event`` in PhysioNet's eegmmidb)
+EVENT_EXTS = (".event", ".atr", ".ann", ".evt")
+
+
+def event_file(edf: Path) -> Path | None:
+    """The WFDB annotation file beside ``edf`` (``NAME.edf.event``, ``NAME.event``, ``.atr``, ...), or None."""
+    for ext in EVENT_EXTS:
+        for cand in (edf.parent / (edf.name + ext), edf.with_suffix(ext)):
+            if cand.is_file():
+                return cand
+    return None
 
 
 def scan_edf(folder: str | Path, pattern: str | None = None, label_map: dict[str, str] | None = None,
@@ -261,7 +272,9 @@ def scan_edf(folder: str | Path, pattern: str | None = None, label_map: dict[str
                 label = label_map[label]
         if info and patient not in info:
             raise DataError(f"{f}: subject {patient!r} is not in subject_info ({len(info)} subjects); add a row for it")
-        out.append(RecordSpec(str(f.relative_to(root)), str(f), patient, label, meta=info.get(patient, {})))
+        ev = event_file(f)
+        out.append(RecordSpec(str(f.relative_to(root)), str(f), patient, label, meta=info.get(patient, {}),
+                              events_path=None if ev is None else str(ev)))
     return out
 
 

@@ -5,10 +5,11 @@ training data were (orientation, spacing, CT window or intensity normalisation, 
 network's input size), read back from the run's data spec. The modality-agnostic bundle writer is
 :mod:`pretext.bundle`; it reaches these functions through :data:`volssl.modality.ADAPTER`.
 
-A model trained on patches of whole scans (data spec ``?patch=D,H,W``) keeps the whole scan: the
-preprocessing is the scan ingest's (:func:`volssl.scans.preprocess_scan`: orientation, its resampling to
-``?spacing=`` (:class:`ScanSpacingd`), window / normalisation, foreground crop; no resize to the patch),
-and the network (:func:`volume_grid` -> :class:`pretext.bundle.networks.GridPooled`) encodes the sliding
+For ``nifti``/``manifest3d``/``dicom`` data the preprocessing in ``inference.json`` is the ingest's own chain,
+unchanged (:func:`volssl.preprocess.preprocess_chain`: orientation, resampling to ``?spacing=`` with
+:class:`volssl.preprocess.Resampled`, window / normalisation, foreground crop, ``?size=``), so a bundle sees the
+voxels the model was trained on. A model trained on patches of whole scans (data spec ``?patch=D,H,W``) keeps
+the whole scan (no resize to the patch), and the network (:func:`volume_grid` -> :class:`pretext.bundle.networks.GridPooled`) encodes the sliding
 grid of ``?patch=`` patches (``?overlap=``) and pools their features (``?pool=``), as the harness's
 whole-scan features (:mod:`benchmarks.pooled`) do.
 """
@@ -19,34 +20,12 @@ from typing import Any
 
 from pretext.bundle.source import ExportSource
 
-__all__ = ["ScanSpacingd", "normalize_transform", "volume_grid", "volume_input_spec", "volume_preprocessing",
-           "volume_transforms"]
+__all__ = ["normalize_transform", "volume_grid", "volume_input_spec", "volume_preprocessing", "volume_transforms"]
 
 #: patches encoded per forward pass of a grid network (``--network_def#grid#sw_batch_size N`` overrides it)
 SW_BATCH_SIZE = 8
-
-
-class ScanSpacingd:
-    """Resample ``keys`` (``MetaTensor`` with affine) to isotropic ``pixdim`` mm voxels as the scan ingest does.
-
-    An axis-aligned grid is resized (MONAI ``Resize``, no anti-aliasing) to ``round(n * spacing / pixdim)``
-    voxels per axis, an oblique one goes through MONAI ``Spacing``: :func:`volssl.scans._resample`, so a
-    bundle sees the voxels the patch-trained encoder was trained on (MONAI ``Spacingd`` would give a
-    slightly different grid).
-    """
-
-    def __init__(self, keys: str | list[str], pixdim: float, mode: str = "bilinear") -> None:
-        self.keys = [keys] if isinstance(keys, str) else list(keys)
-        self.pixdim = float(pixdim[0] if isinstance(pixdim, (list, tuple)) else pixdim)
-        self.mode = mode
-
-    def __call__(self, data: Any) -> Any:
-        from volssl.scans import _resample
-
-        d = dict(data)
-        for key in self.keys:
-            d[key] = _resample(d[key], self.pixdim, self.mode)
-        return d
+#: data kinds whose volumes went through :func:`volssl.preprocess.preprocess_chain`
+CHAIN_KINDS = ("nifti", "manifest3d", "dicom")
 
 
 def _pair(value: Any) -> tuple[float, float] | None:
@@ -80,7 +59,7 @@ def volume_preprocessing(src: ExportSource) -> dict[str, Any]:
             kind, options = "", {}
     pre: dict[str, Any] = {"data_kind": kind or "unknown", "resize": True}
     if options.get("patch") not in (None, "", "none"):  # whole scans: the network pools a grid of patches
-        from volssl.scan_data import patch_config
+        from volssl.sampling import patch_config
 
         cfg = patch_config(options["patch"], pool=options.get("pool", "mean"), overlap=options.get("overlap", 0.25),
                            roi_size=options.get("roi_size"))
@@ -94,7 +73,12 @@ def volume_preprocessing(src: ExportSource) -> dict[str, Any]:
             "unit": {"kind": "range", "a_min": 0.0, "a_max": 255.0, "b_min": 0.0, "b_max": 1.0, "clip": False},
             "zscore": {"kind": "zscore", "note": "training used train-split mean/std; inference z-scores each volume"},
         }.get(mode, {"kind": "none"})
-    elif kind in ("nifti", "manifest3d"):
+    elif kind in CHAIN_KINDS:
+        from volssl.preprocess import prep_config, preprocess_chain
+
+        prep = prep_config(options)
+        pre["chain"] = preprocess_chain(prep, ("image",))
+        pre["size"] = list(prep.size) if prep.size else None
         window = _pair(options.get("window"))
         mode = str(options.get("normalize", "auto"))
         mode = ("none" if window else "percentile") if mode == "auto" else mode
@@ -113,15 +97,10 @@ def volume_preprocessing(src: ExportSource) -> dict[str, Any]:
             pre["foreground_crop"] = {"threshold": float(options.get("foreground_threshold", 0.0)),
                                       "margin": int(options.get("foreground_margin", 2))}
         pre["resize"] = bool(options.get("resize", False))
-        if "grid" in pre:  # the scan ingest's steps (volssl.scans.preprocess_scan): no resize unless ?size= is set
-            from volssl.preprocess import as_size
-
-            size = as_size(options.get("size"), "size")
-            pre["size"] = list(size) if size else None
     else:
         pre["normalization"] = {"kind": "minmax", "min": 0.0, "max": 1.0}
     recorded = src.run_config.get("normalization")
-    if isinstance(recorded, dict) and recorded.get("kind"):
+    if isinstance(recorded, dict) and recorded.get("kind") and "chain" not in pre:
         pre["normalization"] = dict(recorded)
     return pre
 
@@ -146,36 +125,21 @@ def normalize_transform(norm: dict[str, Any], channel_wise: bool = True) -> dict
 
 
 def volume_transforms(src: ExportSource) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """NIfTI/NRRD/... -> ``(C, D, H, W)`` float32 prepared as in training, at the network's input size
-    (a patch-trained model: the whole scan, as the scan ingest prepares it)."""
+    """NIfTI/NRRD/... -> ``(C, D, H, W)`` float32 prepared as in training: the ingest's chain unchanged (or the
+    MedMNIST scaling), then brought to the network's input size (a patch-trained model: the whole scan)."""
     pre = volume_preprocessing(src)
     spatial = list(src.input_shape[1:])
-    grid = "grid" in pre
     xforms: list[dict[str, Any] | None] = [
         {"_target_": "LoadImaged", "keys": "image", "image_only": True, "ensure_channel_first": True},
         {"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"},
     ]
-    if pre.get("orientation"):
-        xforms.append({"_target_": "Orientationd", "keys": "image", "axcodes": pre["orientation"]})
-    if pre.get("spacing") and grid:  # the scan ingest's resampling (volssl.scans)
-        xforms.append({"_target_": "volssl.bundle.ScanSpacingd", "keys": "image", "pixdim": pre["spacing"],
-                       "mode": "bilinear"})
-    elif pre.get("spacing"):
-        xforms.append({"_target_": "Spacingd", "keys": "image", "pixdim": [pre["spacing"]] * 3, "mode": "bilinear"})
-    if pre.get("window"):
-        lo, hi = pre["window"]
-        xforms.append(normalize_transform({"kind": "range", "a_min": lo, "a_max": hi, "clip": True}))
-    xforms.append(normalize_transform(pre["normalization"]))
-    if pre.get("foreground_crop"):
-        fc = pre["foreground_crop"]
-        xforms.append({"_target_": "CropForegroundd", "keys": "image", "source_key": "image", "margin": fc["margin"],
-                       "select_fn": f"$lambda t: t > {fc['threshold']}", "allow_smaller": True})
-    if grid:  # whole scans: no resize to the patch (the network tiles the volume); ?size= as in the ingest
-        spatial = pre.get("size") or []
-    if spatial and pre["resize"]:
-        xforms.append({"_target_": "Resized", "keys": "image", "spatial_size": spatial, "mode": "trilinear"})
-    elif spatial:
-        xforms.append({"_target_": "ResizeWithPadOrCropd", "keys": "image", "spatial_size": spatial})
+    if "chain" in pre:
+        xforms += pre["chain"]
+    else:
+        xforms.append(normalize_transform(pre["normalization"]))
+    if "grid" not in pre and not pre.get("size"):  # one shape for the network (the chain has ?size= if given)
+        xforms.append({"_target_": "Resized", "keys": "image", "spatial_size": spatial, "mode": "trilinear"}
+                      if pre["resize"] else {"_target_": "ResizeWithPadOrCropd", "keys": "image", "spatial_size": spatial})
     return [x for x in xforms if x is not None], {"normalization": pre["normalization"], "preprocessing": pre}
 
 
@@ -197,7 +161,7 @@ def volume_input_spec(src: ExportSource, modality: str, description: dict[str, A
     steps = ["LoadImaged(ensure_channel_first)", "EnsureTyped(float32)"]
     steps += [f"Orientationd({pre['orientation']})"] if pre.get("orientation") else []
     grid = pre.get("grid")
-    steps += [f"{'ScanSpacingd' if grid else 'Spacingd'}({pre['spacing']} mm)"] if pre.get("spacing") else []
+    steps += [f"Resampled({pre['spacing']} mm)"] if pre.get("spacing") else []
     steps += [f"HU window {pre['window']} -> [0, 1]"] if pre.get("window") else []
     steps += [f"intensity {norm['kind']}"] if norm["kind"] != "none" else []
     steps += ["CropForegroundd"] if pre.get("foreground_crop") else []

@@ -1,17 +1,23 @@
-"""Volume data kinds: ``medmnist3d``, ``nifti`` (folder or manifest) and ``manifest3d``.
+"""Volume data kinds: ``medmnist3d``, ``nifti`` (folder or manifest), ``manifest3d`` and ``dicom``.
 
-Each returns an :class:`pretext.base.SSLData` whose splits are :class:`VolumeSplit` views of a
-compact memory-mapped cache (see :mod:`volssl.store`)::
+One data path whatever the kind (``../shared/DESIGN.md``, "One data path per modality"): layouts
+(:mod:`volssl.layouts`: files, DICOM series, manifests; MedMNIST ``.npz``) -> the one preprocessing chain
+(:mod:`volssl.preprocess`) -> ingest into the one ragged store (:mod:`volssl.ingest`, :mod:`volssl.store`) ->
+one split class that declares its sampling, whole volumes or ``?patch=`` patches (:mod:`volssl.sampling`)::
 
     medmnist3d:../shared/data/adrenalmnist3d?size=64
     nifti:/data/ct_folder?spacing=1.5&window=-1000,1000&size=96,96,96&val_fraction=0.1
+    nifti:/data/ct?spacing=1.5&window=-1000,1000&patch=96,96,96&patches_per_volume=4&foreground=0.5&num_workers=8
     manifest3d:/data/manifest.csv?normalize=zscore&size=128,128,64
+    dicom:/data/dicom_tree?spacing=1&window=-1000,1000&patch=64,64,32
 """
 
 from __future__ import annotations
 
-import logging
+import atexit
 import re
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,22 +25,18 @@ from typing import Any
 import numpy as np
 
 from pretext.base import SSLData, SSLSplit
-from pretext.config import build_dataclass, to_dict
+from pretext.config import to_dict
 from pretext.errors import ConfigError, DataError
 from pretext.labels import encode_labels, parse_label
 from pretext.options import as_flag
 from pretext.registry import register_data
 from pretext.splits import patient_split
-from volssl.io import list_volume_files, read_manifest, read_medmnist, read_volume
-from volssl.preprocess import (  # noqa: F401 - centre_crop_pad is part of this module's API
-    PreprocessConfig,
-    as_size,
-    centre_crop_pad,
-    preprocess_volume,
-)
-from volssl.store import ArrayStore, IndexedLazy, LazyArray, VolumeSplit, cache_key, resolve_cache
-
-log = logging.getLogger(__name__)
+from volssl.ingest import ingest_files, ingest_medmnist, warn_constant
+from volssl.io import read_manifest
+from volssl.layouts import dicom_tag, list_records, resolve_masks, roi_centres
+from volssl.preprocess import PREP_FIELDS, PreprocessConfig, as_size, prep_config
+from volssl.sampling import PatchConfig, VolumeSplit, patch_config, warn_small
+from volssl.store import resolve_cache
 
 # Class names from the official MedMNIST ``info.py`` (3D sets).
 MEDMNIST3D_CLASSES: dict[str, list[str]] = {
@@ -51,20 +53,25 @@ MEDMNIST3D_CLASSES: dict[str, list[str]] = {
 # -- MedMNIST 3D ------------------------------------------------------------------------------------
 
 
-def _writable(root: Path | None) -> Path | None:
-    """``root`` if a cache can be written there, else None (with a warning: data stay in memory)."""
-    if root is None:
-        return None
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".write-test-{np.random.randint(1 << 30)}"
-        probe.touch()
-        probe.unlink()
-        return root
-    except OSError as err:
-        warnings.warn(f"cache folder {str(root)!r} is not writable ({err}); keeping volumes in memory. "
-                      "Set MEDSSL_CACHE or ?cache=FOLDER to a writable place", stacklevel=3)
-        return None
+def store_root(cache: Any) -> Path:
+    """The cache folder of a ``cache`` option, or a temporary one (``none``, or a folder that cannot be written).
+
+    A temporary store is removed when the process exits.
+    """
+    root = resolve_cache(cache)
+    if root is not None:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / f".write-test-{np.random.randint(1 << 30)}"
+            probe.touch()
+            probe.unlink()
+            return root
+        except OSError as err:
+            warnings.warn(f"cache folder {str(root)!r} is not writable ({err}); using a temporary store removed at "
+                          "exit. Set MEDSSL_CACHE or ?cache=FOLDER to a writable place", stacklevel=3)
+    tmp = Path(tempfile.mkdtemp(prefix="medssl-volumes-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    return tmp
 
 
 def _find_medmnist_file(path: Path, size: int | None) -> Path:
@@ -111,10 +118,10 @@ def load_medmnist3d(
         normalize: "unit" (uint8 / 255 -> [0, 1]), "zscore" (train-split mean/std), "none" (0..255)
             (``normalise=`` is the deprecated spelling).
         pad_to: centre crop / zero pad each volume to this side (e.g. 32 so that 8^3 patches fit).
-        cache: "auto" (``$MEDSSL_CACHE`` or ``~/.cache/medssl``), a folder, or "none" (in memory); the
+        cache: "auto" (``$MEDSSL_CACHE`` or ``~/.cache/medssl``), a folder, or "none" (a temporary store); the
             stores go in its ``volumes/`` subfolder (:func:`pretext.cache.resolve_cache`, as signals' in ``signal/``).
         patch, patches_per_volume, foreground, pool, overlap: random ``patch=D,H,W`` patches for pretraining
-            and pooled sliding-grid features downstream (see :mod:`volssl.scan_data`);
+            and pooled sliding-grid features downstream (see :mod:`volssl.sampling`);
             ``foreground_threshold`` (normalised units) defines foreground voxels there.
 
     MedMNIST ships no patient ids: every volume is its own pseudo-patient (the official split is
@@ -125,38 +132,8 @@ def load_medmnist3d(
     file = _find_medmnist_file(Path(path), None if size is None else int(size))
     name = re.sub(r"(_\d+)?\.npz$", "", file.name).lower()
     crop = as_size(pad_to, "pad_to")
-    from volssl.scan_data import patch_config
-
     patches = patch_config(patch, patches_per_volume, foreground, pool, overlap)
-    root = resolve_cache(cache)
-    key = cache_key("medmnist3d", [file], {})
-    if root is not None and ArrayStore.exists(root / key):
-        store = ArrayStore(root / key)
-        arrays = {s: LazyArray(store.path(f"{s}_images")) for s in ("train", "val", "test")}
-        labels = {s: np.asarray(store.open(f"{s}_labels")) for s in ("train", "val", "test")}
-    else:
-        raw = read_medmnist(file)
-        root = _writable(root)
-        if root is not None:
-            spec = {}
-            for s, (img, lab) in raw.items():
-                img5 = img if img.ndim == 5 else img[:, None]
-                spec[f"{s}_images"] = (img5.shape, str(img5.dtype), lambda mm, a=img5: mm.__setitem__(..., a))
-                spec[f"{s}_labels"] = (lab.shape, str(lab.dtype), lambda mm, a=lab: mm.__setitem__(..., a))
-            store = ArrayStore.build(root / key, spec, {"source": str(file), "kind": "medmnist3d"})
-            arrays = {s: LazyArray(store.path(f"{s}_images")) for s in raw}
-        else:
-            arrays = {s: LazyArray(array=img if img.ndim == 5 else img[:, None]) for s, (img, _) in raw.items()}
-        labels = {s: lab for s, (_, lab) in raw.items()}
-
-    scale, shift = 1.0, 0.0
-    if normalize == "unit":
-        scale = 1.0 / 255.0
-    elif normalize == "zscore":
-        tr = arrays["train"].array
-        mean = float(np.mean(tr, dtype=np.float64))
-        std = float(np.std(tr, dtype=np.float64)) or 1.0
-        scale, shift = 1.0 / std, -mean / std
+    stores, labels = ingest_medmnist(file, store_root(cache), normalize, float(foreground_threshold))
     all_labels = np.concatenate([labels[s] for s in ("train", "val", "test")])
     multilabel = all_labels.shape[1] > 1
     num_classes = all_labels.shape[1] if multilabel else int(all_labels.max()) + 1
@@ -169,20 +146,13 @@ def load_medmnist3d(
         n = len(lab)
         names = [f"{name}-{s}-{i:05d}" for i in range(n)]
         meta = pd.DataFrame({"official_split": s, "official_index": np.arange(n)})
-        if patches is not None:
-            from volssl.patches import ArraySource, ScanSplit
-
-            src = ArraySource(arrays[s], scale, shift, float(foreground_threshold))
-            splits[s] = ScanSplit(src, np.arange(n), lab, np.arange(n), names, patches, meta)
-            continue
-        splits[s] = VolumeSplit(arrays[s], lab, np.arange(n), names, scale, shift, crop, meta)
-    side = arrays["train"].array.shape[2:]
-    shape = (arrays["train"].array.shape[1], *(crop or side))
+        splits[s] = VolumeSplit(stores[s], np.arange(n), lab, np.arange(n), names, patches, meta,
+                                crop_pad=None if patches is not None else crop)
+    side = stores["train"].shape(0)[1:]
+    shape = (stores["train"].shape(0)[0], *(crop or side))
     if patches is not None:
-        from volssl.scan_data import warn_small
-
-        warn_small([tuple(arrays["train"].array.shape[1:])], [str(file)], patches, "")
-        shape = (arrays["train"].array.shape[1], *patches.patch)
+        warn_small([stores["train"].shape(0)], [str(file)], patches, "")
+        shape = (stores["train"].shape(0)[0], *patches.patch)
     mm = 64.0 / side[0]  # MedMNIST 3D: a 64 mm cube resampled to `side`
     return SSLData(
         modality="volume",
@@ -205,118 +175,60 @@ def load_medmnist3d(
 
 # -- NIfTI folders and manifests --------------------------------------------------------------------
 
-_PREP_FIELDS = ("orientation", "spacing", "window", "normalize", "percentiles", "foreground_crop",
-                "foreground_threshold", "foreground_margin", "size", "resize")
-
-
-def _prep_config(options: dict[str, Any]) -> PreprocessConfig:
-    opts = {k: v for k, v in options.items() if v is not None}
-    if "size" in opts:
-        opts["size"] = as_size(opts["size"], "size")
-    if isinstance(opts.get("orientation"), str) and opts["orientation"].lower() in ("none", "keep"):
-        opts["orientation"] = None
-    return build_dataclass(PreprocessConfig, opts, what="volume preprocessing")
-
-
-def _ingest(paths: list[str], prep: PreprocessConfig, cache: Any, skip_broken: bool,
-            volume_index: int | None = None) -> tuple[LazyArray, np.ndarray, list[str]]:
-    """Read + preprocess every file once into a ``(N, C, D, H, W)`` float16 store.
-
-    ``volume_index`` keeps one volume of each 4D file; without it a 4D NIfTI's last axis is read as
-    channels, and a warning names those files.
-
-    Returns:
-        (store, spacings (N, 3), skipped paths). A broken file raises a :class:`DataError` naming
-        every broken file, unless ``skip_broken`` (then each is named in a warning and in meta).
-    """
-    root = resolve_cache(cache)
-    settings: dict[str, Any] = {"prep": to_dict(prep), "skip_broken": skip_broken}
-    if volume_index is not None:
-        settings["volume_index"] = int(volume_index)
-    key = cache_key("volumes", paths, settings)
-    if root is not None and ArrayStore.exists(root / key):
-        st = ArrayStore(root / key)
-        return LazyArray(st.path("images")), np.asarray(st.open("spacing")), list(st.index.get("skipped", []))
-    arrays, spacings, broken, kept, multi = [], [], [], [], []
-    for p in paths:
-        try:
-            vol = read_volume(p, volume_index)
-            arr, sp = preprocess_volume(vol, prep)
-        except DataError as err:
-            broken.append((p, str(err)))
-            continue
-        if vol.array.shape[0] > 1:
-            multi.append((p, vol.array.shape[0]))
-        arrays.append(arr)
-        spacings.append(sp)
-        kept.append(p)
-    if broken and not skip_broken:
-        lines = "; ".join(msg for _, msg in broken[:10])
-        raise DataError(
-            f"{len(broken)} of {len(paths)} volume(s) could not be read: {lines}. Fix or remove them, or pass "
-            "?skip_broken=true to leave them out (they are then listed in the warning and in data.meta)"
-        )
-    for p, msg in broken:
-        warnings.warn(f"skipping broken volume {p}: {msg}", stacklevel=3)
-    if not arrays:
-        raise DataError(f"none of the {len(paths)} volume(s) could be read")
-    if multi:
-        shown = ", ".join(f"{p} ({c} volumes)" for p, c in multi[:3]) + (", ..." if len(multi) > 3 else "")
-        warnings.warn(f"{len(multi)} of {len(paths)} image(s) are 4D; their last axis is read as channels: {shown}. "
+def open_scans(df: Any, prep: PreprocessConfig, cache: Any, skip_broken: bool, volume_index: int | None,
+               patches: PatchConfig | None, num_workers: Any = 0, roi: str = "auto", source: str = ""
+               ) -> tuple[Any, list[dict[str, Any]], list[str], np.ndarray | None]:
+    """Ingest the files of manifest table ``df`` into the store; ``(store, metas, skipped paths, ROI centres)``."""
+    try:
+        workers = int(num_workers)
+    except (TypeError, ValueError):
+        workers = -1
+    if workers < 0 or str(num_workers).strip() not in (str(workers), f"{workers}.0"):
+        raise ConfigError(f"num_workers={num_workers!r} must be a whole number >= 0 (ingest processes; 0 = this one)")
+    masks = resolve_masks(df, source)
+    store, metas, broken = ingest_files(list(df["path"]), store_root(cache), prep, masks=masks, num_workers=workers,
+                                        skip_broken=skip_broken, volume_index=volume_index)
+    skipped = [p for p, _ in broken]
+    kept = df[~df["path"].isin(skipped)].reset_index(drop=True)
+    warn_constant(metas)
+    multi = [m for m in metas if len(m["source_shape"]) == 4 and m["source_shape"][0] > 1]
+    if multi and volume_index is None:
+        shown = ", ".join(f"{m['path']} ({m['source_shape'][0]} volumes)" for m in multi[:3])
+        warnings.warn(f"{len(multi)} of {len(metas)} image(s) are 4D; their last axis is read as channels: {shown}. "
                       "If these are time points or separate scans rather than channels, pick one with "
                       "?volume_index=N or split the files (fslsplit, nibabel.funcs.four_to_three)", stacklevel=3)
-    chans = sorted({a.shape[0] for a in arrays})
-    if len(chans) > 1:
-        first = {c: kept[[a.shape[0] for a in arrays].index(c)] for c in chans}
-        raise DataError(
-            f"images have different numbers of channels/volumes {chans} (e.g. "
-            + ", ".join(f"{c}: {p}" for c, p in first.items())
-            + "); a 4D file's last axis is read as channels: pick one volume of each with ?volume_index=N, "
-            "or split the 4D files (fslsplit, nibabel.funcs.four_to_three)"
-        )
-    shapes = sorted({a.shape for a in arrays})
-    if len(shapes) > 1:
-        raise DataError(
-            f"volumes have different shapes after preprocessing {shapes[:4]}; pass ?size=D,H,W to crop/pad "
-            "them to one shape (and ?spacing=MM to resample to one voxel size), or ?patch=D,H,W to keep each "
-            "scan whole and train on random patches (volssl.scan_data)"
-        )
-    stack_shape = (len(arrays), *arrays[0].shape)
-    spacing_arr = np.asarray(spacings, dtype=np.float32)
-
-    def fill(mm: np.ndarray) -> None:
-        for i, a in enumerate(arrays):
-            mm[i] = a.astype(np.float16)
-
-    root = _writable(root)
-    if root is None:
-        buf = np.empty(stack_shape, dtype=np.float16)
-        fill(buf)
-        return LazyArray(array=buf), spacing_arr, [p for p, _ in broken]
-    st = ArrayStore.build(
-        root / key,
-        {"images": (stack_shape, "float16", fill),
-         "spacing": (spacing_arr.shape, "float32", lambda mm: mm.__setitem__(..., spacing_arr)),
-         "order": ((len(kept),), "int64", lambda mm: mm.__setitem__(..., np.array([paths.index(k) for k in kept])))},
-        {"kind": "volumes", "paths": kept, "skipped": [p for p, _ in broken], "prep": to_dict(prep)},
-    )
-    return LazyArray(st.path("images")), spacing_arr, [p for p, _ in broken]
+    if patches is None:
+        shapes = sorted({tuple(m["shape"]) for m in metas})
+        if len(shapes) > 1:
+            raise DataError(
+                f"volumes have different shapes after preprocessing {shapes[:4]}; pass ?size=D,H,W to crop/pad "
+                "them to one shape (and ?spacing=MM to resample to one voxel size), or ?patch=D,H,W to keep each "
+                "scan whole and train on random patches"
+            )
+        return store, metas, skipped, None
+    centres = roi_centres(kept, metas, roi, source)
+    warn_small([tuple(m["shape"]) for m in metas], [str(m["path"]) for m in metas], patches)
+    empty = [m["path"] for m in metas if m["fg_count"] == 0]
+    if empty and patches.foreground > 0:
+        what = "mask voxels" if masks else f"voxel above foreground_threshold={prep.foreground_threshold:g}"
+        warnings.warn(f"{len(empty)} of {len(metas)} volume(s) have no {what} (e.g. {empty[0]}): their "
+                      f"foreground patches (share {patches.foreground:g}) are drawn uniformly instead. Lower "
+                      "?foreground_threshold (it applies after normalisation), check ?window, or fix the masks",
+                      stacklevel=3)
+    return store, metas, skipped, centres
 
 
 def _build_volume_data(df: Any, prep: PreprocessConfig, cache: Any, skip_broken: bool, source: str,
                        val_fraction: float, test_fraction: float, seed: int,
                        volume_index: int | None = None, patches: Any = None, scan_options: Any = None) -> SSLData:
     missing = list(df.attrs.get("missing", []))
-    if patches is not None:  # whole scans: ragged store, patches (volssl.scan_data)
-        from volssl.scan_data import open_scans
-
-        scans = open_scans(df, prep, cache, skip_broken, volume_index, patches, source=source, **(scan_options or {}))
-        store, spacing, skipped = None, scans.spacing, scans.skipped
-    else:
-        store, spacing, skipped = _ingest(list(df["path"]), prep, cache, skip_broken, volume_index)
+    store, metas, skipped, roi = open_scans(df, prep, cache, skip_broken, volume_index, patches, source=source,
+                                            **(scan_options or {}))
     df = df[~df["path"].isin(skipped)].reset_index(drop=True)
-    if patches is not None:
-        df = scans.annotate(df)
+    shapes = np.asarray([m["shape"][1:] for m in metas])
+    df["shape_d"], df["shape_h"], df["shape_w"] = shapes[:, 0], shapes[:, 1], shapes[:, 2]
+    df["foreground_voxels"] = [m["fg_count"] for m in metas]
+    spacing = np.asarray([m["spacing"] for m in metas], dtype=np.float32)
     df["spacing_d"], df["spacing_h"], df["spacing_w"] = spacing[:, 0], spacing[:, 1], spacing[:, 2]
     raw = [parse_label(v) for v in df["label"]] if "label" in df.columns else [None] * len(df)
     labels, class_names = encode_labels(raw, indices=True, source=source)
@@ -328,23 +240,20 @@ def _build_volume_data(df: Any, prep: PreprocessConfig, cache: Any, skip_broken:
     else:
         roles = patient_split(patients, val_fraction, test_fraction, seed, strata=[str(v) for v in raw])
     splits: dict[str, SSLSplit] = {}
-    full = store.array if store is not None and store.path is None else None
     for s in ("train", "val", "test"):
         idx = np.flatnonzero(roles == s)
         if len(idx) == 0 and s != "train":
             continue
-        if patches is not None:
-            splits[s] = scans.split(idx, labels[idx], patients[idx], names, df.iloc[idx].reset_index(drop=True))
-            continue
-        sub = LazyArray(array=full[idx]) if full is not None else IndexedLazy(store.path, idx)
-        splits[s] = VolumeSplit(sub, labels[idx], patients[idx], names, meta=df.iloc[idx].reset_index(drop=True))
+        splits[s] = VolumeSplit(store, idx, labels[idx], patients[idx], names, patches,
+                                df.iloc[idx].reset_index(drop=True), None if roi is None else roi[idx])
     if len(splits["train"]) == 0:
         raise DataError(f"{source}: no volume is in the train split; check the split column / fractions")
     sp = np.unique(np.round(spacing, 3), axis=0)
+    chans = int(metas[0]["shape"][0])
     return SSLData(
         modality="volume",
         splits=splits,
-        input_shape=scans.input_shape if patches is not None else tuple(store.array.shape[1:]),
+        input_shape=(chans, *patches.patch) if patches is not None else tuple(metas[0]["shape"]),
         num_classes=len(class_names) or None,
         class_names=class_names,
         multilabel=labels.ndim == 2,
@@ -374,17 +283,15 @@ def load_manifest3d(path: str, cache: Any = "auto", skip_broken: bool = False, v
             (``patch=D,H,W``): volumes of any shapes are ingested by ``num_workers`` processes into a ragged
             store, pretraining draws random patches (a ``foreground`` share centred on foreground: the
             ``mask`` column, else voxels above ``foreground_threshold``), downstream pools a sliding grid
-            (or ``roi_size`` around the ``roi_*`` columns); see :mod:`volssl.scan_data`.
+            (or ``roi_size`` around the ``roi_*`` columns); see :mod:`volssl.sampling`.
         **preprocess: fields of :class:`volssl.preprocess.PreprocessConfig` (orientation, spacing,
             window, normalize, percentiles, foreground_crop, foreground_threshold,
             foreground_margin, size, resize).
     """
-    from volssl.scan_data import patch_config
-
     _check_prep_options(preprocess)
     patches = patch_config(patch, patches_per_volume, foreground, pool, overlap, roi_size)
     df = read_manifest(path, skip_missing=as_flag(skip_broken, "skip_broken"))
-    return _build_volume_data(df, _prep_config(preprocess), cache, as_flag(skip_broken, "skip_broken"), path,
+    return _build_volume_data(df, prep_config(preprocess), cache, as_flag(skip_broken, "skip_broken"), path,
                               float(val_fraction), float(test_fraction), int(seed), _volume_index(volume_index),
                               patches, {"num_workers": num_workers, "roi": roi})
 
@@ -408,20 +315,64 @@ def load_nifti(path: str, cache: Any = "auto", skip_broken: bool = False, patien
                                test_fraction=test_fraction, seed=seed, volume_index=volume_index, patch=patch,
                                patches_per_volume=patches_per_volume, foreground=foreground, pool=pool,
                                overlap=overlap, num_workers=num_workers, **preprocess)
-    from volssl.scan_data import patch_config
-
     patches = patch_config(patch, patches_per_volume, foreground, pool, overlap)
     _check_prep_options(preprocess)
-    files = [p] if p.is_file() else list_volume_files(p)
+    files = [str(p)] if p.is_file() else list_records(p)
     if not files:
         raise DataError(f"no image files (.nii, .nii.gz, .nrrd, .mha, DICOM) found under {path!r}")
     if patient_from not in ("file", "parent"):
         raise ConfigError(f"patient_from={patient_from!r} must be 'file' or 'parent'")
-    pids = [re.sub(r"(\.nii)?(\.gz)?$|\.[a-z]+$", "", f.name) if patient_from == "file" else f.parent.name for f in files]
-    df = pd.DataFrame({"path": [str(f) for f in files], "patient_id": pids})
-    return _build_volume_data(df, _prep_config(preprocess), cache, as_flag(skip_broken, "skip_broken"), path,
+    pids = [_record_name(f) if patient_from == "file" else Path(f.split("#")[0] if "#" in f else f).parent.name
+            for f in files]
+    df = pd.DataFrame({"path": files, "patient_id": pids})
+    return _build_volume_data(df, prep_config(preprocess), cache, as_flag(skip_broken, "skip_broken"), path,
                               float(val_fraction), float(test_fraction), int(seed), _volume_index(volume_index),
                               patches, {"num_workers": num_workers})
+
+
+def _record_name(record: str) -> str:
+    """A file's name without its image suffix, or a DICOM series' folder name and UID."""
+    if "#" in record and not Path(record).exists():
+        folder, _, uid = record.partition("#")
+        return f"{Path(folder).name}#{uid}"
+    return re.sub(r"(\.nii)?(\.gz)?$|\.[a-z]+$", "", Path(record).name)
+
+
+@register_data("dicom", modality="volume")
+def load_dicom(path: str, cache: Any = "auto", skip_broken: bool = False, patient_from: str = "tag",
+               val_fraction: float = 0.0, test_fraction: float = 0.0, seed: int = 0, patch: Any = None,
+               patches_per_volume: Any = 1, foreground: Any = 0.0, pool: str = "mean", overlap: float = 0.25,
+               num_workers: Any = 0, **preprocess: Any) -> SSLData:
+    """A folder tree of DICOM files: one record per series (see :mod:`volssl.layouts`), unlabelled.
+
+    Nested study/series folders, several series in one folder (told apart by SeriesInstanceUID), slices in
+    any order and files without an extension are read as they come. ``patient_from`` = "tag" (the series'
+    PatientID, else its folder), "folder" (the folder above the series' folder) or "series" (each series its
+    own patient). ``meta`` holds the SeriesInstanceUID, Modality and SeriesDescription. Other options as
+    :func:`load_manifest3d`.
+    """
+    import pandas as pd
+
+    _check_prep_options(preprocess)
+    patches = patch_config(patch, patches_per_volume, foreground, pool, overlap)
+    if patient_from not in ("tag", "folder", "series"):
+        raise ConfigError(f"patient_from={patient_from!r} must be 'tag', 'folder' or 'series'")
+    if not Path(path).is_dir():
+        raise DataError(f"dicom:{path!r} is not a folder; give the top folder of a DICOM tree")
+    records = list_records(path, dicom_only=True)
+    if not records:
+        raise DataError(f"no DICOM files (recognised by their DICM preamble, any name) found under {path!r}")
+    folders = [Path(r.partition("#")[0]) for r in records]
+    if patient_from == "tag":
+        pids = [dicom_tag(r, "0010|0020") or f.name for r, f in zip(records, folders, strict=True)]
+    else:
+        pids = [f.parent.name if patient_from == "folder" else _record_name(r) for r, f in zip(records, folders, strict=True)]
+    df = pd.DataFrame({"path": records, "patient_id": pids, "series_uid": [r.partition("#")[2] for r in records],
+                       "modality": [dicom_tag(r, "0008|0060") for r in records],
+                       "series_description": [dicom_tag(r, "0008|103e") for r in records]})
+    return _build_volume_data(df, prep_config(preprocess), cache, as_flag(skip_broken, "skip_broken"), path,
+                              float(val_fraction), float(test_fraction), int(seed), None, patches,
+                              {"num_workers": num_workers})
 
 
 def _volume_index(v: Any) -> int | None:
@@ -437,10 +388,10 @@ def _volume_index(v: Any) -> int | None:
 
 
 def _check_prep_options(options: dict[str, Any]) -> None:
-    bad = sorted(set(options) - set(_PREP_FIELDS))
+    bad = sorted(set(options) - set(PREP_FIELDS))
     if bad:
         raise ConfigError(
             f"unknown volume data option(s) {bad}; valid: cache, skip_broken, val_fraction, test_fraction, seed, "
             "volume_index, patch, patches_per_volume, foreground, pool, overlap, roi (manifest), roi_size "
-            f"(manifest), num_workers, patient_from (nifti), {', '.join(_PREP_FIELDS)}"
+            f"(manifest), num_workers, patient_from (nifti), {', '.join(PREP_FIELDS)}"
         )

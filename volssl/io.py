@@ -1,7 +1,8 @@
 """Readers: one record -> array + metadata. No preprocessing here (see :mod:`volssl.preprocess`).
 
-* :func:`read_volume` reads NIfTI through nibabel (affine and spacing kept) and everything torchio
-  reads (NRRD, MHA/MHD, a DICOM series folder, ...), returning ``(C, D, H, W)`` float32.
+* :func:`read_volume` reads NIfTI through nibabel (affine and spacing kept), DICOM series through SimpleITK/GDCM
+  (:func:`read_dicom_series`) and everything else torchio reads (NRRD, MHA/MHD, ...), returning
+  ``(C, D, H, W)`` float32 (the on-disk dtype, int16 to float64, is kept in ``Volume.dtype``).
 * :func:`read_medmnist` reads a MedMNIST ``.npz`` with its official keys and splits.
 * :func:`read_manifest` reads a bring-your-own manifest CSV ``path,label,patient_id[,split]``.
 
@@ -35,12 +36,14 @@ class Volume:
         affine: ``(4, 4)`` voxel -> world (RAS+, mm) matrix.
         spacing: voxel size in mm along the three array axes.
         path: where it came from.
+        dtype: the voxels' type on disk (before rescaling to float32).
     """
 
     array: np.ndarray
     affine: np.ndarray
     spacing: tuple[float, float, float]
     path: str
+    dtype: str = "float32"
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -52,8 +55,69 @@ def has_volume_suffix(path: str | Path) -> bool:
     return name.endswith(VOLUME_SUFFIXES)
 
 
+def is_dicom_file(path: Path) -> bool:
+    """True for a DICOM Part 10 file (``DICM`` at byte 128), whatever its name."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
 def is_dicom_dir(path: Path) -> bool:
-    return path.is_dir() and any(p.suffix.lower() == ".dcm" for p in path.iterdir())
+    """True for a folder holding DICOM files (``.dcm`` or recognised by their preamble, any name)."""
+    return path.is_dir() and any(p.is_file() and (p.suffix.lower() == ".dcm" or is_dicom_file(p))
+                                 for p in path.iterdir())
+
+
+def read_dicom_series(record: str | Path) -> Volume:
+    """Read one DICOM series: ``FOLDER#SeriesInstanceUID``, or a folder holding a single series.
+
+    GDCM (through SimpleITK) orders the slices by their position (any file order, any file names) and
+    applies the series' rescale slope and intercept (e.g. to Hounsfield units). The LPS geometry of DICOM
+    becomes a RAS affine as nibabel's.
+
+    Raises:
+        DataError: no series there, several series in a folder given without a UID, or an unreadable series.
+    """
+    import SimpleITK as sitk
+
+    folder, _, uid = str(record).partition("#")
+    if not Path(folder).is_dir():
+        raise DataError(f"DICOM series {str(record)!r}: folder {folder!r} does not exist; check the path")
+    uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder))
+    if not uid:
+        if len(uids) != 1:
+            raise DataError(f"DICOM folder {folder!r} holds {len(uids)} series {uids[:4]}; read it with the dicom: data "
+                            "kind (one record per series) or give FOLDER#SeriesInstanceUID")
+        uid = uids[0]
+    if uid not in uids:
+        raise DataError(f"DICOM series {uid!r} is not in {folder!r} (found {uids[:4]}); check the SeriesInstanceUID")
+    try:
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid)
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        img = reader.Execute()
+        first = sitk.ImageFileReader()
+        first.SetFileName(files[0])
+        first.ReadImageInformation()
+        tag = lambda k, d: first.GetMetaData(k).strip() if first.HasMetaDataKey(k) else d  # noqa: E731
+        dtype = f"{'int' if tag('0028|0103', '1') == '1' else 'uint'}{tag('0028|0100', '16')}"  # stored pixels
+    except RuntimeError as err:
+        raise DataError(f"cannot read DICOM series {str(record)!r} ({str(err).strip().splitlines()[-1]}); a file of "
+                        "the series is damaged or not an image") from err
+    if img.GetDimension() != 3 or min(img.GetSize()) < 2:
+        raise DataError(f"DICOM series {str(record)!r} has size {img.GetSize()}; the 3D tasks need a volume of "
+                        "at least two slices")
+    arr = sitk.GetArrayFromImage(img).astype(np.float32).transpose(2, 1, 0)[None]  # (z, y, x) -> (1, i, j, k)
+    spacing = np.asarray(img.GetSpacing(), dtype=np.float64)
+    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = direction * spacing[None, :]
+    affine[:3, 3] = img.GetOrigin()
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # LPS -> RAS
+    return Volume(np.ascontiguousarray(arr), affine, tuple(float(s) for s in spacing), str(record), dtype)  # type: ignore[arg-type]
 
 
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
@@ -118,6 +182,7 @@ def read_nifti(path: str | Path, volume_index: int | None = None) -> Volume:
                 )
         data = np.asarray(img.dataobj, dtype=np.float32)
         affine = np.asarray(img.affine, dtype=np.float64)
+        on_disk = np.dtype(img.get_data_dtype()).name
     except DataError:
         raise
     except Exception as err:  # nibabel raises many types for damaged files (EOFError, ImageFileError, zlib)
@@ -128,7 +193,7 @@ def read_nifti(path: str | Path, volume_index: int | None = None) -> Volume:
     arr = _to_channels_first(data, str(path))
     zooms = img.header.get_zooms()[:3]
     spacing = tuple(float(z) for z in zooms) if all(z > 0 for z in zooms) else spacing_from_affine(affine)
-    return Volume(arr, affine, spacing, str(path))  # type: ignore[arg-type]
+    return Volume(arr, affine, spacing, str(path), on_disk)  # type: ignore[arg-type]
 
 
 def read_torchio(path: str | Path) -> Volume:
@@ -141,6 +206,7 @@ def read_torchio(path: str | Path) -> Volume:
     try:
         img = tio.ScalarImage(path)
         img.load()
+        on_disk = img.data.numpy().dtype.name
         data = img.data.numpy().astype(np.float32, copy=False)  # (C, W?, ...): torchio gives (C, I, J, K)
         affine = np.asarray(img.affine, dtype=np.float64)
     except Exception as err:
@@ -154,7 +220,7 @@ def read_torchio(path: str | Path) -> Volume:
         raise DataError(
             f"{path}: image of shape {tuple(data.shape[1:])} is 2D; the 3D tasks need a volume"
         )
-    return Volume(data, affine, spacing_from_affine(affine), str(path))
+    return Volume(data, affine, spacing_from_affine(affine), str(path), on_disk)
 
 
 def read_volume(path: str | Path, volume_index: int | None = None) -> Volume:
@@ -166,7 +232,9 @@ def read_volume(path: str | Path, volume_index: int | None = None) -> Volume:
     name = p.name.lower()
     if name.endswith(NIFTI_SUFFIXES):
         vol = read_nifti(p, volume_index)
-    elif name.endswith(TORCHIO_SUFFIXES) or is_dicom_dir(p):
+    elif ("#" in str(path) and not p.exists()) or is_dicom_dir(p):
+        vol = read_dicom_series(path)
+    elif name.endswith(TORCHIO_SUFFIXES):
         vol = read_torchio(p)
         if volume_index is not None and vol.array.shape[0] > 1:
             if not 0 <= int(volume_index) < vol.array.shape[0]:
@@ -176,7 +244,7 @@ def read_volume(path: str | Path, volume_index: int | None = None) -> Volume:
     else:
         raise DataError(
             f"{str(p)!r}: unknown image format; supported suffixes: {', '.join(VOLUME_SUFFIXES)} "
-            "or a folder of DICOM (.dcm) slices"
+            "or a folder of DICOM slices"
         )
     if min(vol.array.shape[1:]) < 2:
         raise DataError(f"{str(p)!r}: image of shape {vol.array.shape[1:]} is 2D; the 3D tasks need a volume")
@@ -186,18 +254,6 @@ def read_volume(path: str | Path, volume_index: int | None = None) -> Volume:
             f"{str(p)!r}: {n_bad} voxels are NaN or infinite; fix the file or mask them before use"
         )
     return vol
-
-
-def list_volume_files(folder: str | Path) -> list[Path]:
-    """Image files (and DICOM series folders) directly or recursively under ``folder``, sorted."""
-    folder = Path(folder)
-    found: list[Path] = []
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and has_volume_suffix(p) and not p.name.lower().endswith(".dcm"):
-            found.append(p)
-        elif is_dicom_dir(p):
-            found.append(p)
-    return found
 
 
 # -- MedMNIST -------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from pretext.engine.checkpoint import load_checkpoint, save_checkpoint
 from pretext.errors import DataError
 from signalssl.layouts import RecordSpec
 from signalssl.store import SignalStore, ingest
-from volssl.store import ArrayStore
 
 SFREQ = 100.0
 
@@ -141,37 +140,81 @@ def _volume_entry(cache: Path) -> Path:
     return entry
 
 
+def _nan_bytes(path: Path) -> None:
+    """Overwrite the middle of a stored array with NaN bytes, keeping the file's size (silent disk corruption)."""
+    data = bytearray(path.read_bytes())
+    nan = np.full(8, np.nan, dtype=np.float16).tobytes()
+    mid = len(data) - len(data) // 3
+    data[mid:mid + len(nan)] = nan
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize("how", ["delete", "truncate"])
-@pytest.mark.parametrize("name", ["train_images.npy", "test_labels.npy", "index.json"])
+@pytest.mark.parametrize("name", ["vol/train-000001.npy", "vol/test-000000.json", "sets/all.json"])
 def test_volume_store_damaged_file_is_rebuilt(tmp_path, medmnist, name, how):
     path, arrays = medmnist
     cache = tmp_path / "cache"
     _assert_volumes_equal(_load_volumes(path, cache), arrays)
     entry = _volume_entry(cache)
     _damage(entry / name, how)
-    with pytest.warns(UserWarning, match=rf"{entry.name}.*damaged.*{name}.*rebuilding"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         data = _load_volumes(path, cache)
+    if not name.startswith("sets"):  # a lost index only makes the load check every item again
+        assert any(entry.name in str(w.message) and "rebuilding" in str(w.message) for w in caught), caught
     _assert_volumes_equal(data, arrays)
-    assert _volume_entry(cache) == entry and ArrayStore.damage(entry) is None
+    assert _volume_entry(cache) == entry
 
 
-@pytest.mark.parametrize("name", ["val_images.npy", "index.json"])
-def test_volume_store_opened_without_source_refuses_by_name(tmp_path, medmnist, name):
-    cache = tmp_path / "cache"
-    _load_volumes(medmnist[0], cache)
-    entry = _volume_entry(cache)
-    _damage(entry / name, "truncate")
-    with pytest.raises(DataError, match=rf"{entry.name}.*damaged.*{name}.*delete .*{entry.name} and rerun"):
-        ArrayStore(entry)
-
-
-def test_volume_store_build_out_of_space_leaves_no_temp_folder(tmp_path, medmnist, monkeypatch):
+def test_volume_store_corrupted_without_change_of_size_is_named_and_rebuilt(tmp_path, medmnist):
+    """NaN bytes written over a stored item (same size): the checksum written at ingest names the cache file,
+    the item is ingested again from the source, and the data are the source's (issue 27)."""
     path, arrays = medmnist
     cache = tmp_path / "cache"
-    monkeypatch.setattr(np.memmap, "flush", _enospc)
-    with pytest.raises(DataError, match=r"no space left on .*medmnist3d-.*needed about [\d.]+ [kM]B"):
+    _load_volumes(path, cache)
+    item = _volume_entry(cache) / "vol" / "val-000001.npy"
+    size = item.stat().st_size
+    _nan_bytes(item)
+    assert item.stat().st_size == size
+    with pytest.warns(UserWarning, match=rf"volume cache .*{_volume_entry(cache).name}.*val-000001.npy does not match "
+                                         "the checksum.*again"):
+        data = _load_volumes(path, cache)
+    _assert_volumes_equal(data, arrays)
+
+
+def test_scan_store_nan_bytes_are_named_at_open_and_while_training(tmp_path):
+    """A scan store item overwritten with NaN bytes: a load heals it (named); a split already open names the
+    cache file (not the source data) on its next read, and deletes it so that a rerun ingests it again."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        nib.save(nib.Nifti1Image(rng.random((12, 10, 8)).astype(np.float32), np.eye(4)), str(tmp_path / f"s{i}.nii"))
+    spec = f"nifti:{tmp_path}?normalize=minmax&patch=4&cache={tmp_path / 'cache'}"
+    data = load_data(spec)
+    want = data.splits["train"].volume(1).clone()
+    pool = _volume_entry(tmp_path / "cache")
+    item = pool / "vol" / f"{data.splits['train'].source.fids[1]}.npy"
+    _nan_bytes(item)
+    with pytest.warns(UserWarning, match=rf"{item.name} does not match the checksum.*ingesting .*s1.nii again"):
+        healed = load_data(spec)
+    assert torch.equal(healed.splits["train"].volume(1), want)
+    _nan_bytes(item)  # again, under a split that is already open (a training run)
+    split = healed.splits["train"]
+    with pytest.raises(DataError, match=rf"volume cache file .*{item.name}.* \(from .*s1.nii\) is damaged.*rerun"):
+        for corner in split.grid(1):
+            split.patch(1, corner)
+    assert not item.exists()
+    assert torch.equal(load_data(spec).splits["train"].volume(1), want)
+
+
+def test_volume_store_build_out_of_space_leaves_no_index(tmp_path, medmnist, monkeypatch):
+    path, arrays = medmnist
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(np, "save", _enospc)
+    with pytest.raises(DataError, match=r"no space left on .*medmnist3d-.*needed about [\d.]+ (bytes|[kM]B)"):
         _load_volumes(path, cache)
-    assert [p.name for p in (cache / "volumes").iterdir()] == []  # neither a temp folder nor a half entry
+    assert not list(_volume_entry(cache).glob("sets/*")) and not list(_volume_entry(cache).glob("vol/.*tmp"))
     monkeypatch.undo()
     _assert_volumes_equal(_load_volumes(path, cache), arrays)
 

@@ -14,14 +14,16 @@ from _volfiles import write_medmnist, write_nifti
 from pretext.config import TrainConfig
 from pretext.data import load_data
 from pretext.errors import ConfigError, DataError
-from volssl.patches import ArraySource, PatchConfig, ScanSplit, axis_starts, grid_corners
-from volssl.store import LazyArray
+from volssl.sampling import PatchConfig, VolumeSplit, axis_starts, grid_corners
+from volssl.store import write_arrays
 
 
-def _split(vols: np.ndarray, cfg: PatchConfig, threshold: float = 0.5) -> ScanSplit:
+def _split(vols: np.ndarray, cfg: PatchConfig, threshold: float = 0.5) -> VolumeSplit:
+    import tempfile
+
     n = len(vols)
-    return ScanSplit(ArraySource(LazyArray(array=vols), threshold=threshold), np.arange(n), np.zeros(n, np.int64),
-                     np.arange(n), [str(i) for i in range(n)], cfg)
+    store = write_arrays(Path(tempfile.mkdtemp(prefix="patches-")), list(vols), threshold)
+    return VolumeSplit(store, np.arange(n), np.zeros(n, np.int64), np.arange(n), [str(i) for i in range(n)], cfg)
 
 
 def _blob_volumes(n: int = 3, shape=(40, 32, 24)) -> np.ndarray:

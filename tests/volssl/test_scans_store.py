@@ -16,9 +16,9 @@ from _volfiles import write_nifti
 
 from pretext.data import load_data
 from pretext.errors import DataError
+from volssl.ingest import ingest_files, scans_folder
 from volssl.io import read_volume
-from volssl.preprocess import PreprocessConfig
-from volssl.scans import ingest_scans, pool_folder, preprocess_scan
+from volssl.preprocess import PreprocessConfig, preprocess
 from volssl.store import default_cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,11 +41,11 @@ def _scans(folder: Path, n: int = 4) -> list[str]:
 
 def test_volumes_keep_their_own_shapes_and_spacing(tmp_path: Path) -> None:
     paths = _scans(tmp_path / "in")
-    src, metas, broken = ingest_scans(paths, tmp_path / "cache", PREP, progress=False)
+    src, metas, broken = ingest_files(paths, tmp_path / "cache", PREP, progress=False)
     assert not broken and len(src) == 4
     assert len({tuple(m["shape"]) for m in metas}) == 4  # no common shape
     for i, p in enumerate(paths):
-        ref, affine, _ = preprocess_scan(read_volume(p), PREP)
+        ref, affine, _ = preprocess(read_volume(p), PREP)
         assert src.shape(i) == ref.shape
         # resized to round(extent / 1.5 mm) voxels per axis (nnU-Net style): the extent is kept exactly
         src_shape, src_sp = SHAPES[i]
@@ -57,7 +57,7 @@ def test_volumes_keep_their_own_shapes_and_spacing(tmp_path: Path) -> None:
         np.testing.assert_allclose(src.read(i, lo, hi), ref[:, 1:5, 2:7, 0:4], atol=2e-3)
         assert metas[i]["fg_count"] > 0 and metas[i]["fg_box"] is not None
     # reopening reads the index (no ingest); the completion marker names every volume
-    sets = list((pool_folder(tmp_path / "cache", PREP, None) / "sets").glob("*.json"))
+    sets = list((scans_folder(tmp_path / "cache", PREP, None) / "sets").glob("*.json"))
     assert len(sets) == 1 and json.loads(sets[0].read_text())["complete"]
 
 
@@ -79,7 +79,7 @@ def test_broken_file_is_named_and_good_volumes_are_kept(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="zz_broken.nii.gz") as err:
         load_data(f"nifti:{folder}?spacing=1.5&normalize=minmax&patch=8")
     assert "kept" in str(err.value)
-    pool = pool_folder(default_cache_dir(), PREP, None)
+    pool = scans_folder(default_cache_dir(), PREP, None)
     assert len(list((pool / "vol").glob("*.json"))) == 3  # nothing already ingested is lost
     with pytest.warns(UserWarning, match="zz_broken"):
         data = load_data(f"nifti:{folder}?spacing=1.5&normalize=minmax&patch=8&skip_broken=true")
@@ -94,7 +94,7 @@ def test_killed_ingest_resumes_with_the_rest(tmp_path: Path, monkeypatch: pytest
     script = f"""
 import sys, time, json
 sys.path.insert(0, {str(REPO)!r})
-import volssl.scans as S
+import volssl.ingest as S
 from volssl.preprocess import PreprocessConfig
 real = S.ingest_one
 def slow(job):
@@ -102,10 +102,10 @@ def slow(job):
     time.sleep(0.4)
     return out
 S.ingest_one = slow
-S.ingest_scans({paths!r}, {str(cache)!r}, PreprocessConfig(spacing=1.5, normalize="minmax"), progress=False)
+S.ingest_files({paths!r}, {str(cache)!r}, PreprocessConfig(spacing=1.5, normalize="minmax"), progress=False)
 """
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"})
-    pool = pool_folder(cache, PREP, None)
+    pool = scans_folder(cache, PREP, None)
     t0 = time.time()
     while len(list((pool / "vol").glob("*.json"))) < 2 and time.time() - t0 < 120 and proc.poll() is None:
         time.sleep(0.05)
@@ -116,15 +116,15 @@ S.ingest_scans({paths!r}, {str(cache)!r}, PreprocessConfig(spacing=1.5, normaliz
     assert not list((pool / "sets").glob("*.json")), "no completion marker for a killed ingest"
     before = {f.stem: (pool / "vol" / f"{f.stem}.npy").stat().st_mtime_ns for f in done}
     calls = []
-    import volssl.scans as S
+    import volssl.ingest as S
 
     real_run = S.run_jobs
     monkeypatch.setattr(S, "run_jobs", lambda jobs, *a, **k: calls.append(len(jobs)) or real_run(jobs, *a, **k))
-    src, metas, _ = ingest_scans(paths, cache, PREP, num_workers=2, progress=False)
+    src, metas, _ = ingest_files(paths, cache, PREP, num_workers=2, progress=False)
     assert calls == [8 - len(done)]
     for fid, mtime in before.items():
         assert (pool / "vol" / f"{fid}.npy").stat().st_mtime_ns == mtime  # not redone
-    ref, _, _ = ingest_scans(paths, tmp_path / "fresh", PREP, progress=False)
+    ref, _, _ = ingest_files(paths, tmp_path / "fresh", PREP, progress=False)
     for i in range(8):
         assert np.array_equal(src.volume(i), ref.volume(i))
 
@@ -134,9 +134,9 @@ def _peak_rss_mb(tmp_path: Path, paths: list[str], tag: str) -> float:
 import resource, sys
 sys.path.insert(0, {str(REPO)!r})
 import torch; torch.set_num_threads(1)
-from volssl.scans import ingest_scans
+from volssl.ingest import ingest_files
 from volssl.preprocess import PreprocessConfig
-ingest_scans({paths!r}, {str(tmp_path / ('cache-' + tag))!r}, PreprocessConfig(normalize="minmax"), progress=False)
+ingest_files({paths!r}, {str(tmp_path / ('cache-' + tag))!r}, PreprocessConfig(normalize="minmax"), progress=False)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,

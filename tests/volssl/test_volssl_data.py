@@ -10,7 +10,7 @@ from _volfiles import write_nifti
 from pretext.data import load_data
 from pretext.errors import ConfigError, DataError
 from volssl.io import Volume
-from volssl.preprocess import PreprocessConfig, preprocess_volume
+from volssl.preprocess import PreprocessConfig, preprocess
 
 
 def test_medmnist3d_kind(medmnist_file):
@@ -46,15 +46,15 @@ def test_medmnist3d_cache_is_reused(medmnist_file, tmp_path, monkeypatch):
     cache = tmp_path / "c"
     first = load_data(f"medmnist3d:{medmnist_file}?cache={cache}")
     entries = list((cache / "volumes").iterdir())  # a given folder holds the volume stores in volumes/
-    assert len(entries) == 1 and (entries[0] / "train_images.npy").is_file()
-    import volssl.data as vd
+    assert len(entries) == 1 and (entries[0] / "vol" / "train-000000.npy").is_file()
+    import volssl.io as vio
 
-    monkeypatch.setattr(vd, "read_medmnist", lambda *_: pytest.fail("cache not used"))
+    monkeypatch.setattr(vio, "read_medmnist", lambda *_: pytest.fail("cache not used"))
     second = load_data(f"medmnist3d:{medmnist_file}?cache={cache}")
     assert torch.equal(first.splits["val"].load(2), second.splits["val"].load(2))
 
 
-def test_unwritable_cache_falls_back_to_memory(medmnist_file, tmp_path):
+def test_unwritable_cache_falls_back_to_a_temporary_store(medmnist_file, tmp_path):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the cache folder should go")
     with pytest.warns(UserWarning, match="not writable"):
@@ -130,16 +130,16 @@ def test_preprocess_orientation_window_foreground():
     data[0, 0, 0] = -2000.0
     lps = np.diag([-1.0, -1.0, 1.0, 1.0])  # LPS voxel axes
     vol = Volume(data[None], lps, (1.0, 1.0, 1.0), "x")
-    out, spacing = preprocess_volume(vol, PreprocessConfig(window=(-1000, 1000)))
+    out, affine, _ = preprocess(vol, PreprocessConfig(window=(-1000, 1000)))
     # reorienting LPS -> RAS flips the first two axes; the HU window maps to [0, 1] and clips
     np.testing.assert_allclose(out[0], np.clip((data[::-1, ::-1] + 1000) / 2000, 0, 1), atol=1e-6)
-    fg, _ = preprocess_volume(vol, PreprocessConfig(orientation=None, window=(-1000, 1000), foreground_crop=True,
+    fg, _, _ = preprocess(vol, PreprocessConfig(orientation=None, window=(-1000, 1000), foreground_crop=True,
                                                     foreground_threshold=0.6, foreground_margin=1))
     assert fg.shape == (1, 5, 6, 4)  # box 3x4x2 plus one voxel of margin each side
-    z, _ = preprocess_volume(vol, PreprocessConfig(orientation=None, normalize="zscore"))
+    z, _, _ = preprocess(vol, PreprocessConfig(orientation=None, normalize="zscore"))
     nz = z[0][data != 0]
     assert abs(nz.mean()) < 1e-4 and nz.std() == pytest.approx(1.0, rel=1e-3)
-    assert spacing == pytest.approx((1.0, 1.0, 1.0))
+    assert np.abs(affine[:3, :3]).sum(0) == pytest.approx((1.0, 1.0, 1.0))
 
 
 def test_preprocess_config_errors():

@@ -13,7 +13,6 @@ import csv
 import json
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import nibabel as nib
@@ -157,7 +156,7 @@ def test_scan_bundles_pass_monais_checks(scans: dict[str, Any]) -> None:
         assert "sliding grid of [16, 16, 16] patches" in image["preprocessing"] and "mean-pools" in image["preprocessing"]
         infer = json.loads((b / "configs" / "inference.json").read_text())
         targets = [t["_target_"] for t in infer["preprocessing"]["transforms"]]
-        assert targets == ["LoadImaged", "EnsureTyped", "Orientationd", "volssl.bundle.ScanSpacingd",
+        assert targets == ["LoadImaged", "EnsureTyped", "Orientationd", "volssl.preprocess.Resampled",
                            "ScaleIntensityRanged", "EnsureTyped"]  # the scan ingest's steps, no resize to the patch
         assert infer["network_def"]["grid"] == {"patch_size": [PATCH] * 3, "overlap": 0.25, "pool": "mean",
                                                 "sw_batch_size": 8}
@@ -172,12 +171,11 @@ def test_scan_bundles_pass_monais_checks(scans: dict[str, Any]) -> None:
 
 @pytest.mark.slow
 def test_bundle_preprocessing_gives_the_scan_store_voxels(scans: dict[str, Any]) -> None:
-    """inference.json's transforms reproduce volssl.scans.preprocess_scan (the voxels patches were cut from)."""
+    """inference.json's transforms reproduce the ingest's voxels (volssl.preprocess.preprocess: what patches are cut from)."""
     from monai.bundle import ConfigParser
 
     from volssl.io import read_volume
-    from volssl.preprocess import PreprocessConfig
-    from volssl.scans import preprocess_scan
+    from volssl.preprocess import PreprocessConfig, preprocess
 
     parser = ConfigParser()
     parser.read_config(str(scans["encoder"] / "configs" / "inference.json"))
@@ -185,7 +183,7 @@ def test_bundle_preprocessing_gives_the_scan_store_voxels(scans: dict[str, Any])
     cfg = PreprocessConfig(spacing=2.0, window=(-500.0, 500.0))
     for path in (scans["full"], scans["small"]):
         got = pre({"image": str(path)})["image"]
-        want, affine, _ = preprocess_scan(read_volume(path), cfg)
+        want, affine, _ = preprocess(read_volume(path), cfg)
         assert tuple(got.shape) == want.shape
         np.testing.assert_allclose(got.as_tensor().numpy(), want, atol=1e-5)
         np.testing.assert_allclose(got.affine.numpy(), affine, atol=1e-6)
@@ -223,17 +221,19 @@ class _Stats(torch.nn.Module):
 
 @pytest.mark.parametrize("pool", ["mean", "max"])
 def test_grid_pooled_equals_the_harness_pooling(tmp_path: Path, pool: str) -> None:
-    """The same grid (corners, overlap, centred padding) and pooling as volssl.patches + benchmarks.pooled."""
+    """The same grid (corners, overlap, centred padding) and pooling as volssl.sampling + benchmarks.pooled."""
     from benchmarks.pooled import pooled_features
     from benchmarks.splits import View
-    from volssl.patches import ArraySource, PatchConfig, ScanSplit
+    from volssl.sampling import PatchConfig, VolumeSplit
+    from volssl.store import write_arrays
 
     gen = torch.Generator().manual_seed(0)
     vols = [torch.rand(1, 23, 17, 9, generator=gen), torch.rand(1, 8, 30, 12, generator=gen)]
     cfg = PatchConfig(patch=(10, 12, 8), overlap=0.25, pool=pool)
     net = GridPooled(_Stats(), patch_size=cfg.patch, overlap=0.25, pool=pool, sw_batch_size=4)
     for vol in vols:
-        split = ScanSplit(ArraySource(SimpleNamespace(array=vol.numpy()[None])), np.arange(1), np.zeros(1), np.zeros(1), ["v"], cfg)
+        store = write_arrays(tmp_path / f"store{len(vol.flatten())}", [vol.numpy()])
+        split = VolumeSplit(store, np.arange(1), np.zeros(1), np.zeros(1), ["v"], cfg)
         want = pooled_features(_Stats(), View(split, np.arange(1), "test"))
         got = net(vol[None])
         assert got.shape == (1, 3)

@@ -1,19 +1,27 @@
-"""Patches of whole scans: random patches for pretraining, a sliding grid (or ROI crops) for downstream.
+"""Sampling from the volume store: one split class for whole volumes and for patches of them.
 
-A :class:`ScanSplit` is a split of volumes of *any* shapes (a ragged store, :mod:`volssl.scans`, or a
-``(N, C, D, H, W)`` array such as MedMNIST). Its records are volumes (labels, patients and the harness's
-patient-level splits are per volume), but every tensor it hands out is a patch ``(C, d, h, w)``:
+A :class:`VolumeSplit` is a split of volumes of *any* shapes in the store (:mod:`volssl.store`). Its
+records are volumes (labels, patients and the harness's patient-level splits are per volume); how it is
+sampled is declared by ``patches``:
 
-* ``load(i)``: the centre patch (or the patch centred on the record's region of interest);
-* ``grid(i)`` / ``patch(i, corner)``: the sliding grid of patches covering the volume (or its ROI), which
-  :mod:`benchmarks.pooled` encodes and pools (mean / max) into one feature per volume;
-* ``patch_stream(seed)``: the pretraining stream (:class:`PatchStream`): item ``j`` is
-  ``patches_per_volume`` patches of one volume, a share ``foreground`` of them centred on a stored
-  foreground voxel, the rest uniform. Item ``j`` depends only on ``(seed, j)``, and the engine's
-  :class:`~pretext.engine.sampler.ResumableBatchSampler` maps ``(seed, step)`` to items, so a resumed run
-  sees exactly the patches of an uninterrupted one. :func:`collate_patches` flattens the ``K`` patches of
-  each item into the batch: ``batch_size`` volumes give ``batch_size * K`` patches (MONAI's
-  ``RandSpatialCropSamplesd(num_samples=K)`` convention).
+* ``patches=None`` (whole items): ``load(i)`` is the whole volume ``(C, D, H, W)`` (centre-cropped/padded to
+  ``crop_pad`` when given), and all volumes of a split must share one shape (fixed shape: MedMNIST, or scans
+  brought to one ``?size=``).
+* ``patches=PatchConfig(...)``: every tensor handed out is a patch ``(C, d, h, w)``:
+
+  * ``load(i)``: the centre patch (or the patch centred on the record's region of interest);
+  * ``grid(i)`` / ``patch(i, corner)``: the sliding grid of patches covering the volume (or its ROI), which
+    :mod:`benchmarks.pooled` encodes and pools (mean / max) into one feature per volume;
+  * ``patch_stream(seed)``: the pretraining stream (:class:`PatchStream`): item ``j`` is
+    ``patches_per_volume`` patches of one volume, a share ``foreground`` of them centred on a stored
+    foreground voxel, the rest uniform. Item ``j`` depends only on ``(seed, j)``, and the engine's
+    :class:`~pretext.engine.sampler.ResumableBatchSampler` maps ``(seed, step)`` to items, so a resumed run
+    sees exactly the patches of an uninterrupted one. :func:`collate_patches` flattens the ``K`` patches of
+    each item into the batch: ``batch_size`` volumes give ``batch_size * K`` patches (MONAI's
+    ``RandSpatialCropSamplesd(num_samples=K)`` convention).
+
+  ``patch_stream``, ``grid`` and ``patch`` are ``None`` on a whole-item split: the engine and the harness look
+  them up to choose how to sample (until the engine asks the split through a declared sampling interface).
 
 Volumes smaller than the patch along an axis are centred in the patch and padded with the background
 value (one warning names them when the data are loaded).
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import warnings
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -33,11 +42,10 @@ from torch.utils.data import Dataset
 from pretext.base import Batch, SSLSplit
 from pretext.errors import ConfigError
 from pretext.grid import axis_starts  # one grid for the harness and exported bundles (GridPooled)
+from volssl.preprocess import as_size, centre_crop_pad
 
 #: Virtual items per pretraining epoch (at least): the sampler's per-epoch permutation is over this many.
 STREAM_LENGTH = 1 << 20
-#: Foreground voxel positions kept per volume (a uniform sample, as nnU-Net's ``class_locations``).
-FG_SAMPLES = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,72 +87,18 @@ class PatchConfig:
 
 
 class VolumeSource(Protocol):
-    """Where a :class:`ScanSplit` reads voxels: volumes ``0..n-1`` of any shapes."""
+    """Where a :class:`VolumeSplit` reads voxels: volumes ``0..n-1`` of any shapes (:class:`volssl.store.VolumeStore`)."""
 
     pad_value: float
 
     def shape(self, i: int) -> tuple[int, int, int, int]:
         """``(C, D, H, W)`` of volume ``i``."""
 
-    def read(self, i: int, lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:
-        """``(C, hi - lo)`` float32 voxels of volume ``i`` (intensity-normalised); only those bytes are read."""
+    def read(self, i: int, lo: Sequence[int] | None = None, hi: Sequence[int] | None = None) -> np.ndarray:
+        """``(C, hi - lo)`` float32 voxels of volume ``i`` (the whole volume without ``lo``/``hi``)."""
 
     def foreground(self, i: int) -> np.ndarray:
         """``(K, 3)`` int foreground voxel positions of volume ``i`` (a sample; empty if none)."""
-
-
-def sample_foreground(mask: np.ndarray, key: int, k: int = FG_SAMPLES, chunk: int = 16) -> np.ndarray:
-    """Up to ``k`` uniformly drawn ``(z, y, x)`` positions of ``True`` voxels of ``mask`` ``(D, H, W)``.
-
-    Memory stays at one slab of ``chunk`` slices (no ``argwhere`` over a whole scan). ``key`` seeds the draw.
-
-    Returns:
-        ``(min(k, count), 3)`` int32, sorted in C order.
-    """
-    count = int(np.count_nonzero(mask))
-    if count == 0:
-        return np.zeros((0, 3), dtype=np.int32)
-    ranks = np.sort(np.random.default_rng([int(key), 0xF6]).choice(count, size=min(k, count), replace=False))
-    out, offset = [], 0
-    for z0 in range(0, mask.shape[0], chunk):
-        flat = np.flatnonzero(mask[z0:z0 + chunk])
-        mine = ranks[(ranks >= offset) & (ranks < offset + flat.size)] - offset
-        if mine.size:
-            zyx = np.stack(np.unravel_index(flat[mine], mask[z0:z0 + chunk].shape), 1)
-            zyx[:, 0] += z0
-            out.append(zyx)
-        offset += flat.size
-    return np.concatenate(out).astype(np.int32)
-
-
-class ArraySource:
-    """Volumes of one ``(N, C, D, H, W)`` array (e.g. MedMNIST), ``x = stored * scale + shift``.
-
-    Foreground positions are voxels whose channel maximum exceeds ``threshold`` (normalised units), found on
-    first use of each volume and kept per process.
-    """
-
-    def __init__(self, array: Any, scale: float = 1.0, shift: float = 0.0, threshold: float = 0.0) -> None:
-        self.lazy, self.scale, self.shift, self.threshold = array, float(scale), float(shift), float(threshold)
-        self.pad_value = self.shift  # stored 0 (background) after scaling
-        self._fg: dict[int, np.ndarray] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_fg": {}}
-
-    def shape(self, i: int) -> tuple[int, int, int, int]:
-        return tuple(int(s) for s in self.lazy.array.shape[1:])  # type: ignore[return-value]
-
-    def read(self, i: int, lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:
-        box = (int(i), slice(None), *(slice(a, b) for a, b in zip(lo, hi, strict=True)))
-        x = np.asarray(self.lazy.array[box], dtype=np.float32)
-        return x * self.scale + self.shift if (self.scale != 1.0 or self.shift != 0.0) else x
-
-    def foreground(self, i: int) -> np.ndarray:
-        if i not in self._fg:
-            vol = self.read(i, (0, 0, 0), self.shape(i)[1:])
-            self._fg[i] = sample_foreground(vol.max(0) > self.threshold, i)
-        return self._fg[i]
 
 
 def grid_corners(shape: Sequence[int], patch: Sequence[int], overlap: float,
@@ -171,46 +125,94 @@ def read_patch(source: VolumeSource, i: int, corner: Sequence[int], patch: Seque
     return x
 
 
-class ScanSplit(SSLSplit):
-    """A split of whole volumes whose tensors are patches (see the module docstring).
+class VolumeSplit(SSLSplit):
+    """A split of whole volumes, sampled whole or as patches (see the module docstring).
 
     Args:
-        source: the voxels (:class:`ArraySource` or :class:`volssl.scans.ScanSource`).
+        source: the voxels (:class:`volssl.store.VolumeStore`).
         rows: ``(N,)`` volume ids in ``source`` of this split's records.
         labels, patients, patient_names, meta: per record, as :class:`pretext.base.SSLSplit`.
-        cfg: patch settings.
+        patches: patch settings, or None to hand out whole volumes.
         roi: ``(N, 3)`` float ROI centres in voxels of the stored volume (NaN rows: none), or None.
+        crop_pad: whole volumes only: centre crop / zero pad each volume to this ``(D, H, W)`` at load time.
     """
 
     def __init__(self, source: VolumeSource, rows: np.ndarray, labels: np.ndarray, patients: np.ndarray,
-                 patient_names: list[str], cfg: PatchConfig, meta: Any = None, roi: np.ndarray | None = None) -> None:
+                 patient_names: list[str], patches: PatchConfig | None = None, meta: Any = None,
+                 roi: np.ndarray | None = None, crop_pad: tuple[int, int, int] | None = None) -> None:
         self.source, self.rows = source, np.asarray(rows, dtype=np.int64)
         self.labels, self.patients = labels, np.asarray(patients, dtype=np.int64)
-        self.patient_names, self.cfg, self.meta = list(patient_names), cfg, meta
+        self.patient_names, self.patches, self.meta = list(patient_names), patches, meta
+        self.crop_pad = crop_pad
         self.roi = None if roi is None else np.asarray(roi, dtype=np.float64).reshape(len(self.rows), 3)
-        self.pool = cfg.pool
+        self.pool = patches.pool if patches is not None else "mean"
+        self.sampling = "whole" if patches is None else "patches"
+
+    @property
+    def cfg(self) -> PatchConfig:
+        """The patch settings (a whole-item split has none)."""
+        if self.patches is None:
+            raise ConfigError("this split hands out whole volumes: give ?patch=D,H,W to sample patches")
+        return self.patches
 
     def __len__(self) -> int:
         return len(self.rows)
 
     @property
     def item_shape(self) -> tuple[int, ...]:
-        return (self.source.shape(int(self.rows[0]))[0], *self.cfg.patch) if len(self.rows) else (0, *self.cfg.patch)
+        if not len(self.rows):
+            return (0,)
+        c, *spatial = self.source.shape(int(self.rows[0]))
+        return (c, *(self.patches.patch if self.patches is not None else self.crop_pad or spatial))
 
     def volume_shape(self, i: int) -> tuple[int, int, int, int]:
-        """``(C, D, H, W)`` of record ``i``'s whole volume."""
+        """``(C, D, H, W)`` of record ``i``'s whole (stored) volume."""
         return self.source.shape(int(self.rows[i]))
+
+    def volume(self, i: int) -> torch.Tensor:
+        """Record ``i``'s whole stored volume ``(C, D, H, W)`` float32, whatever the sampling (mind memory)."""
+        return torch.from_numpy(self.source.read(int(self.rows[i])))
+
+    def load(self, i: int) -> torch.Tensor:
+        """The whole volume of record ``i`` (whole items), or its centre patch (centred on its ROI when it has one)."""
+        if self.patches is None:
+            x = self.volume(i)
+            return centre_crop_pad(x, self.crop_pad) if self.crop_pad is not None else x
+        spatial, p = self.volume_shape(i)[1:], self.patches.patch
+        centre = self._roi(i)
+        if centre is None:
+            corner = [(n - q) // 2 for n, q in zip(spatial, p, strict=True)]
+        else:
+            corner = [int(np.floor(c - q / 2.0 + 0.5)) for c, q in zip(centre, p, strict=True)]
+        return self.patch_at(i, corner)
 
     def _roi(self, i: int) -> np.ndarray | None:
         if self.roi is None or not np.isfinite(self.roi[i]).all():
             return None
         return self.roi[i]
 
-    def patch(self, i: int, corner: Sequence[int]) -> torch.Tensor:
+    # -- patches ---------------------------------------------------------------------------------------------
+
+    @property
+    def patch(self) -> Any:
+        """``patch(i, corner)``: the ``(C, d, h, w)`` patch of record ``i`` at ``corner`` (None for whole items)."""
+        return self.patch_at if self.patches is not None else None
+
+    @property
+    def grid(self) -> Any:
+        """``grid(i)``: the ``(K, 3)`` corners of record ``i``'s sliding grid (None for whole items)."""
+        return self.grid_of if self.patches is not None else None
+
+    @property
+    def patch_stream(self) -> Any:
+        """``patch_stream(seed, indices)``: the random-patch stream (None for whole items)."""
+        return self.stream if self.patches is not None else None
+
+    def patch_at(self, i: int, corner: Sequence[int]) -> torch.Tensor:
         """``(C, d, h, w)`` float32 patch of record ``i`` at ``corner`` (padded where outside)."""
         return torch.from_numpy(read_patch(self.source, int(self.rows[i]), corner, self.cfg.patch))
 
-    def grid(self, i: int) -> np.ndarray:
+    def grid_of(self, i: int) -> np.ndarray:
         """``(K, 3)`` corners of record ``i``'s sliding grid: over the whole volume, or over ``roi_size``
         centred on its ROI."""
         p = self.cfg.patch
@@ -222,18 +224,8 @@ class ScanSplit(SSLSplit):
         return grid_corners(size, p, self.cfg.overlap, origin)
 
     def windows(self, i: int) -> torch.Tensor:
-        """``(K, C, d, h, w)`` every grid patch of record ``i`` (see :meth:`grid`; mind memory on big scans)."""
-        return torch.stack([self.patch(i, c) for c in self.grid(i)])
-
-    def load(self, i: int) -> torch.Tensor:
-        """The centre patch of record ``i`` (centred on its ROI when it has one)."""
-        spatial, p = self.volume_shape(i)[1:], self.cfg.patch
-        centre = self._roi(i)
-        if centre is None:
-            corner = [(n - q) // 2 for n, q in zip(spatial, p, strict=True)]
-        else:
-            corner = [int(np.floor(c - q / 2.0 + 0.5)) for c, q in zip(centre, p, strict=True)]
-        return self.patch(i, corner)
+        """``(K, C, d, h, w)`` every grid patch of record ``i`` (see :meth:`grid_of`; mind memory on big scans)."""
+        return torch.stack([self.patch_at(i, c) for c in self.grid_of(i)])
 
     def draw(self, i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Corners ``(K, 3)`` and foreground flags ``(K,)`` of ``patches_per_volume`` random patches of record ``i``.
@@ -256,9 +248,38 @@ class ScanSplit(SSLSplit):
                 corners = np.where(flags[:, None], fg_corner, corners)
         return corners, flags
 
-    def patch_stream(self, seed: int = 0, indices: np.ndarray | None = None) -> PatchStream:
+    def stream(self, seed: int = 0, indices: np.ndarray | None = None) -> PatchStream:
         """The pretraining / fine-tuning stream over records ``indices`` (default: all)."""
         return PatchStream(self, seed, np.arange(len(self)) if indices is None else indices)
+
+
+def patch_config(patch: Any, patches_per_volume: Any = 1, foreground: Any = 0.0, pool: Any = "mean",
+                 overlap: Any = 0.25, roi_size: Any = None) -> PatchConfig | None:
+    """Parse the patch options of a data spec (None when ``patch`` is not given: whole items)."""
+    if patch is None or (isinstance(patch, str) and patch.lower() in ("", "none")):
+        if roi_size is not None:
+            raise ConfigError("roi_size= needs patch=D,H,W (the grid tiles the region with patches)")
+        return None
+    try:
+        k = int(patches_per_volume)
+        if float(patches_per_volume) != k:
+            raise ValueError
+        fg, ov = float(foreground), float(overlap)
+    except (TypeError, ValueError):
+        raise ConfigError(f"patches_per_volume={patches_per_volume!r}, foreground={foreground!r}, "
+                          f"overlap={overlap!r}: give a whole number and two numbers, e.g. "
+                          "?patches_per_volume=4&foreground=0.5&overlap=0.25") from None
+    return PatchConfig(as_size(patch, "patch"), k, fg, str(pool), ov, as_size(roi_size, "roi_size"))  # type: ignore[arg-type]
+
+
+def warn_small(shapes: list[tuple[int, ...]], names: list[str], cfg: PatchConfig, what: str = "after resampling") -> None:
+    """One warning naming the volumes smaller than the patch along some axis (they are padded)."""
+    small = [(n, s) for n, s in zip(names, shapes, strict=True) if any(a < b for a, b in zip(s[1:], cfg.patch, strict=True))]
+    if small:
+        shown = ", ".join(f"{n} {tuple(s[1:])}" for n, s in small[:3]) + (", ..." if len(small) > 3 else "")
+        warnings.warn(f"{len(small)} of {len(shapes)} volume(s) are smaller than patch={cfg.patch} {what} "
+                      f"({shown}); they are centred in the patch and zero-padded. Lower ?patch= or resample to "
+                      "finer voxels (?spacing=MM) if that is not intended", stacklevel=3)
 
 
 def collate_patches(items: list[Batch]) -> Batch:
@@ -267,7 +288,7 @@ def collate_patches(items: list[Batch]) -> Batch:
 
 
 class PatchStream(Dataset):
-    """Random patches of a :class:`ScanSplit`'s records; item ``j`` is a pure function of ``(seed, j)``.
+    """Random patches of a :class:`VolumeSplit`'s records; item ``j`` is a pure function of ``(seed, j)``.
 
     ``len`` is a large multiple of the number of records (each record appears equally often per sampler
     epoch); item ``j`` is record ``indices[j % n]``. Items hold ``K`` patches: ``x`` ``(K, C, d, h, w)``,
@@ -275,7 +296,7 @@ class PatchStream(Dataset):
     Use :attr:`collate_fn` (the engine does) to make ``(B * K, C, d, h, w)`` batches.
     """
 
-    def __init__(self, split: ScanSplit, seed: int, indices: np.ndarray) -> None:
+    def __init__(self, split: VolumeSplit, seed: int, indices: np.ndarray) -> None:
         self.split, self.seed = split, int(seed)
         self.indices = np.asarray(indices, dtype=np.int64)
         if self.indices.size == 0:
@@ -297,7 +318,7 @@ class PatchStream(Dataset):
         i = int(self.indices[int(j) % self.indices.size])
         corners, flags = self.split.draw(i, self.generator(j))
         k = len(corners)
-        x = torch.stack([self.split.patch(i, c) for c in corners])
+        x = torch.stack([self.split.patch_at(i, c) for c in corners])
         label = np.asarray(self.split.labels[i])
         return {
             "x": x,
@@ -310,5 +331,5 @@ class PatchStream(Dataset):
         }
 
 
-__all__ = ["ArraySource", "PatchConfig", "PatchStream", "ScanSplit", "axis_starts", "collate_patches",
-           "grid_corners", "read_patch", "sample_foreground"]
+__all__ = ["PatchConfig", "PatchStream", "VolumeSource", "VolumeSplit", "axis_starts", "collate_patches",
+           "grid_corners", "patch_config", "read_patch", "warn_small"]
