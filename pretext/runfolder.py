@@ -251,12 +251,17 @@ def lock_folder(out: str | Path, command: str, name: str = LOCK_FILE,
 
     Raises:
         ConfigError: another live process holds it (named: command, pid, host, start time).
+        UserError: the folder cannot be made or written.
     """
     if fcntl is None:  # pragma: no cover
         return None
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as err:
+        raise UserError(f"output folder {str(folder)!r} is not writable ({err.strerror}); choose another --out") from err
     say = log or (lambda msg: print(f"sslbench: note: {msg}", file=sys.stderr))
     host = socket.gethostname()
     for _ in range(10):
