@@ -2,7 +2,8 @@
 
 Sub-commands are discovered from :mod:`benchmarks.commands`: every module there defines
 ``register(subparsers)``, which adds its parser and sets ``func=run`` with ``run(args) -> int``.
-User errors (:class:`pretext.errors.UserError`, malformed YAML, a missing file) print as one line and exit 2;
+User errors (:class:`pretext.errors.UserError`, malformed YAML, a missing file, a full disk or a file-size limit)
+print as one line and exit 2;
 SIGTERM (pre-emption) checkpoints like Ctrl-C and exits 143 (Ctrl-C: 130); set
 ``MEDSSL_DEBUG=1`` (or pass ``--debug``) for the full traceback.
 """
@@ -22,6 +23,7 @@ from typing import Any
 import yaml
 
 import benchmarks.commands as commands_pkg
+from pretext.atomic import disk_error
 from pretext.errors import NonFiniteLossError, Preempted, UserError, raise_preempted
 
 
@@ -91,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sslbench: interrupted; the last checkpoint is kept{where}: continue with --resume "
               "(sslbench run/evaluate: rerun the same command)", file=sys.stderr)
         return 130
+    except Exception as err:  # a full disk or a file-size limit met outside the atomic writers (logs, reports)
+        said = None if debug else disk_error(err)
+        if said is None:
+            raise
+        print(f"sslbench: error: {said}", file=sys.stderr)
+        return 2
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -23,6 +23,7 @@ import copy
 import json
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,28 @@ from torch import nn
 from benchmarks.features import cached_features, weights_id
 from benchmarks.metrics import pick_threshold, summarize
 from benchmarks.paired import PREDICTIONS_DIR, attach_paired, predictions_name, save_predictions
-from benchmarks.probes import FinetuneConfig, check_protocol, finetune, knn_probe, linear_probe
-from benchmarks.splits import EvalSplits, check_classes, make_eval_splits, sample_fraction
-from benchmarks.store import ResultStore, cell_key
+from benchmarks.probes import (
+    FinetuneConfig,
+    check_finetune,
+    check_protocol,
+    finetune,
+    knn_probe,
+    linear_probe,
+)
+from benchmarks.splits import (
+    EvalSplits,
+    check_classes,
+    check_test_size,
+    make_eval_splits,
+    patients_per_class,
+    sample_fraction,
+)
+from benchmarks.store import RESULTS_NAME, ResultStore, cell_key
 from pretext.base import SSLData
 from pretext.config import build_dataclass, to_dict
 from pretext.data import encoder_for_data, load_data
 from pretext.errors import ConfigError, DataError
-from pretext.runfolder import claim, data_fingerprint, state_hash
+from pretext.runfolder import claim, data_fingerprint, hold, state_hash
 
 ARMS = ("ssl", "random", "scratch")
 _SIZE_KEYS = ("img_size", "n_times", "sfreq", "spatial_dims")
@@ -118,16 +133,25 @@ class Evaluator:
         finetune_cfg: fine-tuning budget.
         n_boot: bootstrap resamples for the test CIs.
         strict_fractions: error instead of the one-patient-per-class fallback.
+        min_test_patients: warn (:class:`~benchmarks.splits.SmallTestSplitWarning`) when a class has fewer test
+            patients; rows then carry ``small_test: true`` (0: no check).
     """
 
     def __init__(self, data: SSLData, splits: EvalSplits, *, dataset: str, encoder: str,
                  encoder_cfg: dict[str, Any] | None = None, cache_dir: str | Path | None = None,
                  finetune_cfg: FinetuneConfig = FinetuneConfig(), n_boot: int = 1000,
                  strict_fractions: bool = False, device: str = "cpu", models_dir: str | Path | None = None,
-                 task: str = "-", predictions_dir: str | Path | None = None) -> None:
+                 task: str = "-", predictions_dir: str | Path | None = None, min_test_patients: int = 20) -> None:
         if data.num_classes is None:
             raise DataError(f"{data.source!r} has no labels (num_classes is None); evaluation needs labelled data")
+        if not data.multilabel and int(data.num_classes) < 2:
+            names = list(data.class_names) or ["?"]
+            raise DataError(f"{data.source!r}: the labels hold one class only ({names[0]!r}); a classifier needs at "
+                            "least two classes: check the label column (or label_map) of the data")
         check_classes(splits.train, data.num_classes, data.class_names, data.source)
+        self.small_test = check_test_size(splits.test, int(data.num_classes), data.class_names, data.source,
+                                          min_test_patients)
+        self.test_patients = patients_per_class(splits.test, int(data.num_classes), data.class_names)
         self.data, self.splits, self.dataset = data, splits, dataset
         self.encoder_name, self.encoder_cfg = encoder, dict(encoder_cfg or {})
         self.cache_dir, self.ft, self.n_boot = cache_dir, finetune_cfg, n_boot
@@ -192,7 +216,8 @@ class Evaluator:
             "n_labelled": len(train), "n_patients_labelled": draw.n_patients,
             "fallback_classes": [self.data.class_names[c] if c < len(self.data.class_names) else c
                                  for c in draw.fallback_classes],
-            "selected": selected, **res, "elapsed_s": round(time.perf_counter() - t0, 2),
+            "selected": selected, **res, "test_patients_per_class": self.test_patients,
+            "small_test": self.small_test is not None, "elapsed_s": round(time.perf_counter() - t0, 2),
         }
 
 
@@ -256,6 +281,7 @@ def evaluate(
     device: str = "cpu",
     save_models: bool = False,
     extend: bool = False,
+    min_test_patients: int = 20,
     log: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Evaluate a pretrained checkpoint on labelled data at several label fractions and seeds.
@@ -278,10 +304,15 @@ def evaluate(
             ``sslbench export-bundle``); its path is in the row's ``selected["model"]``.
         extend: allow adding cells (protocols, fractions, seeds, baselines) to an ``out`` folder that holds
             other cells of the same checkpoint and data; without it, a different set is refused.
+        min_test_patients: warn when a class has fewer test patients than this (0: never).
         log: where to say which cells will run (``print`` on the CLI); ``None`` is silent.
 
+    Every option is checked before anything is written to ``out``; ``out`` is owned by this process while it
+    runs (:func:`pretext.runfolder.hold`), and a user error before the first finished cell leaves nothing there.
+
     Raises:
-        ConfigError: ``out`` holds results of another checkpoint (content hash), data or evaluation setting.
+        ConfigError: an option out of range, or ``out`` holds results of another checkpoint (content hash), data
+            or evaluation setting, or another process is using ``out``.
 
     Returns:
         One row per cell (see :meth:`Evaluator.run_cell`), including cells already in ``out``.
@@ -297,7 +328,9 @@ def evaluate(
     if bad:
         raise ConfigError(f"fraction={bad[0]!r} must be in (0, 1] (a share of the labelled patients), "
                           "e.g. --fractions 0.01,0.1,1")
-    ft = finetune if isinstance(finetune, FinetuneConfig) else build_dataclass(FinetuneConfig, finetune or {}, "finetune")
+    ft = check_finetune(finetune if isinstance(finetune, FinetuneConfig)
+                        else build_dataclass(FinetuneConfig, finetune or {}, "finetune"))
+    check_counts(n_boot=n_boot, k=k, fold=fold, min_test_patients=min_test_patients)
     ds = load_data(data) if isinstance(data, str) else data
     encoder, info = encoder_from_checkpoint(checkpoint, ds)
     name = dataset or Path(ds.source.split(":", 1)[-1].split("?")[0]).stem or "data"
@@ -306,7 +339,35 @@ def evaluate(
                    cache_dir=Path(out) / "features" if out else None, finetune_cfg=ft, n_boot=n_boot,
                    strict_fractions=strict_fractions, device=device,
                    models_dir=Path(out) / "models" if out and save_models else None,
-                   predictions_dir=Path(out) / PREDICTIONS_DIR if out else None)
+                   predictions_dir=Path(out) / PREDICTIONS_DIR if out else None, min_test_patients=min_test_patients)
+    with hold(out, "evaluate", keep=(RESULTS_NAME,)) if out else nullcontext(Path(".")):
+        return _run_cells(ev, encoder, info, ds, name, splits, out, protocols, fracs, seed_list, baselines, ft, k,
+                          fold, n_boot, drop_unlabelled, strict_fractions, extend, log)
+
+
+def check_counts(*, n_boot: int, k: int | None, fold: int, min_test_patients: int) -> None:
+    """The integer options of :func:`evaluate`, checked before anything is read or written.
+
+    Raises:
+        ConfigError: a negative ``n_boot`` or ``min_test_patients``, ``k < 2``, or ``fold`` outside ``0..k-1``.
+    """
+    if int(n_boot) != n_boot or n_boot < 0:
+        raise ConfigError(f"--n-boot {n_boot!r} must be an integer >= 0 (bootstrap resamples for the confidence "
+                          "intervals; 0 leaves them out), e.g. --n-boot 1000")
+    if int(min_test_patients) != min_test_patients or min_test_patients < 0:
+        raise ConfigError(f"--min-test-patients {min_test_patients!r} must be an integer >= 0 (0: no warning), "
+                          "e.g. --min-test-patients 20")
+    if k is not None and k < 2:
+        raise ConfigError(f"--k {k!r} must be at least 2 (patient-wise folds), e.g. --k 5")
+    if k is not None and not 0 <= fold < k:
+        raise ConfigError(f"--fold {fold!r} must be in 0..{k - 1} for --k {k}")
+
+
+def _run_cells(ev: Evaluator, encoder: nn.Module, info: dict[str, Any], ds: SSLData, name: str, splits: EvalSplits,
+               out: str | Path | None, protocols: list[str], fracs: list[float], seed_list: list[int],
+               baselines: Sequence[str], ft: FinetuneConfig, k: int | None, fold: int, n_boot: int,
+               drop_unlabelled: bool, strict_fractions: bool, extend: bool,
+               log: Callable[[str], None] | None) -> pd.DataFrame:
     if out:
         claim(out, "evaluate", identity={
             "encoder_weights_sha256": state_hash(encoder.state_dict()), "data": ds.source,

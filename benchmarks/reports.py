@@ -18,6 +18,7 @@ import html
 import json
 import math
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,11 @@ import pandas as pd
 from benchmarks.store import ResultStore
 from pretext.errors import DataError
 
+
+class MalformedRowWarning(UserWarning):
+    """A results.jsonl record without the fields a report needs (named by file and line); it is left out."""
+
+
 METRIC_COLS = ("auroc", "auprc", "accuracy", "balanced_accuracy", "f1", "kappa", "ece")
 Block = tuple[str, Any]
 
@@ -37,10 +43,31 @@ def method_name(row: pd.Series | dict[str, Any]) -> str:
     return f"ssl:{row['task']}" if row["arm"] == "ssl" else str(row["arm"])
 
 
+# What a row needs to be placed in a report (the cell's identity and its headline metric).
+REQUIRED_FIELDS = ("dataset", "task", "encoder", "arm", "protocol", "fraction", "seed", "auroc")
+
+
 def load_results(folder: str | Path) -> pd.DataFrame:
-    rows = ResultStore(folder).rows()
+    """The rows of ``folder/results.jsonl`` as a table.
+
+    A line that is not a complete record (a torn last line from a kill; a record without the cell fields) is
+    skipped; each record without fields is named by file, line and missing fields (:class:`MalformedRowWarning`).
+
+    Raises:
+        DataError: no usable row.
+    """
+    store = ResultStore(folder)
+    rows = []
+    for line, row in store.numbered_rows():
+        missing = [f for f in REQUIRED_FIELDS if f not in row]
+        if missing:
+            warnings.warn(f"{store.path}, line {line}: the record has no {', '.join(missing)} field(s) (not a "
+                          "result of sslbench run/evaluate, or edited); it is left out of the report",
+                          MalformedRowWarning, stacklevel=2)
+            continue
+        rows.append(row)
     if not rows:
-        raise DataError(f"no results in {str(Path(folder) / 'results.jsonl')!r}; run sslbench run/evaluate first")
+        raise DataError(f"no results in {str(store.path)!r}; run sslbench run/evaluate first")
     df = pd.DataFrame(rows)
     df["method"] = [method_name(r) for r in rows]
     for c in METRIC_COLS + tuple(f"{m}_{s}" for m in ("auroc", "auprc", "accuracy", "balanced_accuracy") for s in ("lo", "hi")):
@@ -78,7 +105,7 @@ def efficiency_table(df: pd.DataFrame, metric: str = "auroc") -> tuple[list[str]
             if sub.empty:
                 row.append("")
                 continue
-            ci = ""
+            ci = " [CI n/a]"  # too few resamples define the interval (a small test split), or --n-boot 0
             if f"{metric}_lo" in sub and sub[f"{metric}_lo"].notna().any():
                 ci = f" [{sub[f'{metric}_lo'].mean():.3f}, {sub[f'{metric}_hi'].mean():.3f}]"
             row.append(f"{_mean_std(sub[metric])}{ci} (n={sub.seed.nunique()})")
@@ -383,6 +410,10 @@ def build_blocks(df: pd.DataFrame, report_dir: Path, title: str) -> list[Block]:
         blocks.append(("h2", f"{dataset} · {encoder}"))
         blocks.append(("p", f"data: {first.get('data', '')}; split: {first.get('split', '')}, "
                             f"train/val/test records {first.get('n_train')}/{first.get('n_val')}/{first.get('n_test')}"))
+        if "small_test" in dd and dd["small_test"].fillna(False).astype(bool).any():
+            per_class = first.get("test_patients_per_class")
+            blocks.append(("p", f"Warning: the test split is small (test patients per class: {per_class}); its "
+                                "metrics are unreliable and intervals that too few resamples define show n/a."))
         ht = headline_table(dd)
         if ht[1]:
             blocks.append(("p", "Headline: each SSL task minus its matched baseline (frozen-feature probes vs the "

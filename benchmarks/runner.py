@@ -58,7 +58,7 @@ import yaml
 
 from benchmarks.evaluate import Evaluator, encoder_from_checkpoint, plan_arms
 from benchmarks.paired import PREDICTIONS_DIR, attach_paired
-from benchmarks.probes import PROTOCOLS, FinetuneConfig
+from benchmarks.probes import PROTOCOLS, FinetuneConfig, check_finetune
 from benchmarks.splits import make_eval_splits
 from benchmarks.store import ResultStore, cell_key
 from pretext.config import TrainConfig, build_dataclass, read_yaml_mapping, to_dict
@@ -66,7 +66,7 @@ from pretext.data import load_data, parse_spec
 from pretext.engine.checkpoint import atomic_write_text
 from pretext.errors import ConfigError, DataError
 from pretext.registry import DATA, ENCODERS, TASKS
-from pretext.runfolder import claim, data_fingerprint
+from pretext.runfolder import LOCK_FILE, claim, data_fingerprint, hold
 
 _TOP_KEYS = {"name", "description", "imports", "datasets", "tasks", "encoders", "pretrain", "finetune", "protocols",
              "fractions", "seeds", "baselines", "n_boot", "threads", "strict_fractions", "device", "audit"}
@@ -388,7 +388,8 @@ _HOW_TRAIN_KEYS = ("num_workers", "log_every", "ckpt_every", "accelerator", "dev
 _CELL_KEYS = ("protocols", "fractions", "seeds", "baselines", "datasets", "tasks", "encoders", "task_encoders")
 
 
-def claim_recipe_folder(rec: Recipe, out: Path, fingerprints: dict[str, str], extend: bool = False) -> None:
+def claim_recipe_folder(rec: Recipe, out: Path, fingerprints: dict[str, str], extend: bool = False,
+                        write: bool = True) -> None:
     """``out`` holds one recipe's matrix: refuse another pretraining/fine-tuning budget, data or settings.
 
     The identity is the recipe less its axes (and less how-to-run keys); each dataset's entry carries its data
@@ -399,7 +400,7 @@ def claim_recipe_folder(rec: Recipe, out: Path, fingerprints: dict[str, str], ex
     identity["pretrain"] = {k: v for k, v in identity["pretrain"].items() if k not in _HOW_TRAIN_KEYS}
     cells = {k: raw[k] for k in _CELL_KEYS}
     cells["datasets"] = {n: {**d, "data_fingerprint": fingerprints.get(n)} for n, d in rec.datasets.items()}
-    claim(out, "run", identity, cells, extend=extend)
+    claim(out, "run", identity, cells, extend=extend, write=write)
 
 
 def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str], None] = print,
@@ -424,13 +425,25 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str]
         shard = parse_shard(f"{shard[0]}/{shard[1]}")
     units = work_units(rec)
     mine_units = {u for j, u in enumerate(units) if shard is None or j % shard[1] == shard[0]}
-
-    def mine(unit: tuple[Any, ...]) -> bool:
-        return unit in mine_units
-
     if rec.threads:
         torch.set_num_threads(int(rec.threads))
-    # -- everything checked before any work -------------------------------------------------------------
+    loaded = check_recipe(rec)  # everything checked before any work
+    lock_name = LOCK_FILE if shard is None else f".sslbench-shard-{shard[0]}-of-{shard[1]}.lock"
+    with hold(out, "run" if shard is None else f"run --shard {shard[0]}/{shard[1]}", name=lock_name):
+        claim_recipe_folder(rec, out, {n: data_fingerprint(d) for n, (d, _) in loaded.items()}, extend=extend)
+        return _run_units(rec, out, loaded, units, mine_units, shard, log)
+
+
+def check_recipe(rec: Recipe, out: str | Path | None = None, extend: bool = False) -> dict[str, Any]:
+    """Everything :func:`run_recipe` checks before any work, without writing anything (``sslbench run --dry-run``).
+
+    Loads every dataset (a missing folder or file is named), builds every (task, encoder) pair with its options
+    and runs one forward pass on two training items, makes the evaluation splits, and checks that ``out`` (if
+    given) holds no results of another configuration.
+
+    Returns:
+        ``{dataset: (data, {fold: splits})}``.
+    """
     loaded: dict[str, Any] = {}
     for dname, d in rec.datasets.items():
         data = load_data(d["data"])
@@ -441,7 +454,19 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path, log: Callable[[str]
         splits = {f: make_eval_splits(data, k=d.get("k"), fold=int(f), seed=int(d.get("split_seed", 0)),
                                       drop_unlabelled=bool(d.get("drop_unlabelled", False))) for f in folds}
         loaded[dname] = (data, splits)
-    claim_recipe_folder(rec, out, {n: data_fingerprint(d) for n, (d, _) in loaded.items()}, extend=extend)
+    check_finetune(rec.finetune)
+    if out is not None:
+        claim_recipe_folder(rec, Path(out), {n: data_fingerprint(d) for n, (d, _) in loaded.items()}, extend=extend,
+                            write=False)
+    return loaded
+
+
+def _run_units(rec: Recipe, out: Path, loaded: dict[str, Any], units: list[tuple[Any, ...]],
+               mine_units: set[tuple[Any, ...]], shard: tuple[int, int] | None,
+               log: Callable[[str], None]) -> ResultStore:
+    def mine(unit: tuple[Any, ...]) -> bool:
+        return unit in mine_units
+
     atomic_write_text(out / "recipe.yaml", yaml.safe_dump({"source": rec.source, **to_dict(dataclasses.asdict(rec))},
                                                           sort_keys=False))
     store = ResultStore(out)

@@ -21,6 +21,7 @@ an error.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -274,3 +275,35 @@ def check_classes(train: View, num_classes: int | None, class_names: Sequence[st
             f"{source or 'data'}: class(es) {names} have no labelled record in the training split; "
             "a probe cannot learn them: add examples or drop the class from the labels"
         )
+
+
+class SmallTestSplitWarning(UserWarning):
+    """The test split has fewer patients per class than the configured minimum: its metrics are unreliable."""
+
+
+def patients_per_class(view: View, num_classes: int, class_names: Sequence[str] = ()) -> dict[str, int]:
+    """Distinct patients with a record of each class (multi-label: each label) in ``view``."""
+    labels = np.asarray(view.labels)
+    pids = np.asarray(view.patient_ids).astype(str)
+    out: dict[str, int] = {}
+    for c in range(num_classes):
+        has = labels[:, c] > 0.5 if labels.ndim == 2 else labels == c
+        out[class_names[c] if c < len(class_names) else str(c)] = len(set(pids[has]))
+    return out
+
+
+def check_test_size(view: View, num_classes: int, class_names: Sequence[str] = (), source: str = "",
+                    minimum: int = 20) -> str | None:
+    """Warn (:class:`SmallTestSplitWarning`) when a class has fewer than ``minimum`` test patients; return the
+    message (``None`` when the split is large enough or ``minimum`` is 0)."""
+    if minimum <= 0:
+        return None
+    counts = patients_per_class(view, num_classes, class_names)
+    small = {k: v for k, v in counts.items() if v < minimum}
+    if not small:
+        return None
+    msg = (f"{source or 'data'}: the test split has only {', '.join(f'{v} patient(s) of {k!r}' for k, v in small.items())}"
+           f" (fewer than {minimum} per class): its metrics are unreliable and their bootstrap intervals may be "
+           "undefined (n/a); use more test data or k-fold (--k), or lower the minimum with --min-test-patients")
+    warnings.warn(msg, SmallTestSplitWarning, stacklevel=2)
+    return msg

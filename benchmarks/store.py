@@ -60,17 +60,23 @@ class ResultStore:
 
     def rows(self) -> list[dict[str, Any]]:
         """Every complete row (a truncated trailing line from a kill is skipped)."""
+        return [row for _, row in self.numbered_rows()]
+
+    def numbered_rows(self) -> list[tuple[int, dict[str, Any]]]:
+        """``(line number, row)`` of every line holding a JSON object (torn or foreign lines are skipped)."""
         if not self.path.is_file():
             return []
         out = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for i, line in enumerate(self.path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             line = line.strip()
             if not line:
                 continue
             try:
-                out.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(row, dict):
+                out.append((i, row))
         return out
 
     def done(self) -> set[str]:

@@ -4,7 +4,10 @@ Everything the suite writes for later reuse (cache stores, checkpoints, configs,
 through here: the content is written to a temporary sibling and renamed into place only once it
 is complete, so a killed or failed write never leaves a half file or folder under the final name,
 and the previous version (if any) stays intact. A full disk (``ENOSPC``, or a quota: ``EDQUOT``)
-becomes a :class:`~pretext.errors.DataError` "no space left on DEVICE (PATH) (needed about N MB)".
+becomes a :class:`~pretext.errors.DataError` "no space left on DEVICE (PATH) (needed about N MB)", and a
+file-size limit (``EFBIG``, ``ulimit -f``) one that says so; both also when a writer (``torch.save``) wraps
+the failed write in another exception. Where the size is known, the free space is checked before writing:
+the file being replaced is not counted, since both exist until the rename.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from typing import IO, Any
 
 from pretext.errors import DataError
 
-__all__ = ["atomic_dir", "atomic_write", "atomic_write_bytes", "atomic_write_text", "is_no_space", "no_space_error",
-           "preallocate"]
+__all__ = ["atomic_dir", "atomic_write", "atomic_write_bytes", "atomic_write_text", "check_free_space",
+           "disk_error", "is_no_space", "is_too_big", "no_space_error", "preallocate", "too_big_error"]
 
 _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
@@ -29,6 +32,35 @@ _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 def is_no_space(err: BaseException) -> bool:
     """True for a full disk or an exceeded quota."""
     return isinstance(err, OSError) and err.errno in _NO_SPACE
+
+
+def is_too_big(err: BaseException) -> bool:
+    """True for a file larger than the process may write (``EFBIG``: ``ulimit -f``, or the filesystem's limit)."""
+    return isinstance(err, OSError) and err.errno == errno.EFBIG
+
+
+def _disk_cause(err: BaseException) -> OSError | None:
+    """The full-disk / file-size ``OSError`` behind ``err``: itself, or one it was raised from or during
+    (``torch.save`` turns a failed write into ``RuntimeError: ... unexpected pos``)."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        if is_no_space(cur) or is_too_big(cur):
+            return cur  # type: ignore[return-value]
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def disk_error(err: BaseException, path: str | Path | None = None, needed_bytes: int | None = None,
+               hint: str | None = None) -> DataError | None:
+    """The :class:`DataError` that says ``err`` in words if it is (or hides) a full disk or a file-size limit
+    (``None`` otherwise); ``path`` defaults to the file named by the error."""
+    cause = _disk_cause(err)
+    if cause is None:
+        return None
+    path = path if path is not None else (cause.filename or ".")
+    return too_big_error(path, needed_bytes, hint) if is_too_big(cause) else no_space_error(path, needed_bytes, hint)
 
 
 def _mount_point(path: Path) -> Path:
@@ -41,7 +73,7 @@ def _mount_point(path: Path) -> Path:
 
 
 def _size(n: int) -> str:
-    if n >= 1e5:
+    if n >= 1e6:
         return f"{n / 1e6:.1f} MB"
     return f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n} bytes"
 
@@ -57,9 +89,45 @@ def no_space_error(path: str | Path, needed_bytes: int | None = None, hint: str 
         parts.append(f"{_size(shutil.disk_usage(mount).free)} free")
     except OSError:
         pass
+    if path.is_file():  # the old file stays until the new one is complete
+        parts.append(f"the previous {path.name} ({_size(path.stat().st_size)}) is kept until the new one is complete")
     sizes = f" ({', '.join(parts)})" if parts else ""
     fix = hint or "free some space there or write to another disk, then rerun"
     return DataError(f"no space left on {mount} ({path}){sizes}; {fix}")
+
+
+def too_big_error(path: str | Path, needed_bytes: int | None = None, hint: str | None = None) -> DataError:
+    """The :class:`DataError` for a write beyond the file-size limit (``EFBIG``, e.g. ``ulimit -f``)."""
+    import resource
+
+    path = Path(path)
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    parts = [f"needed about {_size(needed_bytes)}"] if needed_bytes else []
+    if limit != resource.RLIM_INFINITY:
+        parts.append(f"this process may write files of at most {_size(limit)}, see ulimit -f")
+    if path.is_file():
+        parts.append(f"the previous {path.name} is kept unchanged")
+    sizes = f" ({', '.join(parts)})" if parts else ""
+    fix = "raise the file-size limit (ulimit -f unlimited) or write to a filesystem that takes larger files, then rerun"
+    return DataError(f"file too large for the file-size limit: {path}{sizes}; {fix}")
+
+
+def check_free_space(path: str | Path, needed_bytes: int | None, hint: str | None = None) -> None:
+    """Refuse (:func:`no_space_error`) before writing ``needed_bytes`` next to ``path`` when the disk has less free.
+
+    A file that ``path`` replaces is not counted as free: the old and the new file both exist until the rename.
+    """
+    if not needed_bytes:
+        return
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        usage = shutil.disk_usage(folder)
+    except OSError:
+        return
+    if usage.total > 0 and usage.free < needed_bytes:
+        raise no_space_error(path, needed_bytes, hint)
 
 
 def preallocate(path: str | Path) -> None:
@@ -98,8 +166,9 @@ def atomic_dir(path: str | Path, *, needed_bytes: int | None = None, hint: str |
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     except OSError as err:
-        if is_no_space(err):
-            raise no_space_error(path, needed_bytes, hint) from err
+        said = disk_error(err, path, needed_bytes, hint)
+        if said is not None:
+            raise said from err
         raise
     try:
         yield tmp
@@ -111,10 +180,11 @@ def atomic_dir(path: str | Path, *, needed_bytes: int | None = None, hint: str |
             if not path.exists() or not overwrite:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)  # another process won the race: keep theirs
-    except OSError as err:
+    except Exception as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        if is_no_space(err):
-            raise no_space_error(path, needed_bytes, hint) from err
+        said = disk_error(err, path, needed_bytes, hint)
+        if said is not None:
+            raise said from err
         raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -125,10 +195,12 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], *, needed_
                  hint: str | None = None) -> None:
     """Write a file atomically: ``write(fh)`` fills a temporary sibling, fsynced, then renamed over ``path``.
 
-    On failure the temporary file is removed and ``path`` (if it existed) is unchanged.
+    On failure the temporary file is removed and ``path`` (if it existed) is unchanged. With ``needed_bytes``
+    the free space is checked first (:func:`check_free_space`).
     """
     path = Path(path)
     tmp: str | None = None
+    check_free_space(path, needed_bytes, hint)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -137,11 +209,12 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], *, needed_
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except Exception as err:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        if is_no_space(err):
-            raise no_space_error(path, needed_bytes, hint) from err
+        said = disk_error(err, path, needed_bytes, hint)
+        if said is not None:
+            raise said from err
         raise
     except BaseException:
         if tmp is not None:

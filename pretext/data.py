@@ -84,14 +84,16 @@ def encoder_for_data(name: str, data: SSLData, **kwargs: Any) -> Any:
 def cached_generated(path: str, kind: str, opts: dict[str, Any], make: Any, n_rows: int) -> Any:
     """An array made by ``make(**opts)``, cached as ``.npy`` in folder ``path`` (none: not cached).
 
-    The file name hashes ``opts``; the file is written to a temporary name and renamed, and a cached
-    file whose row count is not ``n_rows`` is made again.
+    The file name hashes ``opts``; the file is written to a temporary name and renamed. A cached file that
+    cannot be read (truncated, zero bytes, not ``.npy``) or whose row count is not ``n_rows`` is made again,
+    with a warning naming it.
 
     Raises:
         DataError: ``path`` exists and is not a folder.
     """
     import hashlib
     import json
+    import warnings
 
     import numpy as np
 
@@ -103,9 +105,14 @@ def cached_generated(path: str, kind: str, opts: dict[str, Any], make: Any, n_ro
     key = hashlib.sha1(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:12]
     file = folder / f"{kind}_{key}.npy"
     if file.exists():
-        x = np.load(file, mmap_mode="r")
-        if x.shape[0] == n_rows:
+        try:
+            x = np.load(file, mmap_mode="r", allow_pickle=False)
+            problem = None if x.ndim and x.shape[0] == n_rows else f"{x.shape[0] if x.ndim else 0} rows, not {n_rows}"
+        except (OSError, ValueError, EOFError) as err:  # zero bytes, a cut-off header or data, another format
+            problem = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else 'unreadable'}"
+        if problem is None:
             return x
+        warnings.warn(f"cached {kind} file {file} is damaged ({problem}); making it again", stacklevel=2)
     x = make(**opts)
     atomic_write(file, lambda fh: np.save(fh, x), needed_bytes=x.nbytes)
     return x

@@ -8,10 +8,10 @@ from typing import Any
 
 from pretext.config import TrainConfig, build_dataclass, to_dict
 from pretext.data import encoder_for_data, load_data
-from pretext.engine.loop import FitResult, fit
+from pretext.engine.loop import CKPT_NAME, FitResult, fit
 from pretext.errors import ConfigError
 from pretext.registry import ENCODERS, TASKS, create_task
-from pretext.runfolder import data_fingerprint
+from pretext.runfolder import data_fingerprint, hold
 
 
 def seed_everything(seed: int) -> None:
@@ -94,10 +94,16 @@ def pretrain(task: str, encoder: str | None, data: str, out: str | Path | None,
 
     ``task_module.encoder`` is the pretrained encoder; ``out/encoder.safetensors`` holds its weights and
     ``out/checkpoints/last.ckpt`` the full resumable state with the resolved config.
+
+    ``out`` is owned by this process while it trains (:func:`pretext.runfolder.hold`): another process on the
+    same folder is refused, and a user error before the first checkpoint leaves nothing behind.
     """
     train_cfg = train if isinstance(train, TrainConfig) else build_dataclass(TrainConfig, train or {})
     module, dataset, run_config = build_run(task, encoder, data, task_cfg, encoder_cfg, seed=train_cfg.seed, log=log)
-    result = fit(module, dataset, train_cfg, out_dir=out, resume=resume, run_config=run_config)
+    if out is None:
+        return module, fit(module, dataset, train_cfg, out_dir=out, resume=resume, run_config=run_config)
+    with hold(out, "pretrain", keep=(f"checkpoints/{CKPT_NAME}", "encoder.safetensors")):
+        result = fit(module, dataset, train_cfg, out_dir=out, resume=resume, run_config=run_config)
     return module, result
 
 

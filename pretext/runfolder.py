@@ -12,13 +12,28 @@ checkpoint's content hash, the recipe) split into
 
 The identity is compared as plain JSON values, so it must hold only what changes results: not thread counts,
 progress bars or output paths.
+
+A run folder is also owned by one process at a time (:func:`hold`): a lock file ``.sslbench.lock`` naming the
+owner (command, pid, host, start time) under an exclusive ``flock``. A second process is refused with the owner
+named; a lock left by a crash (``kill -9``, a lost node) is detected and taken over: on the same host the kernel
+drops a dead process's ``flock``; a lock written on another host is stale once its heartbeat (the owner touches
+the file every 30 s) is older than 5 minutes. A user error found after set-up removes what the failed command
+created in the folder (and the folder, if it made it), unless a lasting result (a checkpoint, a results file)
+was written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +41,17 @@ import numpy as np
 import torch
 
 from pretext.atomic import atomic_write_text
-from pretext.errors import ConfigError
+from pretext.errors import ConfigError, UserError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no folder lock
+    fcntl = None  # type: ignore[assignment]
 
 IDENTITY_FILE = "run-identity.json"
+LOCK_FILE = ".sslbench.lock"
+HEARTBEAT_S = 30.0
+STALE_AFTER_S = 300.0
 
 
 def plain_json(value: Any) -> Any:
@@ -59,8 +82,10 @@ def describe_diff(diffs: list[tuple[str, Any, Any]], limit: int = 6) -> str:
 
 
 def claim(out: str | Path, command: str, identity: Mapping[str, Any], cells: Mapping[str, Any] | None = None,
-          extend: bool = False, extend_flag: str = "--extend") -> dict[str, Any]:
+          extend: bool = False, extend_flag: str = "--extend", write: bool = True) -> dict[str, Any]:
     """Record (or check) that ``out`` belongs to ``identity``; return the record written.
+
+    ``write=False`` only checks (a dry run): nothing is created.
 
     Raises:
         ConfigError: ``out`` was produced by another command or another identity (the message names every
@@ -92,6 +117,8 @@ def claim(out: str | Path, command: str, identity: Mapping[str, Any], cells: Map
         record["cells"] = _union(saved.get("cells", {}), record["cells"])
         if record == saved:
             return record
+    if not write:
+        return record
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
@@ -165,4 +192,159 @@ def data_fingerprint(data: Any, items_per_split: int = 3) -> str:
     return h.hexdigest()[:16]
 
 
-__all__ = ["IDENTITY_FILE", "claim", "data_fingerprint", "describe_diff", "diff_values", "plain_json", "state_hash"]
+# -- one process per run folder ------------------------------------------------------------------------------
+def secondary_rank() -> bool:
+    """True in a non-zero rank of a distributed launch (torchrun, SLURM, Fabric's own launcher): rank 0 owns
+    the folder for all of them."""
+    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) != 0:
+            return True
+    return False
+
+
+def _read_owner(path: Path) -> dict[str, Any]:
+    try:
+        owner = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _describe_owner(owner: Mapping[str, Any]) -> str:
+    return (f"sslbench {owner.get('command', '?')} (pid {owner.get('pid', '?')} on host {owner.get('host', '?')}, "
+            f"since {owner.get('since', '?')})")
+
+
+class FolderLock:
+    """An owned run folder: the lock file's descriptor (holding the ``flock``) and its heartbeat thread."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self.fd = path, fd
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, name=f"lock {path}", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                os.utime(self.fd)
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        self._stop.set()
+        try:
+            if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                self.path.unlink()
+        except OSError:
+            pass
+        finally:
+            if fcntl is not None:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+
+
+def lock_folder(out: str | Path, command: str, name: str = LOCK_FILE,
+                log: Callable[[str], None] | None = None) -> FolderLock | None:
+    """Take the lock of run folder ``out`` (created if missing) for ``command``; ``None`` without ``flock``.
+
+    Raises:
+        ConfigError: another live process holds it (named: command, pid, host, start time).
+        UserError: the folder cannot be made or written.
+    """
+    if fcntl is None:  # pragma: no cover
+        return None
+    folder = Path(out)
+    path = folder / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as err:
+        raise UserError(f"output folder {str(folder)!r} is not writable ({err.strerror}); choose another --out") from err
+    say = log or (lambda msg: print(f"sslbench: note: {msg}", file=sys.stderr))
+    host = socket.gethostname()
+    for _ in range(10):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(f"run folder {str(folder)!r} is in use by {_describe_owner(_read_owner(path))}; two "
+                              "processes writing one folder would mix their files: wait for it to finish or choose "
+                              "another --out") from None
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if not current:  # its owner removed it while we waited for it: lock the new file instead
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            continue
+        old = _read_owner(path)
+        if old:
+            age = time.time() - os.fstat(fd).st_mtime
+            if old.get("host") != host and age < STALE_AFTER_S:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+                raise ConfigError(
+                    f"run folder {str(folder)!r} is in use by {_describe_owner(old)} (its lock was renewed {age:.0f} s "
+                    f"ago); wait for it to finish or choose another --out; if that process is gone, delete {path}")
+            say(f"{path} was left by {_describe_owner(old)}, which is no longer running (a crash or kill -9); "
+                "taking the folder over")
+        owner = {"command": command, "pid": os.getpid(), "host": host,
+                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(owner) + "\n").encode(), 0)
+        os.fsync(fd)
+        return FolderLock(path, fd)
+    raise ConfigError(f"could not lock run folder {str(folder)!r}: its lock file keeps changing; is another "
+                      "process starting there?")
+
+
+@contextmanager
+def hold(out: str | Path, command: str, *, keep: Sequence[str] | None = None, name: str = LOCK_FILE,
+         log: Callable[[str], None] | None = None) -> Iterator[Path]:
+    """Own run folder ``out`` for the block (:func:`lock_folder`); released at the end, whatever happens.
+
+    Args:
+        keep: paths in ``out`` that hold a lasting result (``checkpoints/last.ckpt``, ``results.jsonl``). If the
+            block fails with a :class:`~pretext.errors.UserError` while none of them exists, everything the block
+            created in ``out`` is removed again (and ``out`` itself if it was made here), so a user error leaves
+            nothing behind. ``None``: never remove anything.
+        name: the lock file's name (one folder may hold several independent owners, e.g. shards).
+
+    In a non-zero rank of a distributed launch (:func:`secondary_rank`) this does nothing: rank 0 owns the folder.
+    """
+    folder = Path(out)
+    if secondary_rank():
+        yield folder
+        return
+    existed = folder.is_dir()
+    before = set(os.listdir(folder)) if existed else set()
+    lock = lock_folder(folder, command, name, log)
+    failed = False
+    try:
+        yield folder
+    except UserError:
+        failed = keep is not None and not any((folder / k).exists() for k in keep)
+        raise
+    finally:
+        if failed:
+            for entry in sorted(set(os.listdir(folder)) - before - {name}):
+                target = folder / entry
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target, ignore_errors=True)
+                else:
+                    target.unlink(missing_ok=True)
+        if lock is not None:
+            lock.release()
+        if failed and not existed:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+
+__all__ = ["IDENTITY_FILE", "LOCK_FILE", "FolderLock", "claim", "data_fingerprint", "describe_diff", "diff_values",
+           "hold", "lock_folder", "plain_json", "secondary_rank", "state_hash"]

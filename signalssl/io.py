@@ -264,6 +264,10 @@ def check_edf_size(path: str | Path) -> None:
                         "(bytes 244-252) or re-export the file")
     if len(sig_head) < 256 * ns:
         raise DataError(f"{p}: header declares {ns} signals but the file ends inside the header; the file is truncated")
+    if n_rec == 0:
+        raise DataError(f"{p}: the file holds no data records (its header's number of data records, bytes 236-244, "
+                        "is 0), so it has no samples; re-export the recording, or leave the file out")
+    _check_edf_units(p, sig_head, ns)
     if n_rec < 0:
         return  # unknown number of records (allowed while recording): nothing implied
     start = 216 * ns
@@ -277,6 +281,20 @@ def check_edf_size(path: str | Path) -> None:
             f"{p}: {have} bytes but the header implies {need} ({n_rec} records x {per_rec} samples x {bps} bytes "
             f"+ {256 * (ns + 1)} header bytes): the file is {what}; re-download it (and mark *.edf binary in .gitattributes)"
         )
+
+
+def _check_edf_units(p: Path, sig_head: bytes, ns: int) -> None:
+    """Every data signal must state its physical unit: without one, readers take the values as volts, so EEG in
+    microvolts comes out a million times too large (and no storage dtype makes that right)."""
+    labels = [sig_head[16 * i: 16 * i + 16].decode("latin-1").strip() for i in range(ns)]
+    units = [sig_head[96 * ns + 8 * i: 96 * ns + 8 * i + 8].decode("latin-1").strip() for i in range(ns)]
+    blank = [lab or f"#{i + 1}" for i, (lab, unit) in enumerate(zip(labels, units, strict=True))
+             if not unit and not lab.endswith("Annotations")]
+    if blank:
+        raise DataError(
+            f"{p}: signal(s) {blank} have no physical unit (the header's 8-byte 'physical dimension' field of each "
+            "signal is blank), so their scale is unknown; state the unit in the file: write it into that field "
+            "(e.g. 'uV' for EEG, 'mV' for ECG) with an EDF editor, or re-export the recording with its units")
 
 
 def read_edf(path: str | Path) -> Record:

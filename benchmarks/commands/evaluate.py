@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from pretext.errors import ConfigError
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
@@ -31,7 +33,10 @@ def register(sub: Any) -> None:
     p.add_argument("--drop-unlabelled", action="store_true", help="leave out records without a label")
     p.add_argument("--strict-fractions", action="store_true",
                    help="fail when a fraction leaves a class empty (default: add one patient of that class)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (at least 1)")
+    p.add_argument("--min-test-patients", dest="min_test_patients", type=int, default=20,
+                   help="warn when a class has fewer test patients than this; their intervals show n/a when "
+                        "undefined (default 20; 0: no warning)")
     p.add_argument("--extend", action="store_true",
                    help="add new cells (protocols, fractions, seeds, baselines) to an --out holding this checkpoint's "
                         "results; without it a different set is refused")
@@ -42,11 +47,15 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import pandas as pd
     import torch
 
     from benchmarks.evaluate import evaluate
 
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads {args.threads} must be at least 1 (torch CPU threads); leave it out for "
+                              "torch's default")
         torch.set_num_threads(args.threads)
     ft = {k: v for k, v in (("steps", args.finetune_steps), ("lr", args.finetune_lr),
                             ("layer_decay", args.layer_decay), ("k_blocks", args.k_blocks)) if v is not None}
@@ -54,10 +63,13 @@ def run(args: argparse.Namespace) -> int:
     df = evaluate(args.checkpoint, args.data, protocol=args.protocol, fractions=args.fractions, seeds=args.seeds,
                   out=args.out, baselines=baselines, finetune=ft, k=args.k, fold=args.fold, n_boot=args.n_boot,
                   drop_unlabelled=args.drop_unlabelled, strict_fractions=args.strict_fractions,
-                  save_models=args.save_models, extend=args.extend, log=print)
+                  save_models=args.save_models, extend=args.extend, min_test_patients=args.min_test_patients,
+                  log=print)
     cols = [c for c in ("task", "arm", "protocol", "fraction", "seed", "auroc", "auroc_lo", "auroc_hi", "accuracy")
             if c in df.columns]
-    print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    for c in cols[5:]:  # metric columns: None (an undefined interval) shows as n/a
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}", na_rep="n/a"))
     print(f"results: {args.out}/results.jsonl")
     if args.report:
         from benchmarks.reports import write_report

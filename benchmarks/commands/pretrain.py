@@ -77,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
     train_cfg = build_dataclass(TrainConfig, train, what="train")
     module, result = pretrain(task, encoder, data, out, train_cfg, task_cfg, enc_cfg, resume=args.resume, log=print)
     encoder = encoder or getattr(module.encoder, "medssl_config", {}).get("encoder", "default encoder")
+    if args.resume and not result.history and result.steps >= train_cfg.steps:
+        print(f"run {str(out)!r} is already complete: its checkpoint is at step {result.steps} (--steps "
+              f"{train_cfg.steps}); nothing was trained or rewritten. To train further, pass a larger --steps "
+              f"with --resume; its results stay in {out / 'summary.json'}")
+        return 0
     last = result.history[-1] if result.history else {}
     first = result.history[0] if result.history else {}
     print(f"pretrained {task} / {encoder} for {result.steps} steps in {result.elapsed_s:.0f}s: "

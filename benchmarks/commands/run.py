@@ -37,7 +37,9 @@ def register(sub: Any) -> None:
                    help="replace dataset NAME's data spec (repeatable), e.g. adrenal28=medmnist3d:/data/x.npz")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="override a recipe key (dotted, YAML value; repeatable), e.g. pretrain.steps=100, seeds=[0]")
-    p.add_argument("--dry-run", action="store_true", help="check the recipe and print the number of cells only")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check everything a real run checks before training (recipe, data, task and encoder options "
+                        "with one forward pass, --out), write nothing, and print the number of cells")
     p.add_argument("--extend", action="store_true",
                    help="add new cells (seeds, fractions, protocols, tasks, datasets) to an --out that holds this "
                         "recipe's finished cells; without it a different matrix is refused")
@@ -52,7 +54,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks.runner import load_recipe, parse_shard, run_recipe, unit_cells, work_units
+    from benchmarks.runner import check_recipe, load_recipe, parse_shard, run_recipe, unit_cells, work_units
 
     overrides = {}
     for item in args.data:
@@ -71,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
                               f"write it with: sslbench report {args.out}")
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers} must be at least 1")
-    if args.dry_run:
+    if args.dry_run:  # the checks of a real run (data, task options, one forward pass, --out), without writing
+        check_recipe(recipe, args.out, extend=args.extend)
         print(f"recipe {recipe.name}: {recipe.n_cells()} cells over datasets {sorted(recipe.datasets)}, "
               f"(task, encoder) pairs {recipe.pairs()}, protocols {recipe.protocols}, fractions {recipe.fractions}, "
               f"seeds {recipe.seeds}")

@@ -24,6 +24,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from pretext.engine.checkpoint import torch_load_safely
 from pretext.errors import ConfigError, DataError, UserError
 from pretext.modality import modality_of_shape
 from pretext.registry import create_encoder
@@ -83,22 +84,23 @@ def read_bundle(bundle: str | Path, config: str | None = None, net_id: str = "ne
     for name in names:
         path = root / "configs" / name
         if path.is_file():
-            loaded = ConfigParser.load_config_file(str(path))
+            try:
+                loaded = ConfigParser.load_config_file(str(path))
+            except ValueError as err:  # json.JSONDecodeError, yaml errors
+                raise DataError(f"bundle config {str(path)!r} cannot be read ({_first_line(err)}); fix the file or "
+                                "download the bundle again") from None
             if net_id in loaded:
                 cfg = loaded
                 break
     if cfg is None:
         raise DataError(f"bundle {str(root)!r} has no configs/{' or configs/'.join(names)} defining {net_id!r}; "
                         "pass --config and --net-id naming the network's config and id")
-    meta_path = root / "configs" / "metadata.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = read_metadata(root / "configs" / "metadata.json")
     weights = root / "models" / "model.pt"
     if not weights.is_file():
         raise DataError(f"bundle {str(root)!r} has no models/model.pt; download the bundle's weights first")
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001
-        raise DataError(f"{str(weights)!r} cannot be loaded safely (weights_only=True): {err}") from err
+    state = torch_load_safely(weights, "bundle weights", "it may be truncated, damaged or not a state dict of "
+                              "tensors: download the bundle's weights again")
     for key in ("model", "state_dict", "network"):  # nested checkpoints (CheckpointSaver's {"model": ...})
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -106,6 +108,29 @@ def read_bundle(bundle: str | Path, config: str | None = None, net_id: str = "ne
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DataError(f"{str(weights)!r} is not a state dict of tensors")
     return cfg, meta, state
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """A bundle's ``configs/metadata.json`` (``{}`` when absent).
+
+    Raises:
+        DataError: the file is not JSON, or not a JSON object (named, with line and column).
+    """
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"bundle metadata {str(path)!r} is not valid JSON (line {err.lineno}, column {err.colno}: "
+                        f"{err.msg}); fix the file or download the bundle again") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"bundle metadata {str(path)!r} must hold a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:200]}" if text else type(err).__name__
 
 
 def _input_shape(meta: dict[str, Any]) -> tuple[int | None, list[int] | None]:

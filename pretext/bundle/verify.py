@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from pretext.bundle.metadata import SCHEMA_PATH
+from pretext.engine.checkpoint import torch_load_safely
 from pretext.errors import UserError
 
 
@@ -62,7 +63,8 @@ def verify_bundle(bundle: str | Path, device: str = "cpu") -> dict[str, str]:
             parser.read_config(str(infer))
             parser.read_meta(str(meta_file))
             net = parser.get_parsed_content("network_def")
-            net.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+            net.load_state_dict(torch_load_safely(root / "models" / "model.pt", "bundle weights",
+                                                  "export the bundle again"))
             results["config_parser"] = f"ok ({type(net).__name__}, strict load of models/model.pt)"
             ts = root / "models" / "model.ts"
             if ts.is_file():

@@ -21,7 +21,8 @@ from pretext.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from pretext.errors import DataError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "save_checkpoint", "load_checkpoint", "save_safetensors",
-           "load_safetensors", "read_run", "encoder_state", "capture_rng", "restore_rng", "CHECKPOINT_VERSION"]
+           "load_safetensors", "read_run", "encoder_state", "capture_rng", "restore_rng", "torch_load_safely",
+           "CHECKPOINT_VERSION"]
 
 CHECKPOINT_VERSION = 1
 
@@ -54,15 +55,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"checkpoint {str(path)!r} does not exist; pass the path of a .ckpt written by sslbench pretrain")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise DataError(f"checkpoint {str(path)!r} cannot be read safely ({_load_problem(err)}); it may be "
-                        "truncated, damaged or not a medssl checkpoint: pass the run's checkpoints/last.ckpt or its "
-                        "encoder.safetensors, or pretrain again") from err
+    state = torch_load_safely(path, "checkpoint", "it may be truncated, damaged or not a medssl checkpoint: pass the "
+                              "run's checkpoints/last.ckpt or its encoder.safetensors, or pretrain again", map_location)
     if not isinstance(state, dict) or "model" not in state:
         raise DataError(f"checkpoint {str(path)!r} has no 'model' entry; it was not written by medssl")
     return state
+
+
+def torch_load_safely(path: str | Path, what: str, fix: str, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: the one safe loader of every checkpoint and bundle reader.
+
+    Nothing but tensors and plain values is ever unpickled. Any failure (random bytes, a truncated file, a
+    pickle with code in it) is one line naming ``what`` and the file, then ``fix``; PyTorch's multi-line text
+    and its advice to retry with ``weights_only=False`` (which would run the file's code) are never passed on.
+
+    Raises:
+        DataError: the file cannot be loaded as tensors and plain values.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
+        raise DataError(f"{what} {str(path)!r} cannot be read safely ({_load_problem(err)}); {fix}") from None
 
 
 def _load_problem(err: BaseException) -> str:
@@ -72,6 +85,7 @@ def _load_problem(err: BaseException) -> str:
     if "weights_only" in text or "Unsupported global" in text or "WeightsUnpickler" in text:
         return "it holds Python objects other than tensors and plain values, which are never unpickled"
     first = text.strip().splitlines()[0] if text.strip() else ""
+    first = first.split(" weights_only")[0].split("Please")[0].strip()
     return f"{type(err).__name__}: {first[:200]}" if first else type(err).__name__
 
 

@@ -183,6 +183,9 @@ def fit(
         _check_same_run(state.get("run_config", {}), resolved, ckpt_path)
         task.load_state_dict(state["model"])
     start_step = int(state["step"]) if state else 0
+    if state is not None and start_step >= cfg.steps:  # a finished run: nothing to train, nothing rewritten
+        return FitResult([], [], start_step, int((state.get("nonfinite") or {}).get("skipped", 0)), out,
+                         time.perf_counter() - t_start)
 
     stream = getattr(dataset, "patch_stream", None)
     if callable(stream):  # whole scans (volssl.patches): random patches drawn from (seed, item), so resume is exact
@@ -393,10 +396,12 @@ def _batch_size(batch: Any) -> int:
     return 0
 
 
-# What a resumed run must share with the run it continues: the model, the data and the batch stream. The step
-# budget (``--steps``), logging and checkpoint cadence may change on resume.
+# What a resumed run must share with the run it continues: the model, the data, the batch stream and the
+# optimisation hyperparameters (the restored optimizer and scheduler keep the saved ones, so a new value would be
+# recorded but not applied). The step budget (``--steps``), logging and checkpoint cadence may change on resume.
 _SAME_RUN_KEYS = ("task", "encoder", "task_cfg", "encoder_cfg", "data", "data_fingerprint")
-_SAME_TRAIN_KEYS = ("seed", "batch_size", "accumulate")
+_SAME_TRAIN_KEYS = ("seed", "batch_size", "accumulate", "lr", "min_lr", "weight_decay", "warmup_steps", "clip_grad",
+                    "ema")
 
 
 def _check_same_run(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
