@@ -256,9 +256,17 @@ class ScanSplit(SSLSplit):
                 corners = np.where(flags[:, None], fg_corner, corners)
         return corners, flags
 
-    def patch_stream(self, seed: int = 0, indices: np.ndarray | None = None) -> PatchStream:
+    sampling = "patches"
+
+    def patch_stream(self, seed: int = 0, indices: np.ndarray | None = None, pairing: str = "none") -> PatchStream:
         """The pretraining / fine-tuning stream over records ``indices`` (default: all)."""
-        return PatchStream(self, seed, np.arange(len(self)) if indices is None else indices)
+        return PatchStream(self, seed, np.arange(len(self)) if indices is None else indices, pairing)
+
+    def stream(self, seed: int = 0, pairing: str = "none") -> Any:
+        """The pretraining :class:`pretext.sampling.Stream`: random patches; with ``pairing="patches"`` each
+        item adds ``x2``, other random patches of the same scan, and with ``"patient"`` patches of another scan
+        of the same patient (the single-scan fallback: the same scan)."""
+        return self.patch_stream(seed=seed, pairing=pairing).stream(seed, pairing)
 
 
 def collate_patches(items: list[Batch]) -> Batch:
@@ -275,8 +283,18 @@ class PatchStream(Dataset):
     Use :attr:`collate_fn` (the engine does) to make ``(B * K, C, d, h, w)`` batches.
     """
 
-    def __init__(self, split: ScanSplit, seed: int, indices: np.ndarray) -> None:
+    sampling = "patches"
+
+    def __init__(self, split: ScanSplit, seed: int, indices: np.ndarray, pairing: str = "none") -> None:
+        from pretext.sampling import check_pairing
+
         self.split, self.seed = split, int(seed)
+        self.pairing = check_pairing(pairing, "patch stream")
+        self.partners: Any = None
+        if pairing == "patient":
+            from pretext.pairs import PatientPairs
+
+            self.partners = PatientPairs(split, seed, pair="patient", what="pairing 'patient'")
         self.indices = np.asarray(indices, dtype=np.int64)
         if self.indices.size == 0:
             raise ConfigError("no volumes to draw patches from (the split is empty)")
@@ -289,9 +307,21 @@ class PatchStream(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def stream(self, seed: int = 0, pairing: str = "none") -> Any:
+        """This stream as a :class:`pretext.sampling.Stream` (its pairing is fixed when it is built)."""
+        from pretext.sampling import Stream
+
+        if pairing not in ("none", "views", self.pairing):
+            return self.split.stream(seed, pairing)
+        return Stream(self, collate_patches)
+
     def generator(self, j: int) -> np.random.Generator:
         """The generator of item ``j`` (seeded by ``(seed, j)`` only)."""
         return np.random.default_rng([self.seed & 0xFFFFFFFF, int(j), 0x5CA9])
+
+    def _rng2(self, j: int) -> np.random.Generator:
+        """The generator of item ``j``'s second patches (pairing ``"patches"``)."""
+        return np.random.default_rng([self.seed & 0xFFFFFFFF, int(j), 0x5CAA])
 
     def __getitem__(self, j: int) -> Batch:
         i = int(self.indices[int(j) % self.indices.size])
@@ -299,7 +329,13 @@ class PatchStream(Dataset):
         k = len(corners)
         x = torch.stack([self.split.patch(i, c) for c in corners])
         label = np.asarray(self.split.labels[i])
-        return {
+        pair: dict[str, torch.Tensor] = {}
+        if self.pairing in ("patches", "patient"):
+            # the partner's draw depends on (seed, j) only: another scan of the patient, else the same scan
+            i2 = i if self.partners is None else self.partners.partner(i + len(self.split) * int(j))
+            corners2, _ = self.split.draw(i2, self._rng2(j))
+            pair["x2"] = torch.stack([self.split.patch(i2, c) for c in corners2])
+        return {**pair,
             "x": x,
             "label": torch.as_tensor(np.repeat(label[None], k, 0),
                                      dtype=torch.float32 if label.ndim else torch.int64),
