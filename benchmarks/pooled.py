@@ -1,10 +1,10 @@
 """Whole-volume features from patch encoders: encode a sliding grid of patches and pool them.
 
-Data loaded with ``?patch=D,H,W`` (:class:`volssl.patches.ScanSplit`) hand out patches, while the harness's
+Data loaded with ``?patch=D,H,W`` (:class:`volssl.sampling.VolumeSplit`) hand out patches, while the harness's
 records are whole volumes. :func:`pooled_features` turns each record into one feature: the encoder sees
 every patch of the record's grid (``?overlap=``; or the grid over ``roi_size`` around a manifest ROI) in
 batches, and the ``(K, F)`` patch features are pooled by ``?pool=mean|max``. Linear / kNN probes use these
-features; fine-tuning trains on random patches (:meth:`ScanSplit.patch_stream`) and predicts from the
+features; fine-tuning trains on random patches (:attr:`VolumeSplit.patch_stream`) and predicts from the
 classifier head on the pooled features (:meth:`benchmarks.probes.Classifier.predict_proba`).
 """
 

@@ -296,12 +296,13 @@ def _dry_step(task: Any, data: Any, what: str) -> None:
     import torch
     from torch.utils.data import default_collate
 
-    split = data.splits["train"]
-    wrap = getattr(type(task), "wrap_dataset", None)
-    ds = wrap(split, task.cfg, seed=0) if callable(wrap) else split
+    from pretext.sampling import pretrain_stream
+
+    stream = pretrain_stream(data.splits["train"], task, seed=0)  # the split's sampling, the task's pairing
+    ds = stream.dataset
     if len(ds) < 2:
         raise DataError(f"{what}: the training split has {len(ds)} item(s); pretraining needs at least 2")
-    batch = default_collate([ds[0], ds[1]])
+    batch = (stream.collate_fn or default_collate)([ds[0], ds[1]])
     task.train()
     with torch.no_grad():
         out = task(batch, generator=torch.Generator().manual_seed(0))

@@ -13,6 +13,7 @@ Tasks may ask a dataset wrapper for more (PCLR's ``"x2"`` second view of the sam
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -62,9 +63,15 @@ class PretextTask(nn.Module):
         """Return a dict with a scalar ``"loss"`` (fp32) and any other scalars to log."""
         raise NotImplementedError
 
+    def pairing(self) -> str:
+        """The pairing this task asks of the split (:data:`pretext.sampling.PAIRINGS`): ``"none"`` here; the
+        joint-embedding tasks return their ``pairing`` option."""
+        return "none"
+
     @classmethod
-    def wrap_dataset(cls, split: SSLSplit, cfg: Any, seed: int = 0) -> Dataset:
-        """Dataset the engine iterates for pretraining; override to pair items (PCLR)."""
+    def wrap_dataset(cls, split: Dataset, cfg: Any, seed: int = 0) -> Dataset:
+        """Adapt the stream the split gave (:func:`pretext.sampling.pretrain_stream`); override to pair items
+        yourself (PCLR) or resample them (rotation). The default returns it unchanged."""
         return split
 
     @classmethod
@@ -89,9 +96,26 @@ class SSLSplit(Dataset):
     patients: np.ndarray
     patient_names: list[str]
     meta: Any = None
+    sampling: str = "items"  # how pretraining samples it: "items" | "patches" | "windows" (pretext.sampling)
 
     def load(self, i: int) -> torch.Tensor:
         raise NotImplementedError
+
+    def stream(self, seed: int = 0, pairing: str = "none") -> Any:
+        """The pretraining :class:`pretext.sampling.Stream` for ``pairing``: the split itself for ``"none"`` and
+        ``"views"``, :class:`pretext.pairs.PatientPairs` for ``"patient"``; ``"patches"`` (two patches of one
+        whole scan) falls back to ``"views"`` here, where items have one fixed shape."""
+        from pretext.sampling import Stream, check_pairing
+
+        check_pairing(pairing, type(self).__name__)
+        if pairing == "patient":
+            from pretext.pairs import PatientPairs
+
+            return Stream(PatientPairs(self, seed, pair="patient", what="pairing 'patient'"))
+        if pairing == "patches":
+            warnings.warn("pairing 'patches' needs whole scans (a data spec with ?patch=D,H,W); this split's "
+                          "items have one fixed shape, so two views of each item are used ('views')", stacklevel=2)
+        return Stream(self)
 
     def __getitem__(self, i: int) -> Batch:
         label = self.labels[i]

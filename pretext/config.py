@@ -51,6 +51,9 @@ class TrainConfig:
         strategy: "auto", "ddp", "fsdp", ... (Lightning Fabric strategies).
         compile: wrap the task with ``torch.compile``.
         progress: show a progress bar.
+        monitor_every: steps between the online representation monitor's measurements (effective rank, per-dim
+            std, kNN top-1; :mod:`pretext.engine.hooks`) of a pretext task, and at the last step; 0 disables.
+        monitor_items: items of the training split the monitor encodes (the kNN uses their labels, if any).
     """
 
     steps: int = 1000
@@ -74,6 +77,8 @@ class TrainConfig:
     strategy: str = "auto"
     compile: bool = False
     progress: bool = True
+    monitor_every: int = 100
+    monitor_items: int = 256
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -87,7 +92,8 @@ class TrainConfig:
                 raise ConfigError(f"{name}={value!r} must be a finite number (e.g. --{name.replace('_', '-')} 0.001)")
         if self.lr <= 0:
             raise ConfigError(f"lr={self.lr!r} must be > 0")
-        for name in ("min_lr", "weight_decay", "clip_grad", "warmup_steps", "num_workers"):
+        for name in ("min_lr", "weight_decay", "clip_grad", "warmup_steps", "num_workers", "monitor_every",
+                     "monitor_items"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 0"
                                   + (" (0 loads data in the main process)" if name == "num_workers" else ""))

@@ -1,6 +1,6 @@
 """The sliding grid of patches over a volume (or a signal), shared by the harness and exported bundles.
 
-One definition of the grid, so that :mod:`volssl.patches` (whole-scan features in the harness) and
+One definition of the grid, so that :mod:`volssl.sampling` (whole-scan features in the harness) and
 :class:`pretext.bundle.networks.GridPooled` (a bundle's network on a whole scan) cut the same patches:
 along each axis, windows of ``patch`` voxels step by ``max(1, int(patch * (1 - overlap)))`` (MONAI
 ``SlidingWindowInferer``'s overlap convention) and the last window is flush with the end; an axis shorter

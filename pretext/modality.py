@@ -44,8 +44,8 @@ class Modality:
         audit_perturbation: what :meth:`perturb` does, in words (for reports).
         spatial_dims: dimensions of one item after its channel axis (3 for ``(C, D, H, W)``, 1 for ``(C, T)``).
         hooks: method name -> ``"module:function"`` that implements it (imported on first use, so adapters stay
-            cheap to import): ``bundle_transforms``, ``bundle_input_spec``, ``bundle_grid`` (optional) (called
-            with the method's arguments).
+            cheap to import): ``bundle_transforms``, ``bundle_input_spec``, ``bundle_grid`` (optional), ``views``
+            (called with the method's arguments).
         bundle_augment: the MONAI config :meth:`bundle_augmentation` returns.
     """
 
@@ -100,6 +100,14 @@ class Modality:
         if not self.bundle_augment:
             raise NotImplementedError(f"modality {self.name!r} sets no bundle_augment")
         return dict(self.bundle_augment)
+
+    # -- joint-embedding views --------------------------------------------------------------------
+    def views(self, sizing: dict[str, Any] | None = None, **params: Any) -> Any:
+        """The modality's default view policy for joint-embedding tasks: a :class:`pretext.transforms.RandomTransform`
+        over batches, whose documented parameters ``params`` override (unknown names are refused) and that has
+        ``replace(**changes)`` (DINO's global and local crops change ``crop_scale`` and ``size``). ``sizing`` is
+        the encoder's sizing keywords where known (:meth:`encoder_kwargs`; a signal's ``sfreq``)."""
+        return self._hook("views")(sizing or {}, **params)
 
     # -- harness ---------------------------------------------------------------------------------
     def perturb(self, x: torch.Tensor, generator: torch.Generator, sfreq: float | None = None) -> torch.Tensor:

@@ -119,11 +119,16 @@ class Registry:
         return name in self._items
 
 
+# built-in components of the core itself: the modality-agnostic tasks (registered with ``modality="any"``)
+CORE_PACKAGES: dict[str, tuple[str, ...]] = {"task": ("pretext.tasks",)}
+
+
 def builtin_packages(kind: str) -> list[str]:
-    """The packages scanned for built-in components of ``kind`` ("task", "encoder", "data")."""
+    """The packages scanned for built-in components of ``kind`` ("task", "encoder", "data"): the core's own
+    (:data:`CORE_PACKAGES`), then each modality adapter's."""
     from pretext.modality import modalities
 
-    return [pkg for adapter in modalities().values() for pkg in adapter.scan.get(kind, ())]
+    return [*CORE_PACKAGES.get(kind, ()), *(pkg for adapter in modalities().values() for pkg in adapter.scan.get(kind, ()))]
 
 
 def _entry_points(group: str) -> Iterable[Any]:
@@ -167,8 +172,11 @@ def register_data(kind: str, **meta: Any) -> Callable[[T], T]:
 
 
 def list_tasks(modality: str | None = None) -> list[str]:
-    """Names of the registered pretext tasks (optionally of one modality)."""
-    return TASKS.names(**({"modality": modality} if modality else {}))
+    """Names of the registered pretext tasks (optionally of one modality; the modality-agnostic ones, registered
+    with ``modality="any"``, are listed for every modality)."""
+    if not modality:
+        return TASKS.names()
+    return sorted({*TASKS.names(modality=modality), *TASKS.names(modality="any")})
 
 
 def list_encoders(modality: str | None = None) -> list[str]:

@@ -22,7 +22,7 @@ class SignalModality(Modality):
     bundle_data_type = "numpy"
     spatial_dims = 1
     hooks = {"bundle_transforms": "signalssl.bundle:signal_transforms",
-             "bundle_input_spec": "signalssl.bundle:signal_input_spec"}
+             "bundle_input_spec": "signalssl.bundle:signal_input_spec", "views": "signalssl.views:adapter_views"}
     bundle_augment = {"_target_": "RandGaussianNoised", "keys": "image", "prob": 0.5, "std": 0.01}
     audit_perturbation = "baseline wander (0.05-0.5 Hz) plus white noise"
 

@@ -20,6 +20,7 @@ from pretext.base import PretextTask, SSLSplit
 from pretext.modality import get_modality
 from pretext.pipeline import default_encoder
 from pretext.registry import ENCODERS, TASKS, Registry, builtin_packages, create_encoder, create_task
+from pretext.sampling import pretrain_stream
 
 # the tiny input of each modality: item shape (C, ...) and sampling rate
 SHAPES: dict[str, tuple[tuple[int, ...], float | None]] = {
@@ -88,17 +89,39 @@ def tiny_encoder(encoder: str, **overrides: Any) -> torch.nn.Module:
     return create_encoder(encoder, **encoder_kwargs(encoder, **overrides))
 
 
+def task_cases(modality: str | None = None) -> list[str]:
+    """The shipped tasks as test cases: ``"rotation"``, and a modality-agnostic task (``modality="any"``) once per
+    modality, ``"simclr@volume"``, ``"simclr@signal"``."""
+    cases = []
+    for name in shipped(TASKS):
+        tag = modality_of(TASKS, name)
+        for m in (SHAPES if tag == "any" else (tag,)):
+            if modality in (None, m):
+                cases.append(f"{name}@{m}" if tag == "any" else name)
+    return cases
+
+
+def split_case(case: str) -> tuple[str, str]:
+    """``"simclr@signal"`` -> ``("simclr", "signal")``; ``"rotation"`` -> ``("rotation", "volume")``."""
+    name, _, modality = case.partition("@")
+    return name, modality or modality_of(TASKS, name)
+
+
 def task_encoder(task: str) -> str:
-    """The encoder a task runs with when none is named (its own ``encoder=`` meta, else the modality default)."""
-    return default_encoder(task, modality_of(TASKS, task))
+    """The encoder a task (or a case ``"simclr@signal"``) runs with when none is named (its own ``encoder=``
+    meta, else the modality default)."""
+    name, modality = split_case(task)
+    return default_encoder(name, modality)
 
 
 def tiny_task(task: str, encoder: str | None = None, encoder_options: dict[str, Any] | None = None,
               seed: int = 0, **overrides: Any) -> PretextTask:
-    """``task`` on a tiny encoder, with the option table's options (``overrides`` replace them)."""
+    """``task`` (or a case ``"simclr@signal"``) on a tiny encoder, with the option table's options (``overrides``
+    replace them)."""
     torch.manual_seed(seed)
     enc = tiny_encoder(encoder or task_encoder(task), **(encoder_options or {}))
-    return create_task(task, enc, **{**TASK_OPTIONS.get(task, {}), **overrides})
+    name = split_case(task)[0]
+    return create_task(name, enc, **{**TASK_OPTIONS.get(name, {}), **overrides})
 
 
 def random_items(shape: Sequence[int], n: int, seed: int = 0) -> torch.Tensor:
@@ -130,7 +153,8 @@ class TinySplit(SSLSplit):
 
 
 def tiny_batch(task: PretextTask, shape: Sequence[int], n: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A batch as the engine gives ``task``: items of a :class:`TinySplit` through the task's ``wrap_dataset``
-    (PCLR pairs each item with a second recording of its patient), collated."""
-    ds = type(task).wrap_dataset(TinySplit(shape, n, seed), task.cfg, seed=seed)
-    return default_collate([ds[i] for i in range(n)])
+    """A batch as the engine gives ``task``: items of a :class:`TinySplit` through the split's stream for the
+    task's pairing and the task's ``wrap_dataset`` (:func:`pretext.sampling.pretrain_stream`; PCLR pairs each
+    item with a second recording of its patient), collated."""
+    stream = pretrain_stream(TinySplit(shape, n, seed), task, seed=seed)
+    return (stream.collate_fn or default_collate)([stream.dataset[i] for i in range(n)])

@@ -21,7 +21,7 @@ class VolumeModality(Modality):
     bundle_data_type = "nibabel"
     spatial_dims = 3
     hooks = {"bundle_transforms": "volssl.bundle:volume_transforms", "bundle_input_spec": "volssl.bundle:volume_input_spec",
-             "bundle_grid": "volssl.bundle:volume_grid"}
+             "bundle_grid": "volssl.bundle:volume_grid", "views": "volssl.views:adapter_views"}
     bundle_augment = {"_target_": "RandFlipd", "keys": "image", "prob": 0.5, "spatial_axis": 0}
     audit_perturbation = "global intensity shift and gain plus white noise"
 

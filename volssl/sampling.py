@@ -20,8 +20,9 @@ sampled is declared by ``patches``:
     each item into the batch: ``batch_size`` volumes give ``batch_size * K`` patches (MONAI's
     ``RandSpatialCropSamplesd(num_samples=K)`` convention).
 
-  ``patch_stream``, ``grid`` and ``patch`` are ``None`` on a whole-item split: the engine and the harness look
-  them up to choose how to sample (until the engine asks the split through a declared sampling interface).
+  ``patch_stream``, ``grid`` and ``patch`` are ``None`` on a whole-item split (the harness looks them up); the
+  engine asks the split through its declared ``sampling`` and :meth:`VolumeSplit.stream`
+  (:mod:`pretext.sampling`).
 
 Volumes smaller than the patch along an axis are centred in the patch and padded with the background
 value (one warning names them when the data are loaded).
@@ -146,7 +147,7 @@ class VolumeSplit(SSLSplit):
         self.crop_pad = crop_pad
         self.roi = None if roi is None else np.asarray(roi, dtype=np.float64).reshape(len(self.rows), 3)
         self.pool = patches.pool if patches is not None else "mean"
-        self.sampling = "whole" if patches is None else "patches"
+        self.sampling = "items" if patches is None else "patches"  # pretext.sampling.SAMPLINGS
 
     @property
     def cfg(self) -> PatchConfig:
@@ -206,7 +207,7 @@ class VolumeSplit(SSLSplit):
     @property
     def patch_stream(self) -> Any:
         """``patch_stream(seed, indices)``: the random-patch stream (None for whole items)."""
-        return self.stream if self.patches is not None else None
+        return self._patch_stream if self.patches is not None else None
 
     def patch_at(self, i: int, corner: Sequence[int]) -> torch.Tensor:
         """``(C, d, h, w)`` float32 patch of record ``i`` at ``corner`` (padded where outside)."""
@@ -248,9 +249,17 @@ class VolumeSplit(SSLSplit):
                 corners = np.where(flags[:, None], fg_corner, corners)
         return corners, flags
 
-    def stream(self, seed: int = 0, indices: np.ndarray | None = None) -> PatchStream:
+    def _patch_stream(self, seed: int = 0, indices: np.ndarray | None = None, pairing: str = "none") -> PatchStream:
         """The pretraining / fine-tuning stream over records ``indices`` (default: all)."""
-        return PatchStream(self, seed, np.arange(len(self)) if indices is None else indices)
+        return PatchStream(self, seed, np.arange(len(self)) if indices is None else indices, pairing)
+
+    def stream(self, seed: int = 0, pairing: str = "none") -> Any:
+        """The pretraining :class:`pretext.sampling.Stream`. Whole items: the base class's. Patches: random
+        patches; with ``pairing="patches"`` each item adds ``x2``, other random patches of the same scan, and
+        with ``"patient"`` patches of another scan of the same patient (the single-scan fallback: the same scan)."""
+        if self.patches is None:
+            return super().stream(seed, pairing)
+        return self._patch_stream(seed=seed, pairing=pairing).stream(seed, pairing)
 
 
 def patch_config(patch: Any, patches_per_volume: Any = 1, foreground: Any = 0.0, pool: Any = "mean",
@@ -296,8 +305,18 @@ class PatchStream(Dataset):
     Use :attr:`collate_fn` (the engine does) to make ``(B * K, C, d, h, w)`` batches.
     """
 
-    def __init__(self, split: VolumeSplit, seed: int, indices: np.ndarray) -> None:
+    sampling = "patches"
+
+    def __init__(self, split: VolumeSplit, seed: int, indices: np.ndarray, pairing: str = "none") -> None:
+        from pretext.sampling import check_pairing
+
         self.split, self.seed = split, int(seed)
+        self.pairing = check_pairing(pairing, "patch stream")
+        self.partners: Any = None
+        if pairing == "patient":
+            from pretext.pairs import PatientPairs
+
+            self.partners = PatientPairs(split, seed, pair="patient", what="pairing 'patient'")
         self.indices = np.asarray(indices, dtype=np.int64)
         if self.indices.size == 0:
             raise ConfigError("no volumes to draw patches from (the split is empty)")
@@ -310,9 +329,21 @@ class PatchStream(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def stream(self, seed: int = 0, pairing: str = "none") -> Any:
+        """This stream as a :class:`pretext.sampling.Stream` (its pairing is fixed when it is built)."""
+        from pretext.sampling import Stream
+
+        if pairing not in ("none", "views", self.pairing):
+            return self.split.stream(seed, pairing)
+        return Stream(self, collate_patches)
+
     def generator(self, j: int) -> np.random.Generator:
         """The generator of item ``j`` (seeded by ``(seed, j)`` only)."""
         return np.random.default_rng([self.seed & 0xFFFFFFFF, int(j), 0x5CA9])
+
+    def _rng2(self, j: int) -> np.random.Generator:
+        """The generator of item ``j``'s second patches (pairing ``"patches"``)."""
+        return np.random.default_rng([self.seed & 0xFFFFFFFF, int(j), 0x5CAA])
 
     def __getitem__(self, j: int) -> Batch:
         i = int(self.indices[int(j) % self.indices.size])
@@ -320,7 +351,13 @@ class PatchStream(Dataset):
         k = len(corners)
         x = torch.stack([self.split.patch_at(i, c) for c in corners])
         label = np.asarray(self.split.labels[i])
-        return {
+        pair: dict[str, torch.Tensor] = {}
+        if self.pairing in ("patches", "patient"):
+            # the partner's draw depends on (seed, j) only: another scan of the patient, else the same scan
+            i2 = i if self.partners is None else self.partners.partner(i + len(self.split) * int(j))
+            corners2, _ = self.split.draw(i2, self._rng2(j))
+            pair["x2"] = torch.stack([self.split.patch_at(i2, c) for c in corners2])
+        return {**pair,
             "x": x,
             "label": torch.as_tensor(np.repeat(label[None], k, 0),
                                      dtype=torch.float32 if label.ndim else torch.int64),

@@ -2,9 +2,9 @@
 
 Built on Lightning Fabric, which gives devices, precision plugins (bf16 autocast, fp16 with
 a GradScaler), DDP/FSDP strategies and the torchrun / SLURM / subprocess launchers. Around it
-this module adds what SSL pretraining needs: gradient accumulation, clipping, warmup+cosine
-LR, optional EMA of weights, a non-finite-loss guard, deterministic resumable data order,
-per-step seeded views, atomic checkpoints, and logs.
+this module adds what SSL pretraining needs: gradient accumulation, clipping, warmup+cosine LR, optional EMA of
+weights, a non-finite-loss guard, deterministic resumable data order, per-step seeded views, atomic checkpoints,
+logs, and step hooks (EMA teacher, online monitor: :mod:`pretext.engine.hooks`).
 """
 
 from __future__ import annotations
@@ -34,12 +34,14 @@ from pretext.engine.checkpoint import (
     save_checkpoint,
     save_safetensors,
 )
+from pretext.engine.hooks import engine_hooks, restore_hooks, run_hooks
 from pretext.engine.monitor import RunLogger, Throughput, progress_bar
 from pretext.engine.precision import resolve_accelerator, resolve_precision
 from pretext.engine.sampler import ResumableBatchSampler, step_generator
 from pretext.engine.schedule import WarmupCosine
 from pretext.errors import ConfigError, NonFiniteLossError, UserError, raise_preempted
 from pretext.runfolder import describe_diff, diff_values, plain_json
+from pretext.sampling import pretrain_stream
 
 CKPT_NAME = "last.ckpt"
 
@@ -145,7 +147,7 @@ def fit(
 
     Args:
         task: a :class:`pretext.base.PretextTask` or any module with that forward contract.
-        dataset: items are dicts of tensors; if ``task`` has ``wrap_dataset`` it is applied first.
+        dataset: a split (it says how it is sampled and paired: :mod:`pretext.sampling`) or any dataset of dicts.
         cfg: engine settings.
         out_dir: run folder for ``config.yaml``, ``metrics.csv``, TensorBoard logs,
             ``checkpoints/last.ckpt`` and ``encoder.safetensors``; None trains in memory.
@@ -187,14 +189,9 @@ def fit(
         return FitResult([], [], start_step, int((state.get("nonfinite") or {}).get("skipped", 0)), out,
                          time.perf_counter() - t_start)
 
-    stream = getattr(dataset, "patch_stream", None)
-    if callable(stream):  # whole scans (volssl.patches): random patches drawn from (seed, item), so resume is exact
-        dataset = stream(seed=cfg.seed)
-    collate_fn = collate_fn or getattr(dataset, "collate_fn", None)
-    wrap = getattr(task, "wrap_dataset", None)
-    if callable(wrap):
-        dataset = wrap(dataset, getattr(task, "cfg", None), seed=cfg.seed)
-
+    hooks = engine_hooks(task, dataset, cfg, fabric.is_global_zero)  # EMA teacher, online monitor
+    stream = pretrain_stream(dataset, task, seed=cfg.seed)  # the split's sampling, the task's pairing; draws from seed
+    dataset, collate_fn = stream.dataset, collate_fn or stream.collate_fn
     groups = [dict(g) for g in param_groups] if param_groups is not None else param_groups_with_decay(task, cfg.weight_decay)
     for g in groups:
         g["lr"] = cfg.lr * float(g.pop("lr_scale", 1.0))
@@ -221,6 +218,7 @@ def fit(
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
         restore_rng(state["rng"])
+        restore_hooks(hooks, state)
 
     sampler = ResumableBatchSampler(len(cast(Sized, dataset)), cfg.batch_size, seed=cfg.seed, start=start_step * cfg.accumulate,
                                     rank=fabric.global_rank, world_size=fabric.world_size)
@@ -254,6 +252,7 @@ def fit(
                 "rng": capture_rng(),
                 "step": step,
                 "nonfinite": dict(nonfinite),
+                "hooks": {h.name: h.state_dict() for h in hooks},
                 "run_config": resolved,
             })
         fabric.barrier()
@@ -310,6 +309,7 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 if ema is not None:
                     ema.update_parameters(_unwrap(task))
+                run_hooks(hooks, step + 1, _unwrap(task), window)
             with warnings.catch_warnings():  # a skipped step still advances the schedule
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
                 scheduler.step()

@@ -14,7 +14,7 @@ from monai.networks.nets import ResNet
 from pretext.errors import ConfigError
 from pretext.registry import register_encoder
 
-_DEPTHS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]), 50: ("bottleneck", [3, 4, 6, 3])}
+_DEPTHS = {10: ("basic", [1, 1, 1, 1]), 18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]), 50: ("bottleneck", [3, 4, 6, 3])}
 
 
 def as_size3(img_size: int | Sequence[int], spatial_dims: int = 3) -> tuple[int, ...]:
@@ -31,7 +31,7 @@ class ResNet3D(ResNet):
     """MONAI 3D ResNet as an encoder.
 
     Args:
-        depth: 18, 34 or 50.
+        depth: 10, 18, 34 or 50.
         in_channels: input channels C.
         img_size: ``(D, H, W)`` the encoder is sized for (chooses the stem; any size runs).
         spatial_dims: 3 (2 works too for 2D use).
@@ -86,6 +86,14 @@ class ResNet3D(ResNet):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, D, H, W) -> (B, num_features)``: global average pool of the last stage."""
         return super().forward(x)
+
+
+@register_encoder("resnet10_3d", modality="volume")
+def resnet10_3d(in_channels: int = 1, img_size: int | Sequence[int] = (32, 32, 32), spatial_dims: int = 3,
+                widen_factor: float = 1.0, stem: str = "auto", no_max_pool: bool = False,
+                norm: str = "batch") -> ResNet3D:
+    """3D ResNet-10 (MONAI; one basic block per stage), 512 features at ``widen_factor=1``."""
+    return ResNet3D(10, in_channels, img_size, spatial_dims, widen_factor, stem, no_max_pool, norm)
 
 
 @register_encoder("resnet18_3d", modality="volume", default=True)
