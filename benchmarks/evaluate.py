@@ -37,7 +37,7 @@ from benchmarks.probes import FinetuneConfig, check_protocol, finetune, knn_prob
 from benchmarks.splits import EvalSplits, check_classes, make_eval_splits, sample_fraction
 from benchmarks.store import ResultStore, cell_key
 from pretext.base import SSLData
-from pretext.config import build_dataclass, to_dict
+from pretext.config import build_config, to_dict
 from pretext.data import encoder_for_data, load_data
 from pretext.errors import ConfigError, DataError
 from pretext.runfolder import claim, data_fingerprint, state_hash
@@ -297,7 +297,7 @@ def evaluate(
     if bad:
         raise ConfigError(f"fraction={bad[0]!r} must be in (0, 1] (a share of the labelled patients), "
                           "e.g. --fractions 0.01,0.1,1")
-    ft = finetune if isinstance(finetune, FinetuneConfig) else build_dataclass(FinetuneConfig, finetune or {}, "finetune")
+    ft = finetune if isinstance(finetune, FinetuneConfig) else build_config(FinetuneConfig, finetune or {}, "finetune")
     ds = load_data(data) if isinstance(data, str) else data
     encoder, info = encoder_from_checkpoint(checkpoint, ds)
     name = dataset or Path(ds.source.split(":", 1)[-1].split("?")[0]).stem or "data"
