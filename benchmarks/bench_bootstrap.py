@@ -11,15 +11,69 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.metrics import CI_METRICS, bootstrap_ci, bootstrap_ci_loop
+from benchmarks.metrics import CI_METRICS, bootstrap_ci, compute_metrics
 from benchmarks.paired import paired_comparison
+
+
+def bootstrap_ci_loop(
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    *,
+    groups: np.ndarray | None = None,
+    multilabel: bool = False,
+    which: Sequence[str] = CI_METRICS,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """Reference per-resample loop of :func:`benchmarks.metrics.bootstrap_ci`: its parity oracle in the tests
+    and the baseline this benchmark times it against (not used by the library).
+
+    Percentile bootstrap ``1 - alpha`` confidence intervals of metrics on one test set.
+
+    With ``groups`` (patient ids), whole patients are resampled with replacement (a cluster bootstrap),
+    so correlated records of one patient do not narrow the interval; without, records are resampled.
+    Resamples where a metric is undefined (one class only) are skipped for that metric.
+
+    Returns:
+        name -> ``(low, high)``; ``(nan, nan)`` when fewer than 10 resamples define the metric.
+    """
+    y = np.asarray(y_true)
+    p = np.asarray(proba)
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        members = [np.array([i]) for i in range(len(y))]
+    else:
+        _, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.flatnonzero(np.diff(inverse[order])) + 1
+        members = np.split(order, bounds)
+    n_g = len(members)
+    values: dict[str, list[float]] = {m: [] for m in which}
+    for _ in range(n_boot):
+        pick = rng.integers(0, n_g, size=n_g)
+        idx = np.concatenate([members[g] for g in pick])
+        res = compute_metrics(y[idx], p[idx], multilabel=multilabel, which=which)
+        for m in which:
+            if math.isfinite(res.get(m, float("nan"))):
+                values[m].append(res[m])
+    out = {}
+    for m in which:
+        v = np.asarray(values[m])
+        if len(v) < 10:
+            out[m] = (float("nan"), float("nan"))
+        else:
+            out[m] = (float(np.quantile(v, alpha / 2)), float(np.quantile(v, 1 - alpha / 2)))
+    return out
 
 
 def make_case(kind: str, n: int, per_patient: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
@@ -75,7 +129,7 @@ def to_markdown(res: dict[str, Any]) -> str:
                      f"{r['paired_comparison_s']:.3f} |")
     lines += ["", "Metrics: " + ", ".join(CI_METRICS) + " (patient-level cluster bootstrap, percentile 95 % CI). "
               "Both paths use the same seed, hence the same resamples; 'loop' is "
-              "`benchmarks.metrics.bootstrap_ci_loop` (one `compute_metrics` per resample), 'vectorised' is "
+              "`benchmarks.bench_bootstrap.bootstrap_ci_loop` (one `compute_metrics` per resample), 'vectorised' is "
               "`benchmarks.metrics.bootstrap_ci` (all resamples at once, `benchmarks.bootstrap`), best of "
               f"{res['repeat']} runs. The paired column scores two arms on the same resamples "
               "(AUROC + AUPRC difference, DeLong)."]

@@ -31,15 +31,78 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 
 from pretext.data import encoder_for_data, load_data
 from pretext.registry import create_task
 from signalssl.io import read_record
 from signalssl.preprocess import preprocess
-from signalssl.tasks.cpc import NEGATIVES, cpc_loss, cpc_loss_loop
+from signalssl.tasks.cpc import NEGATIVES, cpc_loss
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDSSL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+# -- the reference CPC loss: the parity oracle of signalssl.tasks.cpc.cpc_loss (tests/signalssl/tasks) and the
+# -- baseline this benchmark times it against; not used by the library
+def cpc_loss_loop(z: torch.Tensor, pred: torch.Tensor, negatives: str = "both", temperature: float = 1.0,
+                  per_position: bool = True) -> torch.Tensor:
+    """Reference CPC loss as a Python loop over the horizon's steps (and, by default, over positions).
+
+    The straightforward implementation, for parity tests and this benchmark: one small matmul and
+    cross-entropy per (step, position). Same arguments and value as :func:`signalssl.tasks.cpc.cpc_loss`.
+    """
+    z, pred = z.float(), pred.float()
+    b, n, k, _ = pred.shape
+    bidx = torch.arange(b, device=z.device)
+    flat = z.reshape(b * n, -1)
+    per_step = []
+    for step in range(1, k + 1):
+        positions = range(n - step)
+        if not positions:
+            continue
+        if not per_position:  # vectorised over positions, looped over steps
+            p = pred[:, : n - step, step - 1]  # (B, n-step, D)
+            tgt = z[:, step:]
+            total = _step_block(p, tgt, z, flat, negatives, step, bidx, temperature)
+            per_step.append(total / (b * (n - step)))
+            continue
+        total = torch.zeros((), device=z.device)
+        for t in positions:
+            p = pred[:, t, step - 1]  # (B, D)
+            if negatives == "batch":
+                logits, target = p @ z[:, t + step].T, bidx
+            elif negatives == "same_seq":
+                logits, target = torch.einsum("bd,bsd->bs", p, z), torch.full((b,), t + step, device=z.device)
+            elif negatives == "all":
+                logits, target = p @ flat.T, bidx * n + t + step
+            else:
+                seq = torch.einsum("bd,bsd->bs", p, z)
+                seq[:, t + step] = float("-inf")
+                logits, target = torch.cat([p @ z[:, t + step].T, seq], dim=1), bidx
+            total = total + F.cross_entropy(logits / temperature, target, reduction="sum")
+        per_step.append(total / (b * (n - step)))
+    return torch.stack(per_step).mean()
+
+
+def _step_block(p: torch.Tensor, tgt: torch.Tensor, z: torch.Tensor, flat: torch.Tensor, negatives: str, step: int,
+                bidx: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Summed cross-entropy of one step over all its positions (helper of :func:`cpc_loss_loop`)."""
+    b, m, _ = p.shape
+    n = z.shape[1]
+    t = torch.arange(m, device=z.device)
+    if negatives == "batch":
+        logits, target = torch.einsum("btd,ctd->btc", p, tgt), bidx[:, None].expand(b, m)
+    elif negatives == "same_seq":
+        logits, target = torch.einsum("btd,bsd->bts", p, z), (t + step)[None].expand(b, m)
+    elif negatives == "all":
+        logits, target = torch.einsum("btd,sd->bts", p, flat), bidx[:, None] * n + (t + step)[None]
+    else:
+        seq = torch.einsum("btd,bsd->bts", p, z).masked_fill(F.one_hot(t + step, n).bool()[None], float("-inf"))
+        logits = torch.cat([torch.einsum("btd,ctd->btc", p, tgt), seq], dim=-1)
+        target = bidx[:, None].expand(b, m)
+    return F.cross_entropy(rearrange(logits / temperature, "b t c -> (b t) c"), target.reshape(-1), reduction="sum")
 
 
 def timeit(fn: Callable[[], Any], repeats: int, warmup: int = 1, sync: bool = False) -> float:

@@ -12,7 +12,7 @@ of resamples):
   records share a score, so they fall in the same block);
 * accuracy / balanced accuracy: weighted means of the per-record correctness, through per-patient totals.
 
-The resamples are drawn exactly like the reference loop :func:`benchmarks.metrics.bootstrap_ci_loop`
+The resamples are drawn exactly like the reference loop ``benchmarks.bench_bootstrap.bootstrap_ci_loop``
 (``rng.integers(0, n_patients, n_patients)`` once per resample from ``default_rng(seed)``), so the same seed
 gives the same resamples and the same intervals up to floating-point rounding.
 """

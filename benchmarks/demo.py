@@ -106,7 +106,7 @@ def run_modality(plan: Plan, out: Path, *, fractions: Sequence[float], seeds: Se
     from benchmarks.evaluate import encoder_from_checkpoint, evaluate
     from benchmarks.reports import write_report
     from benchmarks.splits import View
-    from pretext.config import TrainConfig, build_dataclass
+    from pretext.config import TrainConfig, build_config
     from pretext.data import encoder_for_data, load_data
     from pretext.pipeline import pretrain
 
@@ -121,7 +121,7 @@ def run_modality(plan: Plan, out: Path, *, fractions: Sequence[float], seeds: Se
     tic = time.perf_counter()
     run_dir = out / "pretrain"
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    train = build_dataclass(TrainConfig, {"precision": "32", "progress": False, "log_every": 10,
+    train = build_config(TrainConfig, {"precision": "32", "progress": False, "log_every": 10,
                                           "ckpt_every": 10_000, "seed": 0, **plan.pretrain})
     _, fit = pretrain(plan.task, plan.encoder, spec, run_dir, train, plan.task_cfg, plan.encoder_cfg,
                       resume=ckpt.is_file())

@@ -52,7 +52,7 @@ from benchmarks.splits import (
 )
 from benchmarks.store import RESULTS_NAME, ResultStore, cell_key
 from pretext.base import SSLData
-from pretext.config import build_dataclass, to_dict
+from pretext.config import build_config, to_dict
 from pretext.data import encoder_for_data, load_data
 from pretext.errors import ConfigError, DataError
 from pretext.runfolder import claim, data_fingerprint, hold, state_hash
@@ -329,7 +329,7 @@ def evaluate(
         raise ConfigError(f"fraction={bad[0]!r} must be in (0, 1] (a share of the labelled patients), "
                           "e.g. --fractions 0.01,0.1,1")
     ft = check_finetune(finetune if isinstance(finetune, FinetuneConfig)
-                        else build_dataclass(FinetuneConfig, finetune or {}, "finetune"))
+                        else build_config(FinetuneConfig, finetune or {}, "finetune"))
     check_counts(n_boot=n_boot, k=k, fold=fold, min_test_patients=min_test_patients)
     ds = load_data(data) if isinstance(data, str) else data
     encoder, info = encoder_from_checkpoint(checkpoint, ds)

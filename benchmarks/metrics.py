@@ -17,7 +17,6 @@ Conventions (scikit-learn underneath):
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -154,11 +153,14 @@ def bootstrap_ci(
     alpha: float = 0.05,
     seed: int = 0,
 ) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap ``1 - alpha`` confidence intervals of metrics on one test set (vectorised).
+    """Percentile bootstrap ``1 - alpha`` confidence intervals of metrics on one test set.
 
-    Same resamples and intervals as the reference loop :func:`bootstrap_ci_loop` (see
-    :mod:`benchmarks.bootstrap`), all resamples computed at once; F1 and kappa, which have no vectorised
-    form, fall back to the loop with the same seed (so the same resamples).
+    With ``groups`` (patient ids), whole patients are resampled with replacement (a cluster bootstrap), so
+    correlated records of one patient do not narrow the interval; without, records are resampled. Resamples
+    where a metric is undefined (one class only) are skipped for that metric. The resamples are drawn once
+    (:func:`benchmarks.bootstrap.resample_counts`); AUROC, AUPRC and (balanced) accuracy are computed on all of
+    them at once, F1 and kappa, which have no vectorised form, by :func:`compute_metrics` on each resample.
+    (``benchmarks.bench_bootstrap.bootstrap_ci_loop`` is the per-resample loop this is checked and timed against.)
 
     Returns:
         name -> ``(low, high)``; ``(nan, nan)`` when fewer than 10 resamples define the metric.
@@ -167,67 +169,20 @@ def bootstrap_ci(
 
     fast = [m for m in which if m in vb.VECTOR_METRICS]
     slow = [m for m in which if m not in vb.VECTOR_METRICS]
-    out: dict[str, tuple[float, float]] = {}
-    if fast:
-        codes, n_g = vb.cluster_codes(len(np.asarray(y_true)), groups)
-        values = vb.bootstrap_values(y_true, proba, vb.resample_counts(n_g, n_boot, seed), codes,
-                                     multilabel=multilabel, which=fast)
-        out.update({m: vb.percentile_ci(values[m], alpha) for m in fast})
+    y, p = np.asarray(y_true), np.asarray(proba)
+    codes, n_g = vb.cluster_codes(len(y), groups)
+    counts = vb.resample_counts(n_g, n_boot, seed)
+    values = vb.bootstrap_values(y, p, counts, codes, multilabel=multilabel, which=fast) if fast else {}
     if slow:
-        out.update(bootstrap_ci_loop(y_true, proba, groups=groups, multilabel=multilabel, which=slow,
-                                     n_boot=n_boot, alpha=alpha, seed=seed))
-    return {m: out[m] for m in which}
-
-
-def bootstrap_ci_loop(
-    y_true: np.ndarray,
-    proba: np.ndarray,
-    *,
-    groups: np.ndarray | None = None,
-    multilabel: bool = False,
-    which: Sequence[str] = CI_METRICS,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> dict[str, tuple[float, float]]:
-    """Reference per-resample loop of :func:`bootstrap_ci` (slow; kept for checks and ``bench_bootstrap``).
-
-    Percentile bootstrap ``1 - alpha`` confidence intervals of metrics on one test set.
-
-    With ``groups`` (patient ids), whole patients are resampled with replacement (a cluster bootstrap),
-    so correlated records of one patient do not narrow the interval; without, records are resampled.
-    Resamples where a metric is undefined (one class only) are skipped for that metric.
-
-    Returns:
-        name -> ``(low, high)``; ``(nan, nan)`` when fewer than 10 resamples define the metric.
-    """
-    y = np.asarray(y_true)
-    p = np.asarray(proba)
-    rng = np.random.default_rng(seed)
-    if groups is None:
-        members = [np.array([i]) for i in range(len(y))]
-    else:
-        _, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.flatnonzero(np.diff(inverse[order])) + 1
-        members = np.split(order, bounds)
-    n_g = len(members)
-    values: dict[str, list[float]] = {m: [] for m in which}
-    for _ in range(n_boot):
-        pick = rng.integers(0, n_g, size=n_g)
-        idx = np.concatenate([members[g] for g in pick])
-        res = compute_metrics(y[idx], p[idx], multilabel=multilabel, which=which)
-        for m in which:
-            if math.isfinite(res.get(m, _nan())):
-                values[m].append(res[m])
-    out = {}
-    for m in which:
-        v = np.asarray(values[m])
-        if len(v) < 10:
-            out[m] = (_nan(), _nan())
-        else:
-            out[m] = (float(np.quantile(v, alpha / 2)), float(np.quantile(v, 1 - alpha / 2)))
-    return out
+        rows = np.arange(len(y))
+        per: dict[str, list[float]] = {m: [] for m in slow}
+        for c in counts:
+            idx = np.repeat(rows, c[codes])  # each record as often as its cluster was drawn
+            res = compute_metrics(y[idx], p[idx], multilabel=multilabel, which=slow)
+            for m in slow:
+                per[m].append(res.get(m, _nan()))
+        values.update({m: np.asarray(v, dtype=np.float64) for m, v in per.items()})
+    return {m: vb.percentile_ci(values[m], alpha) for m in which}
 
 
 # -- calibration ---------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ predict it once with the selected model.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -31,7 +30,7 @@ from benchmarks.features import loader
 from benchmarks.metrics import compute_metrics
 from benchmarks.pooled import has_windows, patch_dataset, pooled_features
 from benchmarks.splits import View
-from pretext.config import PRECISIONS, TrainConfig
+from pretext.config import PRECISIONS, ConfigModel, Field, Precision, TrainConfig
 from pretext.errors import ConfigError
 
 PROTOCOLS = ("linear", "knn", "partial", "finetune")
@@ -140,8 +139,7 @@ def knn_probe(
 
 
 # -- fine-tuning ----------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(ConfigModel):
     """Fine-tuning budget and optimiser (for partial/finetune protocols and the scratch baseline).
 
     Attributes:
@@ -159,18 +157,18 @@ class FinetuneConfig:
         accelerator: engine accelerator ("auto", "cpu", "cuda").
     """
 
-    steps: int = 300
-    max_epochs: float = 30.0
-    min_steps: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 10
-    eval_every: int = 25
-    layer_decay: float = 1.0
-    k_blocks: int = 1
-    precision: str = "32"
+    steps: int = Field(300, ge=1)
+    max_epochs: float = Field(30.0, gt=0)
+    min_steps: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=1)
+    eval_every: int = Field(25, ge=1)
+    precision: Precision = "32"
     accelerator: str = "auto"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(10, ge=0)
+    layer_decay: float = Field(1.0, gt=0)
+    k_blocks: int = Field(1, ge=1)
 
     def n_steps(self, n_train: int) -> int:
         """``max_epochs`` passes over ``n_train`` records, at least ``min_steps``, never more than ``steps``."""

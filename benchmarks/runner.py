@@ -46,8 +46,6 @@ process; paired comparisons are attached by whichever shard finishes last).
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import json
 import time
 from collections.abc import Callable
@@ -58,196 +56,16 @@ import yaml
 
 from benchmarks.evaluate import Evaluator, encoder_from_checkpoint, plan_arms
 from benchmarks.paired import PREDICTIONS_DIR, attach_paired
-from benchmarks.probes import PROTOCOLS, FinetuneConfig, check_finetune
+from benchmarks.probes import check_finetune
+from benchmarks.recipe import Recipe, load_recipe
 from benchmarks.splits import make_eval_splits
 from benchmarks.store import ResultStore, cell_key
-from pretext.config import TrainConfig, build_dataclass, read_yaml_mapping, to_dict
-from pretext.data import load_data, parse_spec
+from pretext.config import to_dict
+from pretext.data import load_data
 from pretext.engine.checkpoint import atomic_write_text
 from pretext.errors import ConfigError, DataError
-from pretext.registry import DATA, ENCODERS, TASKS
+from pretext.registry import TASKS
 from pretext.runfolder import LOCK_FILE, claim, data_fingerprint, hold
-
-_TOP_KEYS = {"name", "description", "imports", "datasets", "tasks", "encoders", "pretrain", "finetune", "protocols",
-             "fractions", "seeds", "baselines", "n_boot", "threads", "strict_fractions", "device", "audit"}
-_DATASET_KEYS = {"data", "k", "folds", "drop_unlabelled", "split_seed"}
-
-
-@dataclasses.dataclass
-class Recipe:
-    """A validated recipe (see the module docstring for the YAML)."""
-
-    name: str
-    datasets: dict[str, dict[str, Any]]
-    tasks: dict[str, dict[str, Any]]
-    encoders: dict[str, dict[str, Any]]
-    pretrain: TrainConfig
-    finetune: FinetuneConfig
-    protocols: list[str]
-    fractions: list[float]
-    seeds: list[int]
-    baselines: list[str]
-    n_boot: int = 1000
-    threads: int | None = None
-    strict_fractions: bool = False
-    device: str = "cpu"
-    imports: list[str] = dataclasses.field(default_factory=list)
-    audit: dict[str, Any] | None = None
-    task_encoders: dict[str, list[str]] = dataclasses.field(default_factory=dict)
-    source: str = ""
-
-    def n_cells(self) -> int:
-        base = {pair for p in self.protocols for pair in plan_arms(p, self.baselines)[1:]}
-        folds = sum(len(d.get("folds") or [0]) for d in self.datasets.values())
-        ssl = len(self.protocols) * len(self.pairs())
-        return folds * (ssl + len(base) * len(self.encoders)) * len(self.fractions) * len(self.seeds)
-
-    def pairs(self) -> list[tuple[str, str]]:
-        """(task, encoder) pairs to pretrain: every encoder, or the task's ``encoders`` option."""
-        return [(t, e) for t in self.tasks for e in self.encoders if e in self.task_encoders.get(t, self.encoders)]
-
-
-def _named(value: Any, what: str, where: str) -> dict[str, dict[str, Any]]:
-    if isinstance(value, str):
-        value = [value]
-    if isinstance(value, list):
-        return {str(v): {} for v in value}
-    if isinstance(value, dict):
-        return {str(k): dict(v or {}) for k, v in value.items()}
-    raise ConfigError(f"{where}: {what} must be a list of names or a mapping name -> options, got {value!r}")
-
-
-def _resolve_path(spec: str, base: Path) -> str:
-    kind, path, _ = parse_spec(spec)
-    if not path or Path(path).is_absolute() or Path(path).exists() or DATA.meta(kind).get("virtual"):
-        return spec
-    alt = (base / path).resolve()
-    if alt.exists():
-        return spec.replace(f"{kind}:{path}", f"{kind}:{alt}", 1)
-    raise DataError(f"data path {path!r} (spec {spec!r}) exists neither in the current folder nor beside the "
-                    f"recipe ({base}); fix the path or override it with --data NAME=KIND:PATH")
-
-
-def apply_sets(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:
-    """Apply ``KEY=VALUE`` overrides (dotted keys, YAML values) to a recipe mapping."""
-    for item in sets:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise ConfigError(f"--set {item!r} must read KEY=VALUE, e.g. pretrain.steps=100 or seeds=[0,1]")
-        node = raw
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {} if node.get(part) is None else node[part]
-                if not isinstance(node[part], dict):
-                    raise ConfigError(f"--set {item!r}: {part!r} is not a mapping in the recipe")
-            node = node[part]
-        node[parts[-1]] = yaml.safe_load(value)
-    return raw
-
-
-def load_recipe(path: str | Path, data_overrides: dict[str, str] | None = None, sets: list[str] | None = None) -> Recipe:
-    """Read and check a recipe; every name, path and option is validated before any work.
-
-    Raises:
-        ConfigError: unknown keys, tasks, encoders, data kinds, protocols, or modality mismatches.
-        DataError: missing data paths.
-    """
-    p = Path(path)
-    raw = read_yaml_mapping(p, "recipe")
-    where = f"recipe {str(p)!r}"
-    raw = apply_sets(raw, list(sets or []))
-    unknown = sorted(set(raw) - _TOP_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(sorted(_TOP_KEYS))}")
-    for module in raw.get("imports") or []:
-        try:
-            importlib.import_module(module)
-        except ImportError as err:
-            raise ConfigError(f"{where}: imports: cannot import {module!r} ({err})") from err
-    for key in ("datasets", "tasks", "encoders"):
-        if not raw.get(key):
-            raise ConfigError(f"{where}: {key!r} is missing or empty")
-    datasets: dict[str, dict[str, Any]] = {}
-    for name, d in dict(raw["datasets"]).items():
-        d = {"data": d} if isinstance(d, str) else dict(d or {})
-        bad = sorted(set(d) - _DATASET_KEYS)
-        if bad or "data" not in d:
-            raise ConfigError(f"{where}: dataset {name!r} needs 'data: KIND:PATH' (valid keys: "
-                              f"{', '.join(sorted(_DATASET_KEYS))}; unknown: {bad})")
-        if data_overrides and name in data_overrides:
-            d["data"] = data_overrides[name]
-        kind = parse_spec(d["data"])[0]
-        DATA.get(kind)  # unknown kind -> ConfigError listing the valid ones
-        d["data"] = _resolve_path(d["data"], p.parent)
-        d["modality"] = DATA.meta(kind).get("modality")
-        datasets[str(name)] = d
-    if data_overrides:
-        extra = sorted(set(data_overrides) - set(datasets))
-        if extra:
-            raise ConfigError(f"--data names {extra} are not datasets of {where}; its datasets: {sorted(datasets)}")
-    tasks = _named(raw["tasks"], "tasks", where)
-    encoders = _named(raw["encoders"], "encoders", where)
-    task_encoders: dict[str, list[str]] = {}
-    for t, opts in tasks.items():
-        TASKS.get(t)
-        if "encoders" in opts:
-            pick = opts.pop("encoders")
-            task_encoders[t] = [pick] if isinstance(pick, str) else list(pick)
-            bad = sorted(set(task_encoders[t]) - set(encoders))
-            if bad:
-                raise ConfigError(f"{where}: task {t!r} names encoder(s) {bad} that are not in encoders: {sorted(encoders)}")
-    for e in encoders:
-        ENCODERS.get(e)
-    for dname, d in datasets.items():
-        mod = d["modality"]
-        for t in tasks:
-            tm = TASKS.meta(t).get("modality")
-            if mod and tm and tm not in (mod, "any"):
-                raise ConfigError(f"{where}: task {t!r} is for {tm} data but dataset {dname!r} is {mod}; "
-                                  f"{mod} tasks: {', '.join(TASKS.names(modality=mod))}")
-        for e in encoders:
-            em = ENCODERS.meta(e).get("modality")
-            if mod and em and em != mod:
-                raise ConfigError(f"{where}: encoder {e!r} is a {em} encoder but dataset {dname!r} is {mod}")
-    protocols = [str(x) for x in raw.get("protocols") or ["linear"]]
-    for proto in protocols:
-        if proto not in PROTOCOLS:
-            raise ConfigError(f"{where}: protocol {proto!r} is unknown; valid protocols: {', '.join(PROTOCOLS)}")
-    fractions = [float(f) for f in raw.get("fractions") or [0.01, 0.1, 1.0]]
-    for f in fractions:
-        if not 0 < f <= 1:
-            raise ConfigError(f"{where}: fraction {f} must be in (0, 1]")
-    baselines = [str(b) for b in raw.get("baselines", ["random", "scratch"]) or []]
-    for b in baselines:
-        if b not in ("random", "scratch"):
-            raise ConfigError(f"{where}: baseline {b!r} must be 'random' or 'scratch'")
-    pre = dict(raw.get("pretrain") or {})
-    pre.setdefault("progress", False)
-    return Recipe(
-        name=str(raw.get("name") or p.stem), datasets=datasets, tasks=tasks, encoders=encoders,
-        pretrain=build_dataclass(TrainConfig, pre, f"{where} pretrain"),
-        finetune=build_dataclass(FinetuneConfig, raw.get("finetune") or {}, f"{where} finetune"),
-        protocols=protocols, fractions=fractions, seeds=[int(s) for s in raw.get("seeds") or [0, 1, 2]],
-        baselines=baselines, n_boot=int(raw.get("n_boot", 1000)), threads=raw.get("threads"),
-        strict_fractions=bool(raw.get("strict_fractions", False)), device=str(raw.get("device", "cpu")),
-        imports=list(raw.get("imports") or []), source=str(p), audit=_audit_cfg(raw.get("audit", True), where),
-        task_encoders=task_encoders,
-    )
-
-
-def _audit_cfg(value: Any, where: str) -> dict[str, Any] | None:
-    if value is False or value is None:
-        return None
-    cfg = {"method": "auto", "max_records": 600}
-    if isinstance(value, dict):
-        bad = sorted(set(value) - set(cfg))
-        if bad:
-            raise ConfigError(f"{where}: audit has unknown option(s) {bad}; valid: {sorted(cfg)} (or audit: false)")
-        cfg.update(value)
-    elif value is not True:
-        raise ConfigError(f"{where}: audit must be true, false or a mapping, got {value!r}")
-    return cfg
 
 
 def run_audit(rec: Recipe, ev: Evaluator, encoder: Any, name: str, out: Path, log: Callable[[str], None]) -> None:
@@ -396,7 +214,7 @@ def claim_recipe_folder(rec: Recipe, out: Path, fingerprints: dict[str, str], ex
     The identity is the recipe less its axes (and less how-to-run keys); each dataset's entry carries its data
     fingerprint, so other data under the same spec is refused too.
     """
-    raw = to_dict(dataclasses.asdict(rec))
+    raw = to_dict(rec)
     identity = {k: v for k, v in raw.items() if k not in _HOW_KEYS + _CELL_KEYS}
     identity["pretrain"] = {k: v for k, v in identity["pretrain"].items() if k not in _HOW_TRAIN_KEYS}
     cells = {k: raw[k] for k in _CELL_KEYS}
@@ -468,7 +286,7 @@ def _run_units(rec: Recipe, out: Path, loaded: dict[str, Any], units: list[tuple
     def mine(unit: tuple[Any, ...]) -> bool:
         return unit in mine_units
 
-    atomic_write_text(out / "recipe.yaml", yaml.safe_dump({"source": rec.source, **to_dict(dataclasses.asdict(rec))},
+    atomic_write_text(out / "recipe.yaml", yaml.safe_dump({"source": rec.source, **to_dict(rec)},
                                                           sort_keys=False))
     store = ResultStore(out)
     done = store.done()

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from pretext.config import ConfigModel
+
 Batch = dict[str, torch.Tensor]
 
 
@@ -43,14 +45,15 @@ class Encoder(Protocol):
 class PretextTask(nn.Module):
     """Base class of a pretext task: an ``nn.Module`` built around an encoder.
 
-    Subclasses define a frozen ``Config`` dataclass and ``forward(batch, generator)``, which
+    Subclasses define ``Config`` (a :class:`pretext.config.ConfigModel`: its fields are the task's options, with
+    their ranges; a frozen dataclass is validated the same way) and ``forward(batch, generator)``, which
     makes the views and targets itself, batched on the batch's device. Random parameters are
     drawn from ``generator`` (a CPU ``torch.Generator`` the engine seeds per step) and then
     moved to the device, so one seed gives the same corruption on CPU and GPU.
     After pretraining, ``task.encoder`` is what downstream uses.
     """
 
-    Config: ClassVar[type] = dataclasses.make_dataclass("Config", [], frozen=True)
+    Config: ClassVar[type] = ConfigModel  # no options
     name: ClassVar[str] = ""
     modality: ClassVar[str] = ""
 

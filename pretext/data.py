@@ -12,7 +12,7 @@ import yaml
 from pretext.atomic import atomic_write
 from pretext.base import SSLData
 from pretext.errors import ConfigError, DataError
-from pretext.options import rename_options
+from pretext.options import validate_options
 from pretext.registry import DATA, ENCODERS, create_encoder
 
 
@@ -37,11 +37,11 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
 def load_data(spec: str, **overrides: Any) -> SSLData:
     """Load a data spec through the data-kind registry.
 
-    Deprecated option names (``val_frac``, ``test_frac``, ``on_error``, ``normalise``) are renamed with a
-    warning (:mod:`pretext.options`).
+    The options are checked against the loader's signature (:func:`pretext.options.validate_options`): an
+    unknown or old name is refused with the name to write, a ``bool``/``int``/``float`` option is validated.
 
     Raises:
-        ConfigError: the kind is unknown (the message lists the known kinds).
+        ConfigError: the kind is unknown (the message lists the known kinds), or a bad option.
         DataError: the path does not exist.
     """
     kind, path, options = parse_spec(spec)
@@ -49,13 +49,7 @@ def load_data(spec: str, **overrides: Any) -> SSLData:
     if path and not DATA.meta(kind).get("virtual", False) and not Path(path).exists():
         raise DataError(f"data path {path!r} (from spec {spec!r}) does not exist; check the path after '{kind}:'")
     options.update(overrides)
-    options = rename_options(options, f"data spec {spec!r}")
-    sig = inspect.signature(loader)
-    if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        bad = sorted(set(options) - set(sig.parameters))
-        if bad:
-            valid = [p for p in sig.parameters if p != "path"]
-            raise ConfigError(f"data kind {kind!r} got unknown option(s) {bad}; valid options: {valid}")
+    options = validate_options(loader, options, f"data spec {spec!r}")
     data = loader(path, **options)
     data.source = spec  # the full spec (kind, path and options) identifies the data everywhere downstream
     return data

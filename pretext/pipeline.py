@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pretext.config import TrainConfig, build_dataclass, to_dict
+from pretext.config import TrainConfig, build_config, to_dict
 from pretext.data import encoder_for_data, load_data
 from pretext.engine.loop import CKPT_NAME, FitResult, fit
 from pretext.errors import ConfigError
@@ -98,7 +98,7 @@ def pretrain(task: str, encoder: str | None, data: str, out: str | Path | None,
     ``out`` is owned by this process while it trains (:func:`pretext.runfolder.hold`): another process on the
     same folder is refused, and a user error before the first checkpoint leaves nothing behind.
     """
-    train_cfg = train if isinstance(train, TrainConfig) else build_dataclass(TrainConfig, train or {})
+    train_cfg = train if isinstance(train, TrainConfig) else build_config(TrainConfig, train or {})
     module, dataset, run_config = build_run(task, encoder, data, task_cfg, encoder_cfg, seed=train_cfg.seed, log=log)
     if out is None:
         return module, fit(module, dataset, train_cfg, out_dir=out, resume=resume, run_config=run_config)

@@ -27,7 +27,6 @@ importing :mod:`pretext` stays cheap.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import inspect
 import pkgutil
@@ -36,6 +35,7 @@ from importlib.metadata import entry_points
 from typing import Any, TypeVar, cast
 
 from pretext.errors import ConfigError, UserError
+from pretext.options import validate_options
 
 T = TypeVar("T")
 
@@ -160,15 +160,10 @@ def register_encoder(name: str, **meta: Any) -> Callable[[T], T]:
 def register_data(kind: str, **meta: Any) -> Callable[[T], T]:
     """Decorator: register a data loader ``fn(path: str, **options) -> SSLData`` under ``kind``.
 
-    The registered (and returned) function also takes the deprecated option names of
-    :data:`pretext.options.RENAMED` (with a warning naming the new one).
+    :func:`pretext.data.load_data` checks a spec's options against ``fn``'s signature
+    (:func:`pretext.options.validate_options`) before calling it.
     """
-    from pretext.options import accept_renamed
-
-    def wrap(fn: T) -> T:
-        return cast(T, DATA.decorator(kind, **meta)(accept_renamed(cast(Callable[..., Any], fn))))
-
-    return wrap
+    return DATA.decorator(kind, **meta)
 
 
 def list_tasks(modality: str | None = None) -> list[str]:
@@ -193,21 +188,10 @@ def get_data_kind(kind: str) -> Callable[..., Any]:
     return DATA.get(kind)
 
 
-def check_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:
-    """Raise a :class:`ConfigError` naming any keyword ``fn`` does not accept."""
-    sig = inspect.signature(fn)
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return
-    bad = sorted(set(kwargs) - set(sig.parameters))
-    if bad:
-        valid = ", ".join(p for p in sig.parameters if p != "self")
-        raise ConfigError(f"{what} got unknown option(s) {bad}; valid options: {valid}")
-
-
 def create_encoder(name: str, **kwargs: Any) -> Any:
     """Build a registered encoder: ``create_encoder("resnet18_3d", in_channels=1, img_size=(28,)*3)``."""
     factory = ENCODERS.get(name)
-    check_kwargs(factory, kwargs, f"encoder {name!r}")
+    kwargs = validate_options(factory, kwargs, f"encoder {name!r}", skip=("self",))
     try:
         encoder = factory(**kwargs)
     except UserError:
@@ -232,7 +216,7 @@ def _tag(module: Any, info: dict[str, Any]) -> None:
 
 
 def create_task(name: str, encoder: Any, **cfg: Any) -> Any:
-    """Wrap ``encoder`` in a registered pretext task; ``cfg`` fills the task's ``Config`` dataclass.
+    """Wrap ``encoder`` in a registered pretext task; ``cfg`` fills the task's ``Config`` (:func:`pretext.config.build_config`).
 
     ``encoder`` is an encoder module or the name of a registered encoder (then built with
     the defaults; pass a module to choose its options).
@@ -241,12 +225,11 @@ def create_task(name: str, encoder: Any, **cfg: Any) -> Any:
     if isinstance(encoder, str):
         encoder = create_encoder(encoder)
     config_cls = getattr(cls, "Config", None)
-    if config_cls is not None and dataclasses.is_dataclass(config_cls):
-        from pretext.config import build_dataclass
+    if config_cls is not None:
+        from pretext.config import build_config
 
-        task = cls(encoder, build_dataclass(cast(type, config_cls), cfg, what=f"task {name!r}"))
+        task = cls(encoder, build_config(cast(type, config_cls), cfg, what=f"task {name!r}"))
     else:
-        check_kwargs(cls, cfg, f"task {name!r}")
-        task = cls(encoder, **cfg)
+        task = cls(encoder, **validate_options(cls, cfg, f"task {name!r}", skip=("self", "encoder")))
     _tag(task, {"task": name, "task_cfg": getattr(task, "cfg", None) or cfg})
     return task

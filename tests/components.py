@@ -47,7 +47,7 @@ ENCODER_OPTIONS: dict[str, dict[str, Any]] = {
 # tasks that need options on the tiny inputs (with their default encoder, pretext.pipeline.default_encoder)
 _SHUFFLE = {"max_block": (3, 3, 3), "num_blocks": 300}  # blocks of dim // 10 = 1 voxel shuffle nothing at 16^3
 TASK_OPTIONS: dict[str, dict[str, Any]] = {
-    "cpc": {"steps": 3},  # 256 samples give 8 latent steps
+    "cpc": {"horizon": 3},  # 256 samples give 8 latent steps
     "mae3d": {"decoder_dim": 48, "decoder_heads": 2, "decoder_depth": 1},
     "pixel_shuffle": _SHUFFLE,
     "combined": {"options": {"pixel_shuffle": _SHUFFLE}},

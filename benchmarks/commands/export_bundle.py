@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.commands._options import parse_dotted
+from pretext.config import parse_overrides
 from pretext.errors import UserError
 
 
@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--results {args.results!r} is not a readable JSON file: {err}") from err
         if not isinstance(results, dict):
             raise UserError(f"--results {args.results!r} must hold a JSON object of metric -> value")
-    out = export_bundle(args.checkpoint, args.out, encoder_overrides=parse_dotted(list(getattr(args, "extra", [])), ("encoder",), "sslbench export-bundle")["encoder"],
+    out = export_bundle(args.checkpoint, args.out, encoder_overrides=parse_overrides(
+        list(getattr(args, "extra", [])), "sslbench export-bundle", scopes=("encoder",))["encoder"],
                         num_classes=args.num_classes, modality=args.modality, version=args.version,
                         authors=args.authors, torchscript=not args.no_torchscript, results=results)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from benchmarks.commands._options import parse_dotted
+from pretext.config import parse_overrides
 
 
 def register(sub: Any) -> None:
@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from pretext.bundle.importer import import_bundle
 
-    kwargs = parse_dotted(list(getattr(args, "extra", [])), ("encoder",), "sslbench import-bundle")["encoder"]
+    kwargs = parse_overrides(list(getattr(args, "extra", [])), "sslbench import-bundle", scopes=("encoder",))["encoder"]
     report = import_bundle(args.bundle, args.out, encoder=args.encoder, encoder_kwargs=kwargs, config=args.config,
                            net_id=args.net_id)
     print(report.summary())

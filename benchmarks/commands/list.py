@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import inspect
 from typing import Any
 
+from pretext.config import config_fields
 from pretext.registry import DATA, ENCODERS, TASKS
 
 
@@ -20,8 +20,8 @@ def register(sub: Any) -> None:
 
 def _options(obj: Any) -> list[str]:
     cfg = getattr(obj, "Config", None)
-    if cfg is not None and dataclasses.is_dataclass(cfg):
-        return [f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING else f.name for f in dataclasses.fields(cfg)]
+    if cfg is not None:
+        return [f"{name}={default!r}" for name, default in config_fields(cfg).items()]
     try:
         params = inspect.signature(obj).parameters.values()
     except (TypeError, ValueError):

@@ -8,12 +8,17 @@ as ``--encoder.KW VALUE``; ``--config run/config.yaml`` replays a resolved confi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from typing import Any
 
-from benchmarks.commands._options import parse_dotted
-from pretext.config import TrainConfig, build_dataclass, read_yaml_mapping
+from pretext.config import (
+    TrainConfig,
+    build_config,
+    config_fields,
+    parse_overrides,
+    read_value,
+    read_yaml_mapping,
+)
 from pretext.errors import ConfigError, UserError
 from pretext.pipeline import pretrain
 
@@ -34,16 +39,17 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, help="run folder (config.yaml, metrics.csv, checkpoints/, tensorboard/)")
     p.add_argument("--config", help="YAML run config (e.g. a previous run's config.yaml); flags override it")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", dest="batch_size", type=int)
-    p.add_argument("--precision", choices=["auto", "bf16-mixed", "16-mixed", "32"])
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
+    # values are strings here: TrainConfig validates them all (one message naming the field and the fix)
+    p.add_argument("--steps", help="optimizer steps (default 1000)")
+    p.add_argument("--batch-size", dest="batch_size", help="samples per device per micro-batch (default 32)")
+    p.add_argument("--precision", help="auto, bf16-mixed, 16-mixed or 32 (default auto)")
+    p.add_argument("--lr", help="peak learning rate (default 0.001)")
+    p.add_argument("--seed", help="seed of data order, views and initialisation (default 0)")
     g = p.add_argument_group("engine options (TrainConfig)")
-    for f in dataclasses.fields(TrainConfig):
-        if f.name not in _FLAG_FIELDS:
-            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar=f.name.upper(),
-                           help=f"(default: {f.default!r})")
+    for name, default in config_fields(TrainConfig).items():
+        if name not in _FLAG_FIELDS:
+            g.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar=name.upper(),
+                           help=f"(default: {default!r})")
     p.set_defaults(func=run, accepts_extra=True)
 
 
@@ -56,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     cfg_file = Path(args.config) if args.config else (out / "config.yaml" if args.resume else None)
     if cfg_file is not None:
         base = read_yaml_mapping(cfg_file, "config file")
-    dotted = parse_dotted(args.extra, ("task", "encoder"), "sslbench pretrain")
+    dotted = parse_overrides(args.extra, "sslbench pretrain", scopes=("task", "encoder"))
     task = args.task or base.get("task")
     encoder = args.encoder or base.get("encoder")
     data = args.data or base.get("data")
@@ -70,11 +76,11 @@ def run(args: argparse.Namespace) -> int:
             enc_cfg.pop(k, None)
         enc_cfg.update(dotted["encoder"])
     train = dict(base.get("train") or {})
-    for f in dataclasses.fields(TrainConfig):
-        val = getattr(args, f.name, None)
+    for name in config_fields(TrainConfig):
+        val = getattr(args, name, None)
         if val is not None:
-            train[f.name] = val
-    train_cfg = build_dataclass(TrainConfig, train, what="train")
+            train[name] = read_value(val)
+    train_cfg = build_config(TrainConfig, train, what="train")
     module, result = pretrain(task, encoder, data, out, train_cfg, task_cfg, enc_cfg, resume=args.resume, log=print)
     encoder = encoder or getattr(module.encoder, "medssl_config", {}).get("encoder", "default encoder")
     if args.resume and not result.history and result.steps >= train_cfg.steps:

@@ -95,7 +95,7 @@ def build_items(scale: str) -> list[Item]:
         res_kw = {"widen_factor": 0.125}
         vit_kw = {"embed_dim": 24, "depth": 1, "num_heads": 2, "patch_size": 4}
         sig_kw = {"xresnet1d50": {"widths": (8, 8, 16, 16)}, "ribeiro_resnet": {"filters": (8, 8, 16, 16, 16)}}
-        cpc_kw = {"steps": 4}  # 300 samples give 9 latents
+        cpc_kw = {"horizon": 4}  # 300 samples give 9 latents
     items: list[Item] = []
     for hz in rates if scale != "tiny" else rates[:1]:
         items.append(Item(f"cpc cpc_encoder 12x{10 * hz} ({hz} Hz)", "cpc", "cpc_encoder", (12, 10 * hz), sig_b,

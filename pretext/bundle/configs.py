@@ -210,7 +210,7 @@ def pretrain_config(src: ExportSource, steps: int | None = None) -> dict[str, An
                     **_jsonable(enc_kwargs)},
         "task": {"_target_": "pretext.registry.create_task", "name": str(rc["task"]), "encoder": "@encoder",
                  **_jsonable(dict(rc.get("task_cfg") or {}))},
-        "train_config": {"_target_": "pretext.config.build_dataclass", "cls": "$TrainConfig",
+        "train_config": {"_target_": "pretext.config.build_config", "cls": "$TrainConfig",
                          "values": {**_jsonable(train), "steps": "@steps"}},
         "run_config": {"task": str(rc["task"]), "task_cfg": _jsonable(dict(rc.get("task_cfg") or {})),
                        "encoder": src.encoder, "encoder_cfg": _jsonable(enc_kwargs), "data": "@data_spec",

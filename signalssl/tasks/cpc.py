@@ -4,8 +4,11 @@ An encoder maps ``x (B, C, T)`` to latents ``z (B, N, D)``; a causal context net
 ``c (B, N, H)``; a linear map per step ``k = 1..K`` predicts ``z[t + k]`` from ``c[t]``, scored
 by InfoNCE against negatives from the batch (same time, other sequences), the same
 sequence (other times), both, or all ``B * N`` latents. :func:`cpc_loss` computes every step
-and position in one batched einsum; :func:`cpc_loss_loop` is the straightforward loop it is
-checked and timed against.
+and position in one batched einsum (the straightforward loop it is checked and timed against is
+``benchmarks.bench_signal.cpc_loss_loop``).
+
+*Horizon* ``K`` (``--task.horizon``) is how many latent steps ahead are predicted; it is not the number of
+training steps (``--steps``).
 
 Use an encoder with a small receptive field (``cpc_encoder``): with a deep CNN (xresnet1d)
 each latent already sees the future samples it is asked to predict.
@@ -13,9 +16,8 @@ each latent already sees the future samples it is asked to predict.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,12 +26,12 @@ from torch import nn
 
 from pretext.base import PretextTask
 from pretext.capabilities import Latents, TokenFeatures, require
-from pretext.config import check_fields
+from pretext.config import ConfigModel, Field
 from pretext.errors import UserError
 from pretext.losses import fp32
 from pretext.registry import register_task
 
-__all__ = ["CPC", "cpc_loss", "cpc_loss_loop", "NEGATIVES"]
+__all__ = ["CPC", "cpc_loss", "NEGATIVES"]
 
 NEGATIVES = ("batch", "same_seq", "both", "all")
 
@@ -37,11 +39,11 @@ NEGATIVES = ("batch", "same_seq", "both", "all")
 @fp32
 def cpc_loss(z: torch.Tensor, pred: torch.Tensor, negatives: str = "both",
              temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """CPC InfoNCE over all prediction steps and positions at once.
+    """CPC InfoNCE over every step of the horizon and every position at once.
 
     Args:
         z: ``(B, N, D)`` target latents.
-        pred: ``(B, N, K, D)`` predictions; ``pred[:, t, k - 1]`` predicts ``z[:, t + k]``.
+        pred: ``(B, N, K, D)`` predictions (``K``: the horizon); ``pred[:, t, k - 1]`` predicts ``z[:, t + k]``.
         negatives: "batch" (``z[b', t+k]`` for all b'), "same_seq" (``z[b, s]`` for all s),
             "both" (the union: B + N - 1 candidates) or "all" (all ``B * N`` latents).
         temperature: divides the scores.
@@ -91,79 +93,19 @@ def cpc_loss(z: torch.Tensor, pred: torch.Tensor, negatives: str = "both",
     return loss, acc
 
 
-def cpc_loss_loop(z: torch.Tensor, pred: torch.Tensor, negatives: str = "both", temperature: float = 1.0,
-                  per_position: bool = True) -> torch.Tensor:
-    """Reference CPC loss as a Python loop over steps (and, by default, over positions).
-
-    The straightforward implementation, for parity tests and the benchmark: one small matmul
-    and cross-entropy per (step, position). Same arguments and value as :func:`cpc_loss`.
-    """
-    z, pred = z.float(), pred.float()
-    b, n, k, _ = pred.shape
-    bidx = torch.arange(b, device=z.device)
-    flat = z.reshape(b * n, -1)
-    per_step = []
-    for step in range(1, k + 1):
-        positions = range(n - step)
-        if not positions:
-            continue
-        if not per_position:  # vectorised over positions, looped over steps
-            p = pred[:, : n - step, step - 1]  # (B, n-step, D)
-            tgt = z[:, step:]
-            total = _step_block(p, tgt, z, flat, negatives, step, bidx, temperature)
-            per_step.append(total / (b * (n - step)))
-            continue
-        total = torch.zeros((), device=z.device)
-        for t in positions:
-            p = pred[:, t, step - 1]  # (B, D)
-            if negatives == "batch":
-                logits, target = p @ z[:, t + step].T, bidx
-            elif negatives == "same_seq":
-                logits, target = torch.einsum("bd,bsd->bs", p, z), torch.full((b,), t + step, device=z.device)
-            elif negatives == "all":
-                logits, target = p @ flat.T, bidx * n + t + step
-            else:
-                seq = torch.einsum("bd,bsd->bs", p, z)
-                seq[:, t + step] = float("-inf")
-                logits, target = torch.cat([p @ z[:, t + step].T, seq], dim=1), bidx
-            total = total + F.cross_entropy(logits / temperature, target, reduction="sum")
-        per_step.append(total / (b * (n - step)))
-    return torch.stack(per_step).mean()
-
-
-def _step_block(p: torch.Tensor, tgt: torch.Tensor, z: torch.Tensor, flat: torch.Tensor, negatives: str, step: int,
-                bidx: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Summed cross-entropy of one step over all its positions (helper of :func:`cpc_loss_loop`)."""
-    b, m, _ = p.shape
-    n = z.shape[1]
-    t = torch.arange(m, device=z.device)
-    if negatives == "batch":
-        logits, target = torch.einsum("btd,ctd->btc", p, tgt), bidx[:, None].expand(b, m)
-    elif negatives == "same_seq":
-        logits, target = torch.einsum("btd,bsd->bts", p, z), (t + step)[None].expand(b, m)
-    elif negatives == "all":
-        logits, target = torch.einsum("btd,sd->bts", p, flat), bidx[:, None] * n + (t + step)[None]
-    else:
-        seq = torch.einsum("btd,bsd->bts", p, z).masked_fill(F.one_hot(t + step, n).bool()[None], float("-inf"))
-        logits = torch.cat([torch.einsum("btd,ctd->btc", p, tgt), seq], dim=-1)
-        target = bidx[:, None].expand(b, m)
-    return F.cross_entropy(rearrange(logits / temperature, "b t c -> (b t) c"), target.reshape(-1), reduction="sum")
-
-
 @register_task("cpc", modality="signal")
 class CPC(PretextTask):
-    """Contrastive predictive coding over ``steps`` future latents.
+    """Contrastive predictive coding of the next ``horizon`` latents.
 
     The encoder must offer ``forward_tokens``; if it also offers ``forward_latents`` and
     ``forward_context`` (``cpc_encoder``) those are used, otherwise a GRU context network is added.
     """
 
-    @dataclasses.dataclass(frozen=True)
-    class Config:
+    class Config(ConfigModel):
         """CPC options.
 
         Attributes:
-            steps: future latent steps K to predict (12 as in Oord et al.).
+            horizon: how many latent steps ahead are predicted, K (12 as in Oord et al.); 0.1 called it ``steps``.
             negatives: "batch", "same_seq", "both" (default) or "all" (B*N candidates; memory grows as (B*N)^2).
             temperature: divides the scores.
             context_dim: width of the added GRU context (encoders without ``forward_context``).
@@ -172,16 +114,14 @@ class CPC(PretextTask):
                 many GB (fp32), with a message that says how to shrink it.
         """
 
-        steps: int = 12
-        negatives: str = "both"
-        temperature: float = 1.0
-        context_dim: int = 256
-        context_layers: int = 1
-        max_score_gb: float = 4.0
+        renamed = {"steps": "horizon"}
 
-        def __post_init__(self) -> None:
-            check_fields(self, "cpc", at_least={"steps": 1, "context_dim": 1, "context_layers": 1},
-                         above={"temperature": 0, "max_score_gb": 0}, choices={"negatives": NEGATIVES})
+        horizon: int = Field(12, ge=1)
+        negatives: Literal["batch", "same_seq", "both", "all"] = "both"
+        temperature: float = Field(1.0, gt=0)
+        context_dim: int = Field(256, ge=1)
+        context_layers: int = Field(1, ge=1)
+        max_score_gb: float = Field(4.0, gt=0)
 
     def __init__(self, encoder: nn.Module, cfg: Any = None) -> None:
         super().__init__(encoder, cfg)
@@ -194,7 +134,7 @@ class CPC(PretextTask):
         else:
             d, h = int(encoder.dim), int(encoder.context_dim)
         self.latent_dim = d
-        self.predictor = nn.Linear(h, self.cfg.steps * d)
+        self.predictor = nn.Linear(h, self.cfg.horizon * d)
 
     @classmethod
     def check_input(cls, cfg: Any, input_shape: Sequence[int]) -> None:
@@ -212,10 +152,10 @@ class CPC(PretextTask):
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         z, c = self.latents_and_context(batch["x"])
         n = z.shape[1]
-        if n <= self.cfg.steps:
+        if n <= self.cfg.horizon:
             raise UserError(f"cpc: the encoder gives N={n} latent steps for T={batch['x'].shape[-1]} samples; need more "
-                            f"than steps={self.cfg.steps}: use longer windows or pass --task.steps {max(1, n - 1)}")
-        b, k = z.shape[0], self.cfg.steps
+                            f"than horizon={self.cfg.horizon}: use longer windows or pass --task.horizon {max(1, n - 1)}")
+        b, k = z.shape[0], self.cfg.horizon
         cand = {"batch": b, "same_seq": n, "both": b + n - 1, "all": b * n}[self.cfg.negatives]
         gb = 4 * b * n * k * cand / 1e9
         if gb > self.cfg.max_score_gb:
@@ -223,6 +163,6 @@ class CPC(PretextTask):
                             f"{cand} candidates with negatives={self.cfg.negatives!r}); use negatives=both or batch, "
                             "a smaller batch, shorter windows or an encoder that downsamples more "
                             f"(or raise --task.max_score_gb above {self.cfg.max_score_gb})")
-        pred = rearrange(self.predictor(c), "b n (k d) -> b n k d", k=self.cfg.steps)
+        pred = rearrange(self.predictor(c), "b n (k d) -> b n k d", k=self.cfg.horizon)
         loss, acc = cpc_loss(z, pred, self.cfg.negatives, self.cfg.temperature)
         return {"loss": loss, "cpc_acc": acc.detach()}

@@ -8,9 +8,8 @@ recording it falls back to two windows of that recording (counted and reported).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pretext.base import PretextTask, SSLSplit
-from pretext.config import check_fields
+from pretext.config import ConfigModel, Field, field_validator
 from pretext.errors import UserError
 from pretext.heads import ProjectionHead
 from pretext.losses import nt_xent
@@ -36,8 +35,7 @@ class PCLR(PretextTask):
     Batch: ``x (B, C, T)``, ``x2 (B, C, T)``, ``patient (B,)`` (from :meth:`wrap_dataset`).
     """
 
-    @dataclasses.dataclass(frozen=True)
-    class Config:
+    class Config(ConfigModel):
         """PCLR options.
 
         Attributes:
@@ -53,24 +51,24 @@ class PCLR(PretextTask):
             sfreq: sampling rate used by baseline wander (set it to the data's rate).
         """
 
-        temperature: float = 0.1
-        proj_dim: int = 128
-        proj_hidden: int = 512
-        proj_layers: int = 2
+        temperature: float = Field(0.1, gt=0)
+        proj_dim: int = Field(128, ge=1)
+        proj_hidden: int = Field(512, ge=1)
+        proj_layers: int = Field(2, ge=0)
         multi_positive: bool = True
-        pair: str = "patient"
-        repeats: int = 1
+        pair: Literal["patient", "record"] = "patient"
+        repeats: int = Field(1, ge=1)
         augment: tuple[str, ...] = ()
-        aug_p: float = 0.5
-        sfreq: float = 100.0
+        aug_p: float = Field(0.5, ge=0, le=1)
+        sfreq: float = Field(100.0, gt=0)
 
-        def __post_init__(self) -> None:
-            check_fields(self, "pclr", at_least={"proj_dim": 1, "proj_hidden": 1, "proj_layers": 0, "repeats": 1},
-                         above={"temperature": 0, "sfreq": 0}, probabilities=("aug_p",),
-                         choices={"pair": ("patient", "record")})
-            bad = sorted(set(self.augment) - set(AUGMENTATIONS))
+        @field_validator("augment")
+        @classmethod
+        def _known_augmentations(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+            bad = sorted(set(value) - set(AUGMENTATIONS))
             if bad:
-                raise UserError(f"pclr augment {bad} unknown; choose from {AUGMENTATIONS}")
+                raise ValueError(f"augment {bad} unknown; choose from {AUGMENTATIONS}")
+            return value
 
     def __init__(self, encoder: nn.Module, cfg: Any = None) -> None:
         super().__init__(encoder, cfg)

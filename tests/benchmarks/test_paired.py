@@ -9,8 +9,9 @@ import pytest
 from scipy.stats import bootstrap as scipy_bootstrap
 from scipy.stats import norm
 
+from benchmarks.bench_bootstrap import bootstrap_ci_loop
 from benchmarks.bootstrap import bootstrap_values, cluster_codes, resample_counts
-from benchmarks.metrics import bootstrap_ci, bootstrap_ci_loop, compute_metrics
+from benchmarks.metrics import bootstrap_ci, compute_metrics
 from benchmarks.paired import (
     attach_paired,
     combined_comparison,

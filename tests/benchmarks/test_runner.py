@@ -46,7 +46,7 @@ def test_recipe_errors_before_any_work(tmp_path):
         load_recipe(_recipe(tmp_path, datasets={"x": {"data": "nokind:/tmp/x"}}))
     with pytest.raises(DataError, match="exists neither"):
         load_recipe(_recipe(tmp_path, datasets={"x": {"data": "medmnist3d:nowhere/x.npz"}}))
-    with pytest.raises(ConfigError, match="unknown key"):
+    with pytest.raises(ConfigError, match=r"unknown option .protocol.; did you mean .protocols.\?"):
         load_recipe(_recipe(tmp_path, protocol=["linear"]))
     with pytest.raises(ConfigError, match="protocol 'probe'"):
         load_recipe(_recipe(tmp_path, protocols=["probe"]))

@@ -78,9 +78,10 @@ def test_signal_manifest_missing_file_named_or_skipped(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=r"line 3: .*gone does not exist"):
         data = load_data(spec + "&skip_broken=true")
     assert data.meta["n_records"] == 2 and [s["record"] for s in data.meta["skipped"]] == ["gone"]
-    with pytest.warns(FutureWarning, match=r"on_error= is deprecated.*write skip_broken=true"):
-        old = load_data(spec + "&on_error=skip")  # the old spelling still works
-    assert old.meta["n_records"] == 2 and [s["record"] for s in old.meta["skipped"]] == ["gone"]
+    with pytest.raises(ConfigError, match=r"option 'on_error' is now called skip_broken \(true or false\)"):
+        load_data(spec + "&on_error=skip")  # the 0.1 spelling is refused with the one to write
+    with pytest.raises(ConfigError, match=r"skip_broken='sometimes' must be true or false"):
+        load_data(spec + "&skip_broken=sometimes")
 
 
 @pytest.mark.parametrize("bad", ["abc", "-5", "0"])

@@ -66,7 +66,18 @@ def test_pretrain_signal_task_end_to_end(tmp_path: Path, capsys: pytest.CaptureF
         (["--task", "cpc", "--encoder", "resnet18_3d", "--data", PHANTOM], "task 'cpc' is for signal data"),
         (["--task", "rotation", "--encoder", "xresnet1d18", "--data", PHANTOM], "is a signal encoder but the data is volume"),
         (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM, "--precision", "16-mixed"], "needs a CUDA GPU"),
-        (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM, "--task.nope", "1"], "unknown option(s) ['nope']"),
+        (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM, "--task.nope", "1"], "unknown option 'nope'"),
+        (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM, "--task.num_rotation", "24"],
+         "task 'rotation': unknown option 'num_rotation'; did you mean 'num_rotations'?"),
+        (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM, "--task.num_rotations", "12"],
+         "task 'rotation' num_rotations=12 must be one of 10 or 24"),
+        (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM, "--lr", "fast"], "train lr='fast' must be a number"),
+        (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM, "--compile", "maybe"],
+         "train compile='maybe' must be true or false"),
+        (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM, "--encoder.widen_factor", "wide"],
+         "encoder 'resnet18_3d' widen_factor='wide' must be a number"),
+        (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM + "&val_frac=0.2"],
+         "option 'val_frac' is now called val_fraction"),
         (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM, "--steps", "0"], "steps=0 must be >= 1"),
     ],
 )
@@ -81,6 +92,27 @@ def test_pretrain_bad_input_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = _err(capsys)
     assert err.startswith("sslbench: error: ") and message in err
     assert not (tmp_path / "o" / "checkpoints").exists()
+
+
+def test_config_yaml_written_by_0_1_still_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run folder's config.yaml from before the pydantic configs replays as it is."""
+    old = Path(__file__).parent / "data" / "config_0.1_rotation.yaml"
+    rc = main(["pretrain", "--config", str(old), "--out", str(tmp_path / "r"), "--steps", "1", "--progress", "false"])
+    assert rc == 0, capsys.readouterr().err
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["task_cfg"]["num_rotations"] == 10
+
+
+def test_config_yaml_0_1_with_old_names_is_refused_saying_how(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 0.1 config.yaml that used an option name since renamed is refused with the name to write."""
+    old = Path(__file__).parent / "data" / "config_0.1_cpc.yaml"
+    assert main(["pretrain", "--config", str(old), "--out", str(tmp_path / "r"), "--steps", "1"]) == 2
+    err = _err(capsys)
+    assert "option 'val_frac' is now called val_fraction; write that instead" in err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+    fixed = tmp_path / "config.yaml"  # the data spec converted: next, CPC's steps (its horizon) is named
+    fixed.write_text(old.read_text().replace("val_frac=", "val_fraction="))
+    assert main(["pretrain", "--config", str(fixed), "--out", str(tmp_path / "r"), "--steps", "1"]) == 2
+    assert "task 'cpc': option 'steps' is now called horizon; write that instead" in _err(capsys)
 
 
 def test_unwritable_out_and_no_traceback(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pretext.errors import ConfigError
-from pretext.registry import Registry, check_kwargs, create_encoder, create_task, list_encoders, list_tasks
+from pretext.registry import Registry, create_encoder, create_task, list_encoders, list_tasks
 from pretext.testing import TinyEncoder, ToyTask
 
 
@@ -41,11 +41,16 @@ def test_builtin_components_are_registered() -> None:
     assert set(list_encoders("volume")) | set(list_encoders("signal")) <= set(encoders)
 
 
-def test_check_kwargs_names_the_bad_option() -> None:
-    def f(a: int, b: int = 1) -> None: ...
+def test_validate_options_names_the_bad_option_and_types_values() -> None:
+    from pretext.options import validate_options
 
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['c'\]; valid options: a, b"):
-        check_kwargs(f, {"c": 1}, "encoder 'f'")
+    def f(a: int, b: bool = False, c: str = "x") -> None: ...
+
+    with pytest.raises(ConfigError, match=r"encoder 'f': unknown option 'bb'; did you mean 'b'\? \(valid options: a, b, c\)"):
+        validate_options(f, {"bb": 1}, "encoder 'f'")
+    assert validate_options(f, {"a": "3", "b": "yes", "c": 5}, "encoder 'f'") == {"a": 3, "b": True, "c": 5}
+    with pytest.raises(ConfigError, match=r"encoder 'f' b='sometimes' must be true or false"):
+        validate_options(f, {"b": "sometimes"}, "encoder 'f'")
 
 
 def test_task_config_unknown_field_lists_valid(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,7 +60,7 @@ def test_task_config_unknown_field_lists_valid(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(registry.TASKS._meta, "toy_cfg", {})
     task = create_task("toy_cfg", TinyEncoder(), noise=0.25)
     assert task.cfg.noise == 0.25
-    with pytest.raises(ConfigError, match="unknown option.*'nosie'.*valid options: noise"):
+    with pytest.raises(ConfigError, match="unknown option 'nosie'; did you mean 'noise'.*valid options: noise"):
         create_task("toy_cfg", TinyEncoder(), nosie=0.1)
 
 

@@ -33,9 +33,8 @@ def test_medmnist3d_options(medmnist_file):
     x = torch.stack([padded.splits["train"].load(i) for i in range(6)])
     inner = x[:, :, 2:10, 2:10, 2:10]
     assert abs(float(inner.mean())) < 1e-4 and float(inner.std()) == pytest.approx(1.0, abs=0.1)
-    with pytest.warns(FutureWarning, match=r"normalise= is deprecated.*write normalize=zscore"):
-        old = load_data(f"medmnist3d:{medmnist_file}?pad_to=12&normalise=zscore")  # the old spelling still works
-    assert torch.equal(old.splits["train"].load(0), padded.splits["train"].load(0))
+    with pytest.raises(ConfigError, match=r"option 'normalise' is now called normalize"):
+        load_data(f"medmnist3d:{medmnist_file}?pad_to=12&normalise=zscore")  # the 0.1 spelling is refused
     with pytest.raises(ConfigError, match="normalize"):
         load_data(f"medmnist3d:{medmnist_file}?normalize=bogus")
     with pytest.raises(ConfigError, match="holds 28"):

@@ -7,7 +7,6 @@ builds each named task around the same encoder (each keeps its own heads/decoder
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pretext.base import Batch, PretextTask, SSLSplit
-from pretext.config import build_dataclass
+from pretext.config import ConfigModel, build_config, model_validator
 from pretext.errors import ConfigError
 from pretext.registry import TASKS, register_task
 
@@ -25,7 +24,7 @@ def _part_configs(cfg: Any) -> list[tuple[str, type, Any]]:
     out = []
     for name in cfg.tasks:
         cls = TASKS.get(name)
-        sub = build_dataclass(cls.Config, dict(cfg.options.get(name, {}) or {}), what=f"combined task part {name!r}")
+        sub = build_config(cls.Config, dict(cfg.options.get(name, {}) or {}), what=f"combined task part {name!r}")
         out.append((name, cls, sub))
     return out
 
@@ -34,8 +33,7 @@ def _part_configs(cfg: Any) -> list[tuple[str, type, Any]]:
 class Combined(PretextTask):
     """Weighted multi-task pretraining (the seed studies report combinations doing best)."""
 
-    @dataclasses.dataclass(frozen=True)
-    class Config:
+    class Config(ConfigModel):
         """Attributes:
             tasks: names of registered volume tasks to combine (each at most once).
             weights: one weight per task; empty = all 1.
@@ -44,9 +42,10 @@ class Combined(PretextTask):
 
         tasks: tuple[str, ...] = ("rotation", "pixel_shuffle")
         weights: tuple[float, ...] = ()
-        options: dict = dataclasses.field(default_factory=dict)
+        options: dict[str, Any] = {}
 
-        def __post_init__(self) -> None:
+        @model_validator(mode="after")
+        def _consistent(self) -> Any:
             if not self.tasks:
                 raise ConfigError("combined: tasks is empty; name at least one task, e.g. --task.tasks rotation,mae3d")
             if len(set(self.tasks)) != len(self.tasks):
@@ -63,6 +62,7 @@ class Combined(PretextTask):
             for name in self.tasks:
                 if TASKS.meta(name).get("modality") not in (None, "volume"):
                     raise ConfigError(f"combined: {name!r} is not a volume task")
+            return self
 
     name = "combined"
     modality = "volume"

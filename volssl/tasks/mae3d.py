@@ -10,7 +10,6 @@ normalised targets (``norm_pix_loss``).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,8 +18,8 @@ from torch import nn
 
 from pretext.base import Batch, PretextTask
 from pretext.capabilities import MaskedTokens, require
-from pretext.config import check_fields
-from pretext.errors import ConfigError, UserError
+from pretext.config import ConfigModel, Field, model_validator
+from pretext.errors import UserError
 from pretext.registry import register_task
 from volssl.encoders.vit import Block, sincos_pos_embed_3d
 from volssl.tasks._common import check_batch, check_volume_shape
@@ -74,8 +73,7 @@ class MAEDecoder(nn.Module):
 class MAE3D(PretextTask):
     """Masked autoencoding of 3D patches (see module docstring). Input ``(B, C, D, H, W)``."""
 
-    @dataclasses.dataclass(frozen=True)
-    class Config:
+    class Config(ConfigModel):
         """Attributes:
             mask_ratio: fraction of patches masked (exactly ``N - int(N * (1 - ratio))``).
             norm_pix_loss: per-patch normalised targets.
@@ -84,19 +82,18 @@ class MAE3D(PretextTask):
             decoder_heads: decoder attention heads.
         """
 
-        mask_ratio: float = 0.75
+        mask_ratio: float = Field(0.75, gt=0, lt=1)
         norm_pix_loss: bool = True
-        decoder_dim: int = 192
-        decoder_depth: int = 2
-        decoder_heads: int = 6
+        decoder_dim: int = Field(192, ge=6)
+        decoder_depth: int = Field(2, ge=1)
+        decoder_heads: int = Field(6, ge=1)
 
-        def __post_init__(self) -> None:
-            if not 0.0 < self.mask_ratio < 1.0:
-                raise ConfigError(f"mask_ratio={self.mask_ratio} must be in (0, 1)")
-            check_fields(self, "mae3d", at_least={"decoder_dim": 6, "decoder_depth": 1, "decoder_heads": 1})
+        @model_validator(mode="after")
+        def _divisible(self) -> Any:
             if self.decoder_dim % 6 or self.decoder_dim % self.decoder_heads:
-                raise ConfigError(f"decoder_dim={self.decoder_dim} must be divisible by 6 and by decoder_heads="
-                                  f"{self.decoder_heads}")
+                raise ValueError(f"decoder_dim={self.decoder_dim} must be divisible by 6 and by decoder_heads="
+                                 f"{self.decoder_heads}")
+            return self
 
     name = "mae3d"
     modality = "volume"

@@ -11,7 +11,6 @@ Intensities are expected in ``[0, 1]`` (e.g. ``medmnist3d`` default, CT windows,
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 
 from pretext.base import Batch, PretextTask
 from pretext.capabilities import MultiScaleMaps, require
-from pretext.config import check_fields
+from pretext.config import ConfigModel, Field, field_validator
 from pretext.errors import ConfigError
 from pretext.registry import register_task
 from pretext.transforms import Compose
@@ -52,8 +51,7 @@ def genesis_corrupt(x: torch.Tensor, generator: torch.Generator | None, cfg: Any
 class PixelShuffle(PretextTask):
     """Restore volumes corrupted by the Models Genesis chain (see module docstring)."""
 
-    @dataclasses.dataclass(frozen=True)
-    class Config:
+    class Config(ConfigModel):
         """Attributes (defaults as the Models Genesis code):
             local_rate: probability of local pixel shuffling.
             num_blocks: shuffled blocks per volume.
@@ -67,23 +65,23 @@ class PixelShuffle(PretextTask):
             decoder_width: decoder channels as a fraction of the encoder's at each scale.
         """
 
-        local_rate: float = 0.5
-        num_blocks: int = 10000
+        local_rate: float = Field(0.5, ge=0, le=1)
+        num_blocks: int = Field(10000, ge=1)
         max_block: tuple[int, ...] = ()
-        nonlinear_rate: float = 0.9
-        paint_rate: float = 0.9
-        inpaint_rate: float = 0.2
-        flip_rate: float = 0.4
-        bezier_points: int = 1000
+        nonlinear_rate: float = Field(0.9, ge=0, le=1)
+        paint_rate: float = Field(0.9, ge=0, le=1)
+        inpaint_rate: float = Field(0.2, ge=0, le=1)
+        flip_rate: float = Field(0.4, ge=0, le=1)
+        bezier_points: int = Field(1000, ge=2)
         loss: Literal["mse", "l1"] = "mse"
-        decoder_width: float = 0.5
+        decoder_width: float = Field(0.5, gt=0)
 
-        def __post_init__(self) -> None:
-            check_fields(self, "pixel_shuffle", at_least={"num_blocks": 1, "bezier_points": 2},
-                         above={"decoder_width": 0},
-                         probabilities=("local_rate", "nonlinear_rate", "paint_rate", "inpaint_rate", "flip_rate"))
-            if self.max_block and (len(self.max_block) != 3 or min(self.max_block) < 1):
-                raise ConfigError(f"max_block={self.max_block} must be three positive sides (d, h, w) or empty")
+        @field_validator("max_block")
+        @classmethod
+        def _three_sides(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+            if value and (len(value) != 3 or min(value) < 1):
+                raise ValueError(f"max_block={value} must be three positive sides (d, h, w) or empty")
+            return value
 
     name = "pixel_shuffle"
     modality = "volume"

@@ -8,7 +8,6 @@ resamples each volume to isotropic voxels (``anisotropy``).
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -19,8 +18,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from pretext.base import Batch, PretextTask, SSLSplit
-from pretext.config import check_fields
-from pretext.errors import ConfigError, UserError
+from pretext.config import ConfigModel, Field
+from pretext.errors import UserError
 from pretext.registry import register_task
 from volssl.tasks._common import check_batch, check_volume_shape, mlp
 from volssl.transforms import RandomRotate90
@@ -65,8 +64,7 @@ class Rotation(PretextTask):
     rotated volume. Input ``(B, C, S, S, S)`` (cubic spatial shape).
     """
 
-    @dataclasses.dataclass(frozen=True)
-    class Config:
+    class Config(ConfigModel):
         """Attributes:
             num_rotations: 10 (identity + 3 angles x 3 axes) or 24 (the cube's rotation group).
             anisotropy: what to do when voxel spacing is anisotropic: "warn", "error", "resample", "ignore".
@@ -74,15 +72,10 @@ class Rotation(PretextTask):
             hidden: width of the MLP head.
         """
 
-        num_rotations: int = 10
+        num_rotations: Literal[10, 24] = 10
         anisotropy: Literal["warn", "error", "resample", "ignore"] = "warn"
-        anisotropy_tol: float = 1.1
-        hidden: int = 256
-
-        def __post_init__(self) -> None:
-            if self.num_rotations not in (10, 24):
-                raise ConfigError(f"num_rotations={self.num_rotations} must be 10 or 24")
-            check_fields(self, "rotation", at_least={"anisotropy_tol": 1, "hidden": 1})
+        anisotropy_tol: float = Field(1.1, ge=1)
+        hidden: int = Field(256, ge=1)
 
     name = "rotation"
     modality = "volume"

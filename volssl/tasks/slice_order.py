@@ -10,7 +10,6 @@ MLP on the concatenated features predicts the permutation index.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -19,8 +18,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from pretext.base import Batch, PretextTask
-from pretext.config import check_fields
-from pretext.errors import ConfigError, UserError
+from pretext.config import ConfigModel, Field, model_validator
+from pretext.errors import UserError
 from pretext.registry import register_task
 from volssl.tasks._common import check_batch, check_volume_shape, mlp
 from volssl.transforms import RandomSlabOrder, permutation_set, slab_geometry
@@ -33,8 +32,7 @@ class SliceOrder(PretextTask):
     Input ``(B, C, D, H, W)``; each slab ``(C, t, H', W')`` (for ``axis=0``) goes through the encoder.
     """
 
-    @dataclasses.dataclass(frozen=True)
-    class Config:
+    class Config(ConfigModel):
         """Attributes:
             num_slabs: slabs k cut along ``axis``.
             num_permutations: size of the permutation set (<= k!); the classes of the task.
@@ -47,27 +45,19 @@ class SliceOrder(PretextTask):
             perm_seed: seed of the permutation set's tie breaks.
         """
 
-        num_slabs: int = 4
+        num_slabs: int = Field(4, ge=2)
         num_permutations: int = 10
-        axis: int = 0
-        thickness: float = 0.75
-        jitter: float = 0.1
+        axis: Literal[0, 1, 2] = 0
+        thickness: float = Field(0.75, gt=0, le=1)
+        jitter: float = Field(0.1, ge=0, lt=0.5)
         slab_input: Literal["auto", "native", "resize"] = "auto"
-        hidden: int = 512
-        perm_seed: int = 0
+        hidden: int = Field(512, ge=1)
+        perm_seed: int = Field(0, ge=0)
 
-        def __post_init__(self) -> None:
-            check_fields(self, "slice_order", at_least={"hidden": 1, "perm_seed": 0})
-            if self.axis not in (0, 1, 2):
-                raise ConfigError(f"axis={self.axis} must be 0, 1 or 2 (D, H, W)")
-            if self.num_slabs < 2:
-                raise ConfigError(f"num_slabs={self.num_slabs} must be >= 2")
-            if not 0 < self.thickness <= 1 or not 0 <= self.jitter < 0.5:
-                raise ConfigError(f"thickness={self.thickness} must be in (0, 1] and jitter={self.jitter} in [0, 0.5)")
-            try:
-                permutation_set(self.num_slabs, self.num_permutations, self.perm_seed)
-            except ValueError as err:
-                raise ConfigError(str(err)) from err
+        @model_validator(mode="after")
+        def _permutations_exist(self) -> Any:
+            permutation_set(self.num_slabs, self.num_permutations, self.perm_seed)  # a ValueError says why not
+            return self
 
     name = "slice_order"
     modality = "volume"

@@ -162,10 +162,10 @@ def test_interrupted_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.M
 
 @pytest.mark.parametrize("spec, expect", [
     ("medmnist3d:a.npz", ["ScaleIntensityRanged", "Resized"]),
-    ("medmnist3d:a.npz?normalise=none", ["Resized"]),
+    ("medmnist3d:a.npz?normalize=none", ["Resized"]),
     ("nifti:/ct?window=-1000,1000&spacing=1.5&size=16,16,16", ["Orientationd", "volssl.preprocess.Resampled", "ScaleIntensityRanged",
                                                                                 "ResizeWithPadOrCropd"]),
-    ("nifti:/mr?normalise=zscore&resize=true&foreground_crop=true", ["Orientationd", "NormalizeIntensityd",
+    ("nifti:/mr?normalize=zscore&resize=true&foreground_crop=true", ["Orientationd", "NormalizeIntensityd",
                                                                      "CropForegroundd", "Resized"]),
     ("manifest3d:/m.csv", ["Orientationd", "ScaleIntensityRangePercentilesd", "ResizeWithPadOrCropd"]),
     ("synthetic_phantom3d:/tmp/p", ["ScaleIntensityd", "Resized"]),

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks.bench_signal import cpc_loss_loop
 from pretext.errors import UserError
 from pretext.registry import create_encoder, create_task
-from signalssl.tasks.cpc import NEGATIVES, cpc_loss, cpc_loss_loop
+from signalssl.tasks.cpc import NEGATIVES, cpc_loss
 
 
 @pytest.mark.parametrize("negatives", NEGATIVES)
@@ -51,7 +52,7 @@ def test_steps_beyond_sequence_are_ignored() -> None:
                                         ("xresnet1d18", {"widths": (8, 8, 16, 16)})])
 def test_task_forward_backward(encoder: str, kw: dict) -> None:
     enc = create_encoder(encoder, n_chans=2, n_times=256 if encoder == "cpc_encoder" else 1024, **kw)
-    task = create_task("cpc", enc, steps=3)
+    task = create_task("cpc", enc, horizon=3)
     x = torch.randn(2, 2, enc.n_times)
     out = task({"x": x})
     assert out["loss"].dtype == torch.float32 and out["loss"].ndim == 0 and "cpc_acc" in out
@@ -66,7 +67,7 @@ def test_task_learns_predictable_signal() -> None:
     freqs = torch.tensor([1.0, 2.5, 4.0, 6.0])
     x = torch.sin(2 * torch.pi * freqs[:, None] * t)[:, None, :]  # (4, 1, 256)
     enc = create_encoder("cpc_encoder", n_chans=1, n_times=256, dim=16, context_dim=16)
-    task = create_task("cpc", enc, steps=2)
+    task = create_task("cpc", enc, horizon=2)
     opt = torch.optim.Adam(task.parameters(), lr=1e-2)
     first = None
     for _ in range(30):
@@ -82,12 +83,14 @@ def test_bad_config_and_input() -> None:
     enc = create_encoder("cpc_encoder", n_chans=1, n_times=128, dim=8, context_dim=8)
     with pytest.raises(UserError, match="negatives"):
         create_task("cpc", enc, negatives="random")
-    with pytest.raises(UserError, match="steps"):
-        create_task("cpc", enc, steps=0)
-    task = create_task("cpc", enc, steps=12)
-    with pytest.raises(UserError, match=r"N=4 latent steps.*--task.steps 3"):
+    with pytest.raises(UserError, match=r"task 'cpc' horizon=0 must be >= 1"):
+        create_task("cpc", enc, horizon=0)
+    with pytest.raises(UserError, match=r"task 'cpc': option 'steps' is now called horizon"):  # its 0.1 name
+        create_task("cpc", enc, steps=3)
+    task = create_task("cpc", enc, horizon=12)
+    with pytest.raises(UserError, match=r"N=4 latent steps.*--task.horizon 3"):
         task({"x": torch.randn(2, 1, 128)})
-    big = create_task("cpc", enc, steps=2, negatives="all", max_score_gb=1e-8)
+    big = create_task("cpc", enc, horizon=2, negatives="all", max_score_gb=1e-8)
     with pytest.raises(UserError, match=r"score tensor would take .* GB.*negatives=both"):
         big({"x": torch.randn(2, 1, 128)})
     with pytest.raises(UserError, match="signals"):
@@ -102,7 +105,7 @@ def test_bad_config_and_input() -> None:
 
 def test_autocast_loss_is_fp32() -> None:
     enc = create_encoder("cpc_encoder", n_chans=1, n_times=256, dim=8, context_dim=8)
-    task = create_task("cpc", enc, steps=2)
+    task = create_task("cpc", enc, horizon=2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = task({"x": torch.randn(2, 1, 256)})
     assert out["loss"].dtype == torch.float32
