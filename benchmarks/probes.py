@@ -30,7 +30,7 @@ from benchmarks.features import loader
 from benchmarks.metrics import compute_metrics
 from benchmarks.pooled import has_windows, patch_dataset, pooled_features
 from benchmarks.splits import View
-from pretext.config import PRECISIONS, ConfigModel, Field, Precision, TrainConfig
+from pretext.config import ConfigModel, Field, Precision, TrainConfig
 from pretext.errors import ConfigError
 
 PROTOCOLS = ("linear", "knn", "partial", "finetune")
@@ -209,8 +209,6 @@ def check_finetune(cfg: FinetuneConfig) -> FinetuneConfig:
         refuse("max_epochs", "must be > 0", 30)
     if not 0.0 < cfg.layer_decay <= 1.0:
         refuse("layer_decay", "must be in (0, 1] (1 = off)", 0.75)
-    if cfg.precision not in PRECISIONS:
-        refuse("precision", f"must be one of {PRECISIONS}", "32")
     return cfg
 
 
