@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import signalssl.store as store_mod
+import signalssl.ingest as store_mod
 from pretext.data import load_data
 from pretext.errors import DataError, UserError
 from pretext.registry import list_data_kinds
