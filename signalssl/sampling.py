@@ -83,7 +83,12 @@ class SignalSplit(SSLSplit):
         starts: ``(N,)`` first sample of each window.
         window: window length in samples.
         normalize: "none" or "zscore" (per window and channel).
+
+    It declares ``sampling = "windows"`` (:mod:`pretext.sampling`): items are windows of longer recordings, and
+    ``records`` says which, so that pairings keep windows of one recording together.
     """
+
+    sampling = "windows"
 
     def __init__(self, store: SignalStore, records: np.ndarray, starts: np.ndarray, window: int,
                  labels: np.ndarray, patients: np.ndarray, patient_names: list[str], normalize: str = "none",
