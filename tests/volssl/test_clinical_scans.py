@@ -76,6 +76,23 @@ def test_dicom_tree_gives_one_record_per_series(dicom_tree, tmp_path: Path) -> N
     assert len(nif.splits["train"]) == 4 and nif.splits["train"].volume_shape(0) == (1, 6, 5, 9)
 
 
+def test_dicom_tree_previewed_one_series_per_item(dicom_tree, tmp_path: Path) -> None:
+    """``sslbench preview`` of a DICOM tree: one NIfTI/PNG per series, the summary names folder#SeriesInstanceUID."""
+    from benchmarks.cli import main
+
+    root, vols = dicom_tree
+    out = tmp_path / "preview"
+    spec = f"dicom:{root}?orientation=none&normalize=none&cache={tmp_path / 'c'}"
+    assert main(["preview", "--data", spec, "--out", str(out), "--n", "4"]) == 0
+    spec_line, *lines = (out / "summary.txt").read_text().splitlines()
+    assert spec_line.startswith("dicom:") and len(lines) == 4
+    for k, line in enumerate(lines):
+        uid = line.split("#")[1].split(":")[0]
+        assert uid in vols and "before 12x10x6 at 0.8x0.8x2.5 mm (int16" in line
+        # the HU of each series whatever its vendor's slope/intercept: what the model is given, voxel for voxel
+        np.testing.assert_array_equal(np.asarray(nib.load(str(out / f"item{k:02d}.nii.gz")).dataobj), vols[uid])
+
+
 def test_dicom_folder_with_several_series_read_directly_is_named(dicom_tree) -> None:
     from volssl.io import read_volume
 
