@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from benchmarks.features import loader
 from benchmarks.metrics import compute_metrics
-from benchmarks.pooled import has_windows, patch_dataset, pooled_features
+from benchmarks.pooled import patch_dataset, pooled_features, reads_patch_grids
 from benchmarks.splits import View
 from pretext.config import ConfigModel, Field, Precision, TrainConfig
 from pretext.errors import ConfigError
@@ -279,7 +279,7 @@ class Classifier(nn.Module):
         self.eval()
         dev = next(self.parameters()).device
         out = []
-        if has_windows(view):  # whole volumes: the head on pooled grid-patch features
+        if reads_patch_grids(view):  # whole volumes: the head on pooled grid-patch features
             feats = torch.from_numpy(pooled_features(self.encoder, view, batch_size, dev)).to(dev)
             z = self.head(feats).float()
             self.train(was)
@@ -349,7 +349,7 @@ def finetune(
 
     best_state: dict[str, torch.Tensor] = {}
 
-    data = patch_dataset(train, seed) if has_windows(train) else train.dataset()  # whole volumes: random patches
+    data = patch_dataset(train, seed) if reads_patch_grids(train) else train.dataset()  # whole volumes: random patches
     result = fit(model, data, tcfg, out_dir=None, evaluate=on_val,
                  eval_every=min(cfg.eval_every, steps), param_groups=groups)
     evals = [e["step"] for e in result.evals]
