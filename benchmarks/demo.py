@@ -103,7 +103,8 @@ def run_modality(plan: Plan, out: Path, *, fractions: Sequence[float], seeds: Se
         Timings, result rows, audits and the paths of the modality's harness report.
     """
     from benchmarks.audit import audit_encoder
-    from benchmarks.evaluate import encoder_from_checkpoint, evaluate
+    from benchmarks.evaluate import evaluate
+    from benchmarks.pretrained import encoder_from_checkpoint
     from benchmarks.reports import write_report
     from benchmarks.splits import View
     from pretext.config import TrainConfig, build_config

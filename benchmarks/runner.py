@@ -54,9 +54,9 @@ from typing import Any, Literal, NamedTuple
 
 import yaml
 
-from benchmarks.evaluate import Evaluator, encoder_from_checkpoint, plan_arms
+from benchmarks.evaluate import Evaluator, plan_arms
 from benchmarks.paired import PREDICTIONS_DIR, attach_paired
-from benchmarks.probes import check_finetune
+from benchmarks.pretrained import encoder_from_checkpoint
 from benchmarks.recipe import Recipe, load_recipe
 from benchmarks.splits import make_eval_splits
 from benchmarks.store import ResultStore, cell_key
@@ -285,7 +285,6 @@ def check_recipe(rec: Recipe, out: str | Path | None = None, extend: bool = Fals
         splits = {f: make_eval_splits(data, k=d.get("k"), fold=int(f), seed=int(d.get("split_seed", 0)),
                                       drop_unlabelled=bool(d.get("drop_unlabelled", False))) for f in folds}
         loaded[dname] = (data, splits)
-    check_finetune(rec.finetune)
     if out is not None:
         claim_recipe_folder(rec, Path(out), {n: data_fingerprint(d) for n, (d, _) in loaded.items()}, extend=extend,
                             write=False)

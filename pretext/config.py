@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -39,7 +41,8 @@ from pretext.options import allowed, check_names, explain
 
 D = TypeVar("D")
 
-_WHAT: ContextVar[str | None] = ContextVar("config_what", default=None)
+#: what :func:`build_config` is building: (the name in messages, field -> command-line flag)
+_BUILDING: ContextVar[tuple[str, Mapping[str, str]] | None] = ContextVar("config_building", default=None)
 
 def _number_as_text(value: Any) -> Any:
     return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
@@ -62,13 +65,13 @@ class ConfigModel(BaseModel):
     renamed: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **values: Any) -> None:
-        what = _WHAT.get() or type(self).__qualname__
-        _WHAT.set(None)  # nested models name themselves
+        what, flags = _BUILDING.get() or (type(self).__qualname__, {})
+        _BUILDING.set(None)  # nested models name themselves
         check_names(values, list(type(self).model_fields), what, renamed=self.renamed)
         try:
             super().__init__(**values)
         except ValidationError as err:
-            raise ConfigError(explain(err, what)) from None
+            raise ConfigError(explain(err, what, type(self), flags)) from None
 
     @field_validator("*", mode="before")
     @classmethod
@@ -167,8 +170,14 @@ def config_types(cls: type) -> dict[str, Any]:
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(typing.cast(Any, cls))}
 
 
-def build_config(cls: type[D], values: dict[str, Any] | None = None, what: str | None = None) -> D:
+def build_config(cls: type[D], values: Mapping[str, Any] | None = None, what: str | None = None,
+                 flags: Mapping[str, str] | None = None) -> D:
     """Validate ``values`` into config class ``cls`` (a :class:`ConfigModel`, or a stdlib/pydantic dataclass).
+
+    Args:
+        what: the name in messages (``train``, ``finetune``, ``task 'rotation'``); default the class name.
+        flags: field -> the command-line flag that set it (``{"lr": "--finetune-lr"}``): a bad value of such a
+            field is named by its flag, with a valid example (the field's ``examples``, else its default).
 
     Raises:
         ConfigError: an unknown field (the closest valid name is suggested) or a bad value (one line naming
@@ -177,16 +186,16 @@ def build_config(cls: type[D], values: dict[str, Any] | None = None, what: str |
     values = dict(values or {})
     what = what or cls.__name__
     if issubclass(cls, ConfigModel):  # its __init__ checks and explains
-        token = _WHAT.set(what)
+        token = _BUILDING.set((what, dict(flags or {})))
         try:
             return typing.cast(D, cls(**values))
         finally:
-            _WHAT.reset(token)
+            _BUILDING.reset(token)
     check_names(values, list(config_fields(cls)), what, renamed=getattr(cls, "renamed", None))
     try:
         return TypeAdapter(cls).validate_python(values)
     except ValidationError as err:
-        raise ConfigError(explain(err, what)) from None
+        raise ConfigError(explain(err, what, cls, flags)) from None
 
 
 # -- dotted overrides (the command line and recipes' --set) ------------------------------------------------
@@ -305,10 +314,7 @@ def write_yaml(path: str | Path, obj: Any) -> None:
     atomic_write_text(Path(path), to_yaml(obj))
 
 
-__all__ = ["ConfigModel", "Field", "Precision", "TrainConfig", "allowed", "build_config", "config_fields", "config_types", "explain",
+__all__ = ["AfterValidator", "ConfigModel", "Field", "Precision", "TrainConfig", "allowed", "build_config", "config_fields", "config_types", "explain",
            "field_validator", "model_validator", "parse_overrides", "read_value", "read_yaml_mapping", "set_dotted",
            "to_dict", "to_yaml", "write_yaml"]
 
-
-#: the name the volume data layer (volssl/data.py, rewritten by issue 24) imports; delete with it
-build_dataclass = build_config

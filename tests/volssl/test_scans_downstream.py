@@ -57,7 +57,7 @@ def test_pooled_features_follow_the_grid(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("protocol", ["linear", "knn", "partial", "finetune"])
 def test_every_protocol_runs_on_pooled_patches(tmp_path: Path, protocol: str) -> None:
-    from benchmarks import evaluate
+    from benchmarks.evaluate import evaluate
     from pretext.pipeline import pretrain
 
     spec = f"medmnist3d:{_cubes(tmp_path / 'cubesmnist3d.npz')}?patch=8&patches_per_volume=2&cache=none"
