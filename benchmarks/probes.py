@@ -31,7 +31,7 @@ from benchmarks.features import loader
 from benchmarks.metrics import compute_metrics
 from benchmarks.pooled import patch_dataset, pooled_features, reads_patch_grids
 from benchmarks.splits import View
-from pretext.config import ConfigModel, Field, Precision, TrainConfig
+from pretext.config import Accelerator, ConfigModel, Field, Precision, TrainConfig
 from pretext.errors import ConfigError
 
 #: an evaluation protocol: a probe on frozen features, the top blocks trained, or the whole encoder
@@ -166,7 +166,7 @@ class FinetuneConfig(ConfigModel):
     batch_size: int = Field(32, ge=1)
     eval_every: int = Field(25, ge=1)
     precision: Precision = "32"
-    accelerator: str = "auto"
+    accelerator: Accelerator = "auto"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(10, ge=0)

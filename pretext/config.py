@@ -16,6 +16,7 @@ dataclass's annotations; ``__post_init__`` checks still run).
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -44,12 +45,23 @@ D = TypeVar("D")
 #: what :func:`build_config` is building: (the name in messages, field -> command-line flag)
 _BUILDING: ContextVar[tuple[str, Mapping[str, str]] | None] = ContextVar("config_building", default=None)
 
+def _listed(value: Any, annotation: Any) -> Any:
+    """A comma-separated string for a tuple or list field -> its items (``--task.tasks rotation,mae3d``)."""
+    kinds = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else (annotation,)
+    if isinstance(value, str) and any(typing.get_origin(k) in (tuple, list) for k in kinds):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
 def _number_as_text(value: Any) -> Any:
     return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
 #: an engine precision; ``32`` read from YAML as a number is the text "32"
 Precision = Annotated[Literal["bf16-mixed", "16-mixed", "32", "auto"], BeforeValidator(_number_as_text)]
+#: an engine accelerator (``auto``: CUDA when visible, else CPU)
+Accelerator = Literal["auto", "cpu", "cuda", "mps"]
 
 
 class ConfigModel(BaseModel):
@@ -76,11 +88,8 @@ class ConfigModel(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _split_commas(cls, value: Any, info: Any) -> Any:
-        if isinstance(value, str) and info.field_name in cls.model_fields:
-            tp = cls.model_fields[info.field_name].annotation
-            if typing.get_origin(tp) in (tuple, list):
-                return [v.strip() for v in value.split(",") if v.strip()]
-        return value
+        field = cls.model_fields.get(info.field_name)
+        return _listed(value, field.annotation) if field is not None else value
 
 
 class TrainConfig(ConfigModel):
@@ -129,7 +138,7 @@ class TrainConfig(ConfigModel):
     num_workers: int = Field(0, ge=0)
     log_every: int = Field(10, ge=1)
     ckpt_every: int = Field(200, ge=1)
-    accelerator: str = "auto"
+    accelerator: Accelerator = "auto"
     devices: str = "auto"
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
@@ -192,6 +201,8 @@ def build_config(cls: type[D], values: Mapping[str, Any] | None = None, what: st
         finally:
             _BUILDING.reset(token)
     check_names(values, list(config_fields(cls)), what, renamed=getattr(cls, "renamed", None))
+    hints = config_types(cls)
+    values = {k: _listed(v, hints.get(k)) for k, v in values.items()}
     try:
         return TypeAdapter(cls).validate_python(values)
     except ValidationError as err:
@@ -314,7 +325,7 @@ def write_yaml(path: str | Path, obj: Any) -> None:
     atomic_write_text(Path(path), to_yaml(obj))
 
 
-__all__ = ["AfterValidator", "ConfigModel", "Field", "Precision", "TrainConfig", "allowed", "build_config", "config_fields", "config_types", "explain",
+__all__ = ["Accelerator", "AfterValidator", "ConfigModel", "Field", "Precision", "TrainConfig", "allowed", "build_config", "config_fields", "config_types", "explain",
            "field_validator", "model_validator", "parse_overrides", "read_value", "read_yaml_mapping", "set_dotted",
            "to_dict", "to_yaml", "write_yaml"]
 

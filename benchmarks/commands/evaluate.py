@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from typing import Annotated, Any
+from typing import Any
 
-from pretext.config import Field, build_config
+from pydantic import PositiveInt
+
+from pretext.config import build_config
 from pretext.options import parse_value
 
 
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from benchmarks.probes import FinetuneConfig
 
     if args.threads is not None:
-        torch.set_num_threads(parse_value(Annotated[int, Field(ge=1)], args.threads, "--threads"))
+        torch.set_num_threads(parse_value(PositiveInt, args.threads, "--threads"))
     baselines = [] if args.baselines in ("", "none") else args.baselines
     opts = build_config(EvalOptions, {"protocols": args.protocol, "fractions": args.fractions, "seeds": args.seeds,
                                       "baselines": baselines, "n_boot": args.n_boot, "k": args.k, "fold": args.fold,

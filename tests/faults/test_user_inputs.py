@@ -48,7 +48,7 @@ def run(tmp_path_factory) -> Path:
     (["--finetune-lr", "nan"], "--finetune-lr (finetune.lr)=nan must be a finite number, e.g. --finetune-lr 0.001"),
     (["--finetune-steps", "0"], "--finetune-steps (finetune.steps)=0 must be >= 1, e.g. --finetune-steps 300"),
     (["--layer-decay", "1.5"], "--layer-decay (finetune.layer_decay)=1.5 must be <= 1, e.g. --layer-decay 0.75"),
-    (["--threads", "0"], "--threads=0 must be >= 1"),
+    (["--threads", "0"], "--threads=0 must be > 0"),
     (["--min-test-patients", "-1"], "--min-test-patients (evaluate.min_test_patients)=-1 must be >= 0, "
                                     "e.g. --min-test-patients 20"),
     (["--fractions", "0,0.5"], "--fractions (evaluate.fractions.0)='0' must be > 0, e.g. --fractions 0.01,0.1,1.0"),
