@@ -120,18 +120,18 @@ def explain(err: ValidationError, what: str, model: Any = None, flags: Mapping[s
         flags: field name (dotted for nested models) -> the command-line flag that sets it; an error on such a
             field reads ``--flag (WHAT.field)=value must be ..., e.g. --flag EXAMPLE``.
     """
+    flags = flags or {}
     parts = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"])
-        flag = next((flags[k] for k in (loc, str(e["loc"][0]) if e["loc"] else "") if k in (flags or {})), None)
+        field = str(e["loc"][0]) if e["loc"] else ""
+        flag = flags.get(loc) or flags.get(field)  # "fractions.0": the flag of "fractions"
         own = e["type"] in ("value_error", "assertion_error")  # a model's own check: its message says it all
         msg = str(e["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ") if own else allowed(e)
         if flag is not None:
-            field = str(e["loc"][0])
             ex = example(model, e["loc"][:1])
-            value = "" if own else f"={e.get('input')!r}"
-            parts.append(f"{flag} ({what}.{loc}){value}{':' if own else ''} {msg}"
-                         + (f", e.g. {flag} {ex}" if ex is not None and field else ""))
+            value = ":" if own else f"={e.get('input')!r}"
+            parts.append(f"{flag} ({what}.{loc}){value} {msg}" + (f", e.g. {flag} {ex}" if ex is not None else ""))
         elif own:
             parts.append(f"{what} {msg}" if loc and msg.startswith(loc) else f"{what} {loc}: {msg}" if loc
                          else f"{what}: {msg}")
