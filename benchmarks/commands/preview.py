@@ -37,7 +37,7 @@ def preview(spec: str, out: str | Path, n: int = 4, split: str = "train") -> lis
     if split not in data.splits:
         raise ConfigError(f"--split {split!r} is not in the data; it has {sorted(data.splits)}")
     sp = data.splits[split]
-    package = get_modality(data.modality).scan["data"][0].split(".")[0]  # the modality's own preview
+    package = get_modality(data.modality).packages["data"][0].split(".")[0]  # the modality's own preview
     writer = importlib.import_module(f"{package}.preview").preview_item
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
