@@ -60,6 +60,23 @@ def _number_as_text(value: Any) -> Any:
 
 #: an engine precision; ``32`` read from YAML as a number is the text "32"
 Precision = Annotated[Literal["bf16-mixed", "16-mixed", "32", "auto"], BeforeValidator(_number_as_text)]
+def low_to_high(value: tuple[float, float]) -> tuple[float, float]:
+    """A ``[low, high]`` range with ``low <= high`` (a pydantic after-validator)."""
+    if value[0] > value[1]:
+        raise ValueError(f"{list(value)} must be [low, high] with low <= high")
+    return value
+
+
+def span(**bounds: float) -> Any:
+    """The type of a ``[low, high]`` range field whose ends both satisfy ``bounds`` (pydantic ``Field`` bounds:
+    ``ge``, ``gt``, ``le``, ``lt``) and ``low <= high``: ``crop_scale: span(gt=0, le=1) = (0.5, 1.0)``."""
+    end = Annotated[float, Field(**bounds)]
+    return Annotated[tuple[end, end], AfterValidator(low_to_high)]
+
+
+#: pydantic settings of configuration dataclasses (a transform's parameters): as :class:`ConfigModel`'s
+DATACLASS_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+
 #: an engine accelerator (``auto``: CUDA when visible, else CPU)
 Accelerator = Literal["auto", "cpu", "cuda", "mps"]
 
@@ -325,7 +342,7 @@ def write_yaml(path: str | Path, obj: Any) -> None:
     atomic_write_text(Path(path), to_yaml(obj))
 
 
-__all__ = ["Accelerator", "AfterValidator", "ConfigModel", "Field", "Precision", "TrainConfig", "allowed", "build_config", "config_fields", "config_types", "explain",
+__all__ = ["DATACLASS_CONFIG", "Accelerator", "AfterValidator", "ConfigModel", "Field", "Precision", "TrainConfig", "allowed", "build_config", "config_fields", "config_types", "explain",
            "field_validator", "model_validator", "parse_overrides", "read_value", "read_yaml_mapping", "set_dotted",
-           "to_dict", "to_yaml", "write_yaml"]
+           "low_to_high", "span", "to_dict", "to_yaml", "write_yaml"]
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from pretext.base import Batch, PretextTask
-from pretext.config import AfterValidator, ConfigModel, Field
+from pretext.config import AfterValidator, ConfigModel, Field, low_to_high
 from pretext.errors import ConfigError, UserError
 
 __all__ = ["JOINT_PAIRINGS", "CropScale", "JointConfig", "JointEmbedding", "view_policy"]
@@ -26,15 +26,9 @@ __all__ = ["JOINT_PAIRINGS", "CropScale", "JointConfig", "JointEmbedding", "view
 JOINT_PAIRINGS = ("views", "patches", "patient")
 
 
-def _low_to_high(value: tuple[float, float]) -> tuple[float, float]:
-    if value[0] > value[1]:
-        raise ValueError(f"{list(value)} must be [low, high] with low <= high, e.g. [0.4, 1.0]")
-    return value
-
-
 #: a crop scale range ``[low, high]``, fractions of the input with ``0 < low <= high <= 1``
 CropScale = Annotated[tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]],
-                      AfterValidator(_low_to_high)]
+                      AfterValidator(low_to_high)]
 
 
 class JointConfig(ConfigModel):
