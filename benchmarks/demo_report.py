@@ -115,16 +115,16 @@ def write_demo_report(out: Path, results: dict[str, dict[str, Any]], total_s: fl
 
 
 def _html_page(title: str, markdown_text: str) -> str:
-    """``markdown_text`` as a stand-alone HTML page (the Markdown package, tables extension)."""
-    import html
-
+    """``markdown_text`` as a stand-alone HTML page: the Markdown package (tables, fenced code) into
+    ``templates/page.html`` (Jinja2; the title is escaped)."""
+    import jinja2
     import markdown
 
+    from benchmarks.reports import TEMPLATES
+
     body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
-    style = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:2px 6px}img{max-width:100%}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n{body}\n</body></html>\n")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, keep_trailing_newline=True)
+    return env.get_template("page.html").render(title=title, body=body)
 
 
 __all__ = ["ARM_LABELS", "headline", "plot_label_efficiency", "write_demo_report"]
