@@ -2,10 +2,9 @@
 
 Python API::
 
-    from benchmarks import evaluate, run_recipe, write_report
+    from benchmarks.evaluate import evaluate
+    from benchmarks.reports import write_report
+    from benchmarks.runner import run_recipe
+
     df = evaluate(checkpoint="runs/rot", data="medmnist3d:adrenalmnist3d.npz", protocol="linear", out="runs/eval")
 """
-
-from benchmarks.evaluate import evaluate  # noqa: E402  (the function shadows the submodule name on purpose)
-
-__all__ = ["evaluate"]

@@ -1,6 +1,6 @@
 """Label-efficiency evaluation of a pretrained encoder, with the random-init and scratch baselines on every cell.
 
->>> from benchmarks import evaluate
+>>> from benchmarks.evaluate import evaluate
 >>> df = evaluate(checkpoint="runs/rot/checkpoints/last.ckpt",
 ...               data="medmnist3d:../shared/data/adrenalmnist3d/adrenalmnist3d.npz",
 ...               protocol="linear", fractions=(0.01, 0.1, 1.0), seeds=(0, 1, 2), out="runs/eval")
@@ -25,18 +25,19 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pandas as pd
 import torch
 from torch import nn
 
-from benchmarks.features import cached_features, weights_id
+from benchmarks.features import cached_features
 from benchmarks.metrics import pick_threshold, summarize
 from benchmarks.paired import PREDICTIONS_DIR, attach_paired, predictions_name, save_predictions
+from benchmarks.pretrained import encoder_from_checkpoint
 from benchmarks.probes import (
     FinetuneConfig,
-    check_finetune,
+    Protocol,
     check_protocol,
     finetune,
     knn_probe,
@@ -52,71 +53,12 @@ from benchmarks.splits import (
 )
 from benchmarks.store import RESULTS_NAME, ResultStore, cell_key
 from pretext.base import SSLData
-from pretext.config import build_config, to_dict
+from pretext.config import ConfigModel, Field, build_config, model_validator, to_dict
 from pretext.data import encoder_for_data, load_data
 from pretext.errors import ConfigError, DataError
 from pretext.runfolder import claim, data_fingerprint, hold, state_hash
 
 ARMS = ("ssl", "random", "scratch")
-_SIZE_KEYS = ("img_size", "n_times", "sfreq", "spatial_dims")
-_CHANNEL_KEYS = ("in_channels", "n_chans")
-
-
-# -- checkpoints ---------------------------------------------------------------------------------------------
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
-    """Encoder weights and run config of a pretraining run.
-
-    ``path`` is a ``.ckpt`` (loaded with ``weights_only=True``), an ``encoder.safetensors`` (config from its
-    metadata), or a run folder (its ``checkpoints/last.ckpt``).
-
-    Returns:
-        ``(encoder state dict, run_config, resolved file path)``.
-    """
-    from pretext.engine.checkpoint import encoder_state, read_run
-
-    state, p = read_run(path)
-    run_config = state.get("run_config") or {}
-    if not run_config.get("encoder"):
-        what = "no run_config metadata" if p.suffix == ".safetensors" else "no run_config naming its encoder"
-        raise DataError(f"checkpoint {str(p)!r} has {what}; it was not written by sslbench pretrain (pass the "
-                        "run's checkpoints/last.ckpt or its encoder.safetensors)")
-    model = state["model"]
-    return (encoder_state(model) or model), run_config, p
-
-
-def encoder_from_checkpoint(path: str | Path, data: SSLData) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the pretrained encoder for ``data`` and load its weights.
-
-    The encoder is re-sized to the data (image size / length / rate) where its weights allow; the channel
-    count must match.
-
-    Raises:
-        ConfigError: modality or channel count differs from the data's, or the weights do not fit.
-    """
-    state, rc, p = read_checkpoint(path)
-    name = rc["encoder"]
-    cfg = dict(rc.get("encoder_cfg") or {})
-    if rc.get("modality") and rc["modality"] != data.modality:
-        raise ConfigError(f"checkpoint {str(p)!r} holds a {rc['modality']} encoder but data {data.source!r} is "
-                          f"{data.modality}; use a {data.modality} checkpoint")
-    want = data.encoder_kwargs()
-    for key in _CHANNEL_KEYS:
-        if key in cfg and key in want and int(cfg[key]) != int(want[key]):
-            raise ConfigError(
-                f"checkpoint {str(p)!r} encoder {name!r} was pretrained with {key}={cfg[key]} but data "
-                f"{data.source!r} has {want[key]} channel(s) (input shape {tuple(data.input_shape)}); select "
-                f"{cfg[key]} channel(s) in the data spec or pretrain on data with {want[key]} channel(s)"
-            )
-    for key in _SIZE_KEYS + _CHANNEL_KEYS:
-        cfg.pop(key, None)
-    encoder = encoder_for_data(name, data, **cfg)
-    try:
-        encoder.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ConfigError(f"the weights in {str(p)!r} do not fit encoder {name!r} built for {data.source!r} "
-                          f"(input shape {tuple(data.input_shape)}): {str(err).splitlines()[0]}") from err
-    return encoder, {"task": rc.get("task", "?"), "encoder": name, "encoder_cfg": cfg,
-                     "weights": weights_id(p), "checkpoint": str(p)}
 
 
 # -- one dataset, many cells ---------------------------------------------------------------------------------
@@ -246,20 +188,45 @@ def plan_arms(protocol: str, baselines: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _as_list(x: Any, cast: type, what: str = "value") -> list[Any]:
-    if isinstance(x, str):
-        x = [v for v in x.split(",") if v.strip()]
-    if not isinstance(x, (list, tuple)):
-        x = [x]
-    out = []
-    for v in x:
-        try:
-            out.append(cast(v))
-        except (TypeError, ValueError):
-            kind = "integers" if cast is int else "numbers" if cast is float else cast.__name__
-            raise ConfigError(f"{what} {v!r} is not valid: give comma-separated {kind}, e.g. "
-                              f"{'0,1,2' if cast is int else '0.01,0.1,1'}") from None
-    return out
+#: a label fraction: a share of the labelled patients
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class EvalOptions(ConfigModel):
+    """The options of :func:`evaluate` that choose its cells, folds and intervals (checked before any work).
+
+    Attributes:
+        protocols: evaluation protocols (:data:`benchmarks.probes.PROTOCOLS`).
+        fractions: label fractions in (0, 1], drawn by patient.
+        seeds: seeds of the label draws (and of the random inits / fine-tuning).
+        baselines: any of "random", "scratch".
+        n_boot: bootstrap resamples for the confidence intervals (0 leaves them out).
+        k: patient-wise k-fold when the data has no official test split.
+        fold: the test fold of ``k``.
+        min_test_patients: warn when a class has fewer test patients than this (0: never).
+    """
+
+    protocols: list[Protocol] = Field(["linear"], min_length=1)
+    fractions: list[Fraction] = Field([0.01, 0.1, 1.0], min_length=1)
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    baselines: list[Literal["random", "scratch"]] = ["random", "scratch"]
+    n_boot: int = Field(1000, ge=0)
+    k: int | None = Field(None, ge=2, examples=[5])
+    fold: int = Field(0, ge=0)
+    min_test_patients: int = Field(20, ge=0)
+
+    @model_validator(mode="after")
+    def _fold_of_k(self) -> EvalOptions:
+        if self.k is not None and self.fold >= self.k:
+            raise ValueError(f"fold={self.fold} must be in 0..{self.k - 1} for k={self.k}")
+        return self
+
+
+#: the ``sslbench evaluate`` flags of :class:`EvalOptions` and :class:`~benchmarks.probes.FinetuneConfig` fields
+EVAL_FLAGS = {"protocols": "--protocol", "fractions": "--fractions", "seeds": "--seeds", "baselines": "--baselines",
+              "n_boot": "--n-boot", "k": "--k", "fold": "--fold", "min_test_patients": "--min-test-patients"}
+FINETUNE_FLAGS = {"steps": "--finetune-steps", "lr": "--finetune-lr", "layer_decay": "--layer-decay",
+                  "k_blocks": "--k-blocks"}
 
 
 def evaluate(
@@ -317,57 +284,32 @@ def evaluate(
     Returns:
         One row per cell (see :meth:`Evaluator.run_cell`), including cells already in ``out``.
     """
-    for b in baselines:
-        if b not in ("random", "scratch"):
-            raise ConfigError(f"baseline {b!r} must be 'random' or 'scratch'")
+    opts = build_config(EvalOptions, {"protocols": protocol, "fractions": fractions, "seeds": seeds,
+                                      "baselines": baselines, "n_boot": n_boot, "k": k, "fold": fold,
+                                      "min_test_patients": min_test_patients}, "evaluate")
+    ft = finetune if isinstance(finetune, FinetuneConfig) else build_config(FinetuneConfig, finetune, "finetune")
     if save_models and not out:
-        raise ConfigError("save_models=True needs an out folder to save the classifiers in")
-    protocols = [check_protocol(p) for p in _as_list(protocol, str)]
-    fracs, seed_list = _as_list(fractions, float, "fraction"), _as_list(seeds, int, "seed")
-    bad = [f for f in fracs if not 0.0 < f <= 1.0]
-    if bad:
-        raise ConfigError(f"fraction={bad[0]!r} must be in (0, 1] (a share of the labelled patients), "
-                          "e.g. --fractions 0.01,0.1,1")
-    ft = check_finetune(finetune if isinstance(finetune, FinetuneConfig)
-                        else build_config(FinetuneConfig, finetune or {}, "finetune"))
-    check_counts(n_boot=n_boot, k=k, fold=fold, min_test_patients=min_test_patients)
+        raise ConfigError("evaluate save_models=True needs an out folder to save the classifiers in")
     ds = load_data(data) if isinstance(data, str) else data
     encoder, info = encoder_from_checkpoint(checkpoint, ds)
     name = dataset or Path(ds.source.split(":", 1)[-1].split("?")[0]).stem or "data"
-    splits = make_eval_splits(ds, k=k, fold=fold, drop_unlabelled=drop_unlabelled)
+    splits = make_eval_splits(ds, k=opts.k, fold=opts.fold, drop_unlabelled=drop_unlabelled)
     ev = Evaluator(ds, splits, dataset=name, encoder=info["encoder"], encoder_cfg=info["encoder_cfg"],
-                   cache_dir=Path(out) / "features" if out else None, finetune_cfg=ft, n_boot=n_boot,
+                   cache_dir=Path(out) / "features" if out else None, finetune_cfg=ft, n_boot=opts.n_boot,
                    strict_fractions=strict_fractions, device=device,
                    models_dir=Path(out) / "models" if out and save_models else None,
-                   predictions_dir=Path(out) / PREDICTIONS_DIR if out else None, min_test_patients=min_test_patients)
+                   predictions_dir=Path(out) / PREDICTIONS_DIR if out else None,
+                   min_test_patients=opts.min_test_patients)
     with hold(out, "evaluate", keep=(RESULTS_NAME,)) if out else nullcontext(Path(".")):
-        return _run_cells(ev, encoder, info, ds, name, splits, out, protocols, fracs, seed_list, baselines, ft, k,
-                          fold, n_boot, drop_unlabelled, strict_fractions, extend, log)
-
-
-def check_counts(*, n_boot: int, k: int | None, fold: int, min_test_patients: int) -> None:
-    """The integer options of :func:`evaluate`, checked before anything is read or written.
-
-    Raises:
-        ConfigError: a negative ``n_boot`` or ``min_test_patients``, ``k < 2``, or ``fold`` outside ``0..k-1``.
-    """
-    if int(n_boot) != n_boot or n_boot < 0:
-        raise ConfigError(f"--n-boot {n_boot!r} must be an integer >= 0 (bootstrap resamples for the confidence "
-                          "intervals; 0 leaves them out), e.g. --n-boot 1000")
-    if int(min_test_patients) != min_test_patients or min_test_patients < 0:
-        raise ConfigError(f"--min-test-patients {min_test_patients!r} must be an integer >= 0 (0: no warning), "
-                          "e.g. --min-test-patients 20")
-    if k is not None and k < 2:
-        raise ConfigError(f"--k {k!r} must be at least 2 (patient-wise folds), e.g. --k 5")
-    if k is not None and not 0 <= fold < k:
-        raise ConfigError(f"--fold {fold!r} must be in 0..{k - 1} for --k {k}")
+        return _run_cells(ev, encoder, info, ds, name, splits, out, opts, ft, drop_unlabelled, strict_fractions,
+                          extend, log)
 
 
 def _run_cells(ev: Evaluator, encoder: nn.Module, info: dict[str, Any], ds: SSLData, name: str, splits: EvalSplits,
-               out: str | Path | None, protocols: list[str], fracs: list[float], seed_list: list[int],
-               baselines: Sequence[str], ft: FinetuneConfig, k: int | None, fold: int, n_boot: int,
-               drop_unlabelled: bool, strict_fractions: bool, extend: bool,
-               log: Callable[[str], None] | None) -> pd.DataFrame:
+               out: str | Path | None, opts: EvalOptions, ft: FinetuneConfig, drop_unlabelled: bool,
+               strict_fractions: bool, extend: bool, log: Callable[[str], None] | None) -> pd.DataFrame:
+    protocols, fracs, seed_list, baselines = opts.protocols, opts.fractions, opts.seeds, opts.baselines
+    k, fold, n_boot = opts.k, opts.fold, opts.n_boot
     if out:
         claim(out, "evaluate", identity={
             "encoder_weights_sha256": state_hash(encoder.state_dict()), "data": ds.source,
@@ -406,4 +348,4 @@ def _run_cells(ev: Evaluator, encoder: nn.Module, info: dict[str, Any], ds: SSLD
     return pd.DataFrame(all_rows)
 
 
-__all__ = ["ARMS", "Evaluator", "encoder_from_checkpoint", "evaluate", "plan_arms", "read_checkpoint"]
+__all__ = ["ARMS", "EVAL_FLAGS", "FINETUNE_FLAGS", "EvalOptions", "Evaluator", "evaluate", "plan_arms"]

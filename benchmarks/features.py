@@ -47,9 +47,9 @@ def encode(encoder: nn.Module, view: View, batch_size: int = 64, device: str | t
     Records that are whole volumes read as patches (data with ``?patch=``) are encoded as a sliding grid of
     patches and pooled (:func:`benchmarks.pooled.pooled_features`).
     """
-    from benchmarks.pooled import has_windows, pooled_features
+    from benchmarks.pooled import pooled_features, reads_patch_grids
 
-    if has_windows(view):
+    if reads_patch_grids(view):
         return pooled_features(encoder, view, batch_size, device)
     was_training = encoder.training
     encoder.eval().to(device)

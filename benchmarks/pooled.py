@@ -20,12 +20,12 @@ from torch.utils.data import DataLoader, Dataset
 from benchmarks.splits import View
 
 
-def has_windows(view: View) -> bool:
+def reads_patch_grids(view: View) -> bool:
     """True when ``view``'s records are whole volumes read as patch grids."""
     return callable(getattr(view.split, "grid", None)) and callable(getattr(view.split, "patch", None))
 
 
-class _Windows(Dataset):
+class _GridPatches(Dataset):
     """Items are ``(record position, grid position, patch)`` over every grid patch of a view (flattened)."""
 
     def __init__(self, view: View) -> None:
@@ -54,7 +54,7 @@ def pooled_features(encoder: nn.Module, view: View, batch_size: int = 64, device
     width = int(getattr(encoder, "num_features", 0))
     total: np.ndarray | None = None
     count = np.zeros(len(view), dtype=np.int64)
-    loader = DataLoader(_Windows(view), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(_GridPatches(view), batch_size=batch_size, shuffle=False, num_workers=num_workers)
     for pos, x in loader:
         f = encoder.forward_features(x.to(device)).float().cpu().numpy().astype(np.float64)
         if total is None:
@@ -79,4 +79,4 @@ def patch_dataset(view: View, seed: int) -> Any:
     return view.split.patch_stream(seed=seed, indices=view.indices)
 
 
-__all__ = ["has_windows", "patch_dataset", "pooled_features"]
+__all__ = ["reads_patch_grids", "patch_dataset", "pooled_features"]

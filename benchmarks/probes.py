@@ -18,8 +18,9 @@ predict it once with the selected model.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,12 +29,14 @@ from torch.nn import functional as F
 
 from benchmarks.features import loader
 from benchmarks.metrics import compute_metrics
-from benchmarks.pooled import has_windows, patch_dataset, pooled_features
+from benchmarks.pooled import patch_dataset, pooled_features, reads_patch_grids
 from benchmarks.splits import View
-from pretext.config import ConfigModel, Field, Precision, TrainConfig
+from pretext.config import Accelerator, ConfigModel, Field, Precision, TrainConfig
 from pretext.errors import ConfigError
 
-PROTOCOLS = ("linear", "knn", "partial", "finetune")
+#: an evaluation protocol: a probe on frozen features, the top blocks trained, or the whole encoder
+Protocol = Literal["linear", "knn", "partial", "finetune"]
+PROTOCOLS: tuple[str, ...] = typing.get_args(Protocol)
 LINEAR_CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 KNN_KS = (1, 3, 5, 10, 20, 50)
 
@@ -163,53 +166,17 @@ class FinetuneConfig(ConfigModel):
     batch_size: int = Field(32, ge=1)
     eval_every: int = Field(25, ge=1)
     precision: Precision = "32"
-    accelerator: str = "auto"
+    accelerator: Accelerator = "auto"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(10, ge=0)
-    layer_decay: float = Field(1.0, gt=0)
+    layer_decay: float = Field(1.0, gt=0, le=1, examples=[0.75])
     k_blocks: int = Field(1, ge=1)
 
     def n_steps(self, n_train: int) -> int:
         """``max_epochs`` passes over ``n_train`` records, at least ``min_steps``, never more than ``steps``."""
         per_epoch = max(1, n_train // min(self.batch_size, n_train))
         return int(max(min(self.min_steps, self.steps), min(self.steps, math.ceil(self.max_epochs * per_epoch))))
-
-
-# The flags of ``sslbench evaluate`` that set fine-tuning fields (named in the messages of :func:`check_finetune`).
-FINETUNE_FLAGS = {"steps": "--finetune-steps", "lr": "--finetune-lr", "layer_decay": "--layer-decay",
-                  "k_blocks": "--k-blocks"}
-
-
-def check_finetune(cfg: FinetuneConfig) -> FinetuneConfig:
-    """Refuse a fine-tuning budget that would fail later or be silently changed, naming the field, its
-    command-line flag where it has one, and a valid example.
-
-    Raises:
-        ConfigError: a field out of range (``steps=0``, ``lr=nan``, ``layer_decay=0`` ...).
-    """
-    def refuse(name: str, rule: str, example: Any) -> None:
-        flag = FINETUNE_FLAGS.get(name)
-        where = f"{flag} (finetune.{name})" if flag else f"finetune.{name}"
-        raise ConfigError(f"{where}={getattr(cfg, name)!r} {rule}, e.g. {flag or 'finetune.' + name} {example}")
-
-    for name, example in (("lr", 0.001), ("max_epochs", 30), ("weight_decay", 1e-4), ("layer_decay", 0.75)):
-        value = float(getattr(cfg, name))
-        if not math.isfinite(value):
-            refuse(name, "must be a finite number", example)
-    for name, lo, example in (("steps", 1, 300), ("batch_size", 1, 32), ("eval_every", 1, 25), ("k_blocks", 1, 1)):
-        if getattr(cfg, name) < lo:
-            refuse(name, f"must be >= {lo}", example)
-    for name, example in (("min_steps", 30), ("warmup_steps", 10), ("weight_decay", 1e-4)):
-        if getattr(cfg, name) < 0:
-            refuse(name, "must be >= 0", example)
-    if cfg.lr <= 0:
-        refuse("lr", "must be > 0", 0.001)
-    if cfg.max_epochs <= 0:
-        refuse("max_epochs", "must be > 0", 30)
-    if not 0.0 < cfg.layer_decay <= 1.0:
-        refuse("layer_decay", "must be in (0, 1] (1 = off)", 0.75)
-    return cfg
 
 
 def encoder_blocks(encoder: nn.Module) -> list[nn.Module]:
@@ -279,7 +246,7 @@ class Classifier(nn.Module):
         self.eval()
         dev = next(self.parameters()).device
         out = []
-        if has_windows(view):  # whole volumes: the head on pooled grid-patch features
+        if reads_patch_grids(view):  # whole volumes: the head on pooled grid-patch features
             feats = torch.from_numpy(pooled_features(self.encoder, view, batch_size, dev)).to(dev)
             z = self.head(feats).float()
             self.train(was)
@@ -349,7 +316,7 @@ def finetune(
 
     best_state: dict[str, torch.Tensor] = {}
 
-    data = patch_dataset(train, seed) if has_windows(train) else train.dataset()  # whole volumes: random patches
+    data = patch_dataset(train, seed) if reads_patch_grids(train) else train.dataset()  # whole volumes: random patches
     result = fit(model, data, tcfg, out_dir=None, evaluate=on_val,
                  eval_every=min(cfg.eval_every, steps), param_groups=groups)
     evals = [e["step"] for e in result.evals]

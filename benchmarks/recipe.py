@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field as PydField
 from pydantic import ValidationInfo
 
-from benchmarks.evaluate import plan_arms
-from benchmarks.probes import PROTOCOLS, FinetuneConfig
+from benchmarks.evaluate import Fraction, plan_arms
+from benchmarks.probes import FinetuneConfig, Protocol
 from pretext.config import (
     ConfigModel,
     Field,
@@ -30,8 +30,6 @@ from pretext.config import (
 from pretext.data import parse_spec
 from pretext.errors import ConfigError, DataError
 from pretext.registry import DATA, ENCODERS, TASKS
-
-Fraction = Annotated[float, PydField(gt=0, le=1)]
 
 
 class DatasetEntry(ConfigModel):
@@ -79,7 +77,7 @@ class Recipe(ConfigModel):
     encoders: dict[str, dict[str, Any]] = PydField(min_length=1)
     pretrain: TrainConfig = TrainConfig(progress=False)
     finetune: FinetuneConfig = FinetuneConfig()
-    protocols: list[str] = ["linear"]
+    protocols: list[Protocol] = ["linear"]
     fractions: list[Fraction] = [0.01, 0.1, 1.0]
     seeds: list[int] = [0, 1, 2]
     baselines: list[Literal["random", "scratch"]] = ["random", "scratch"]
@@ -137,14 +135,6 @@ class Recipe(ConfigModel):
     @classmethod
     def _finetune(cls, value: Any) -> Any:
         return build_config(FinetuneConfig, dict(value or {}), "finetune")
-
-    @field_validator("protocols")
-    @classmethod
-    def _protocols(cls, value: list[str]) -> list[str]:
-        for proto in value:
-            if proto not in PROTOCOLS:
-                raise ValueError(f"protocol {proto!r} is unknown; valid protocols: {', '.join(PROTOCOLS)}")
-        return value
 
     @field_validator("audit", mode="before")
     @classmethod

@@ -50,13 +50,13 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import yaml
 
-from benchmarks.evaluate import Evaluator, encoder_from_checkpoint, plan_arms
+from benchmarks.evaluate import Evaluator, plan_arms
 from benchmarks.paired import PREDICTIONS_DIR, attach_paired
-from benchmarks.probes import check_finetune
+from benchmarks.pretrained import encoder_from_checkpoint
 from benchmarks.recipe import Recipe, load_recipe
 from benchmarks.splits import make_eval_splits
 from benchmarks.store import ResultStore, cell_key
@@ -149,40 +149,52 @@ def _pretrain(recipe: Recipe, dname: str, spec: str, task: str, encoder: str, ou
     return run
 
 
-def work_units(rec: Recipe) -> list[tuple[Any, ...]]:
-    """The recipe's units of work, in a fixed order: unit ``j`` belongs to shard ``j % n``.
+class WorkUnit(NamedTuple):
+    """One unit of a recipe's work (:func:`work_units`); which fields are set depends on ``kind``.
 
-    ``("baseline", dataset, encoder, fold, arm)``: that baseline arm's cells (every protocol, fraction, seed);
-    ``("ssl", dataset, encoder, task)``: the pretraining and its SSL cells over every fold;
-    ``("audit", dataset, encoder)``: the random-init audit, only where no random-arm unit carries it.
+    ``kind="baseline"`` (``fold``, ``arm``): that baseline arm's cells (every protocol, fraction, seed);
+    ``kind="ssl"`` (``task``): the pretraining and its SSL cells over every fold;
+    ``kind="audit"``: the random-init audit, only where no random-arm unit carries it.
     """
+
+    kind: Literal["baseline", "ssl", "audit"]
+    dataset: str
+    encoder: str
+    fold: int | None = None
+    arm: str | None = None
+    task: str | None = None
+
+
+def work_units(rec: Recipe) -> list[WorkUnit]:
+    """The recipe's units of work, in a fixed order: unit ``j`` belongs to shard ``j % n``."""
     arms = list(dict.fromkeys(a for p in rec.protocols for a, _ in plan_arms(p, rec.baselines)[1:]))
-    units: list[tuple[Any, ...]] = []
+    units: list[WorkUnit] = []
     for dname, d in rec.datasets.items():
         for encoder in rec.encoders:
-            units += [("baseline", dname, encoder, int(f), arm) for f in d.get("folds") or [0] for arm in arms]
+            units += [WorkUnit("baseline", dname, encoder, fold=int(f), arm=arm)
+                      for f in d.get("folds") or [0] for arm in arms]
             if "random" in rec.baselines and "random" not in arms:
-                units.append(("audit", dname, encoder))
-            units += [("ssl", dname, encoder, t) for t, e in rec.pairs() if e == encoder]
+                units.append(WorkUnit("audit", dname, encoder))
+            units += [WorkUnit("ssl", dname, encoder, task=t) for t, e in rec.pairs() if e == encoder]
     return units
 
 
-def _random_audit_unit(rec: Recipe, dname: str, encoder: str) -> tuple[Any, ...]:
+def _random_audit_unit(rec: Recipe, dname: str, encoder: str) -> WorkUnit:
     """The unit that runs the random-init audit: the first fold's random arm, else its own unit."""
     arms = {a for p in rec.protocols for a, _ in plan_arms(p, rec.baselines)[1:]}
     if "random" not in arms:
-        return ("audit", dname, encoder)
-    return ("baseline", dname, encoder, int((rec.datasets[dname].get("folds") or [0])[0]), "random")
+        return WorkUnit("audit", dname, encoder)
+    return WorkUnit("baseline", dname, encoder, fold=int((rec.datasets[dname].get("folds") or [0])[0]), arm="random")
 
 
-def unit_cells(rec: Recipe, unit: tuple[Any, ...]) -> int:
+def unit_cells(rec: Recipe, unit: WorkUnit) -> int:
     """How many cells a unit of :func:`work_units` holds."""
     per = len(rec.fractions) * len(rec.seeds)
-    if unit[0] == "audit":
+    if unit.kind == "audit":
         return 0
-    if unit[0] == "ssl":
-        return per * len(rec.protocols) * len(rec.datasets[unit[1]].get("folds") or [0])
-    pairs = {pair for p in rec.protocols for pair in plan_arms(p, rec.baselines)[1:] if pair[0] == unit[4]}
+    if unit.kind == "ssl":
+        return per * len(rec.protocols) * len(rec.datasets[unit.dataset].get("folds") or [0])
+    pairs = {pair for p in rec.protocols for pair in plan_arms(p, rec.baselines)[1:] if pair[0] == unit.arm}
     return per * len(pairs)
 
 
@@ -273,17 +285,16 @@ def check_recipe(rec: Recipe, out: str | Path | None = None, extend: bool = Fals
         splits = {f: make_eval_splits(data, k=d.get("k"), fold=int(f), seed=int(d.get("split_seed", 0)),
                                       drop_unlabelled=bool(d.get("drop_unlabelled", False))) for f in folds}
         loaded[dname] = (data, splits)
-    check_finetune(rec.finetune)
     if out is not None:
         claim_recipe_folder(rec, Path(out), {n: data_fingerprint(d) for n, (d, _) in loaded.items()}, extend=extend,
                             write=False)
     return loaded
 
 
-def _run_units(rec: Recipe, out: Path, loaded: dict[str, Any], units: list[tuple[Any, ...]],
-               mine_units: set[tuple[Any, ...]], shard: tuple[int, int] | None,
+def _run_units(rec: Recipe, out: Path, loaded: dict[str, Any], units: list[WorkUnit],
+               mine_units: set[WorkUnit], shard: tuple[int, int] | None,
                log: Callable[[str], None]) -> ResultStore:
-    def mine(unit: tuple[Any, ...]) -> bool:
+    def mine(unit: WorkUnit) -> bool:
         return unit in mine_units
 
     atomic_write_text(out / "recipe.yaml", yaml.safe_dump({"source": rec.source, **to_dict(rec)},
@@ -323,14 +334,14 @@ def _run_units(rec: Recipe, out: Path, loaded: dict[str, Any], units: list[tuple
                                strict_fractions=rec.strict_fractions, device=rec.device)
                 for proto in rec.protocols:  # baselines first: they do not need pretraining
                     for arm, p in plan_arms(proto, rec.baselines)[1:]:
-                        if not mine(("baseline", dname, encoder, int(fold), arm)):
+                        if not mine(WorkUnit("baseline", dname, encoder, fold=int(fold), arm=arm)):
                             continue
                         for frac in rec.fractions:
                             for seed in rec.seeds:
                                 cell(ev, arm=arm, protocol=p, fraction=frac, seed=seed)
                 if "random" in rec.baselines and i_fold == 0 and mine(_random_audit_unit(rec, dname, encoder)):
                     run_audit(rec, ev, ev.random_encoder(0), f"{dname}_{encoder}_random-init", out, log)
-                for task in [t for t, e in rec.pairs() if e == encoder and mine(("ssl", dname, encoder, t))]:
+                for task in [t for t, e in rec.pairs() if e == encoder and mine(WorkUnit("ssl", dname, encoder, task=t))]:
                     keys = [cell_key({"dataset": dname, "encoder": encoder, "fold": splits.fold, "task": task,
                                       "arm": "ssl", "protocol": proto, "fraction": float(f), "seed": int(s)})
                             for proto in rec.protocols for f in rec.fractions for s in rec.seeds]
@@ -356,4 +367,4 @@ def _fmt(x: Any) -> str:
     return "nan" if x is None else f"{float(x):.3f}"
 
 
-__all__ = ["Recipe", "load_recipe", "run_recipe"]
+__all__ = ["Recipe", "WorkUnit", "check_recipe", "load_recipe", "run_recipe", "unit_cells", "work_units"]

@@ -101,6 +101,9 @@ class SSLSplit(Dataset):
     meta: Any = None
     sampling: str = "items"  # how pretraining samples it: "items" | "patches" | "windows" (pretext.sampling)
 
+    def __len__(self) -> int:
+        raise NotImplementedError
+
     def load(self, i: int) -> torch.Tensor:
         raise NotImplementedError
 

@@ -1,7 +1,7 @@
 """Where ingest-once stores live and what names them: one cache folder and one content key for every modality.
 
 * :func:`cache_dir` is ``$MEDSSL_CACHE`` (an empty value counts as unset) or ``~/.cache/medssl``, with one
-  subfolder per store kind (``volumes``, ``signal``, ...).
+  subfolder per modality (``volume``, ``signal``, ...).
 * :func:`resolve_cache` reads a data kind's ``cache`` option the same way on every side: ``"auto"`` (the
   default folder), a folder (its subfolder is used), or ``"none"`` (no disk cache).
 * :func:`cache_key` names an entry by its kind, a fingerprint of the source files (:func:`file_fingerprint`:
@@ -34,7 +34,7 @@ def cache_dir(sub: str | None = None) -> Path:
     """``$MEDSSL_CACHE`` or ``~/.cache/medssl``, plus ``sub`` when given.
 
     Args:
-        sub: the store kind's subfolder (``"volumes"``, ``"signal"``).
+        sub: the store kind's subfolder (``"volume"``, ``"signal"``).
     """
     root = Path(os.environ.get("MEDSSL_CACHE") or Path.home() / ".cache" / "medssl")
     return root / sub if sub else root

@@ -16,13 +16,16 @@ dataclass's annotations; ``__post_init__`` checks still run).
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -39,7 +42,17 @@ from pretext.options import allowed, check_names, explain
 
 D = TypeVar("D")
 
-_WHAT: ContextVar[str | None] = ContextVar("config_what", default=None)
+#: what :func:`build_config` is building: (the name in messages, field -> command-line flag)
+_BUILDING: ContextVar[tuple[str, Mapping[str, str]] | None] = ContextVar("config_building", default=None)
+
+def _listed(value: Any, annotation: Any) -> Any:
+    """A comma-separated string for a tuple or list field -> its items (``--task.tasks rotation,mae3d``)."""
+    kinds = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else (annotation,)
+    if isinstance(value, str) and any(typing.get_origin(k) in (tuple, list) for k in kinds):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
 
 def _number_as_text(value: Any) -> Any:
     return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
@@ -47,6 +60,25 @@ def _number_as_text(value: Any) -> Any:
 
 #: an engine precision; ``32`` read from YAML as a number is the text "32"
 Precision = Annotated[Literal["bf16-mixed", "16-mixed", "32", "auto"], BeforeValidator(_number_as_text)]
+def low_to_high(value: tuple[float, float]) -> tuple[float, float]:
+    """A ``[low, high]`` range with ``low <= high`` (a pydantic after-validator)."""
+    if value[0] > value[1]:
+        raise ValueError(f"{list(value)} must be [low, high] with low <= high")
+    return value
+
+
+def span(**bounds: float) -> Any:
+    """The type of a ``[low, high]`` range field whose ends both satisfy ``bounds`` (pydantic ``Field`` bounds:
+    ``ge``, ``gt``, ``le``, ``lt``) and ``low <= high``: ``crop_scale: span(gt=0, le=1) = (0.5, 1.0)``."""
+    end = Annotated[float, Field(**bounds)]
+    return Annotated[tuple[end, end], AfterValidator(low_to_high)]
+
+
+#: pydantic settings of configuration dataclasses (a transform's parameters): as :class:`ConfigModel`'s
+DATACLASS_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+#: an engine accelerator (``auto``: CUDA when visible, else CPU)
+Accelerator = Literal["auto", "cpu", "cuda", "mps"]
 
 
 class ConfigModel(BaseModel):
@@ -62,22 +94,19 @@ class ConfigModel(BaseModel):
     renamed: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **values: Any) -> None:
-        what = _WHAT.get() or type(self).__qualname__
-        _WHAT.set(None)  # nested models name themselves
+        what, flags = _BUILDING.get() or (type(self).__qualname__, {})
+        _BUILDING.set(None)  # nested models name themselves
         check_names(values, list(type(self).model_fields), what, renamed=self.renamed)
         try:
             super().__init__(**values)
         except ValidationError as err:
-            raise ConfigError(explain(err, what)) from None
+            raise ConfigError(explain(err, what, type(self), flags)) from None
 
     @field_validator("*", mode="before")
     @classmethod
     def _split_commas(cls, value: Any, info: Any) -> Any:
-        if isinstance(value, str) and info.field_name in cls.model_fields:
-            tp = cls.model_fields[info.field_name].annotation
-            if typing.get_origin(tp) in (tuple, list):
-                return [v.strip() for v in value.split(",") if v.strip()]
-        return value
+        field = cls.model_fields.get(info.field_name)
+        return _listed(value, field.annotation) if field is not None else value
 
 
 class TrainConfig(ConfigModel):
@@ -126,7 +155,7 @@ class TrainConfig(ConfigModel):
     num_workers: int = Field(0, ge=0)
     log_every: int = Field(10, ge=1)
     ckpt_every: int = Field(200, ge=1)
-    accelerator: str = "auto"
+    accelerator: Accelerator = "auto"
     devices: str = "auto"
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
@@ -167,8 +196,14 @@ def config_types(cls: type) -> dict[str, Any]:
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(typing.cast(Any, cls))}
 
 
-def build_config(cls: type[D], values: dict[str, Any] | None = None, what: str | None = None) -> D:
+def build_config(cls: type[D], values: Mapping[str, Any] | None = None, what: str | None = None,
+                 flags: Mapping[str, str] | None = None) -> D:
     """Validate ``values`` into config class ``cls`` (a :class:`ConfigModel`, or a stdlib/pydantic dataclass).
+
+    Args:
+        what: the name in messages (``train``, ``finetune``, ``task 'rotation'``); default the class name.
+        flags: field -> the command-line flag that set it (``{"lr": "--finetune-lr"}``): a bad value of such a
+            field is named by its flag, with a valid example (the field's ``examples``, else its default).
 
     Raises:
         ConfigError: an unknown field (the closest valid name is suggested) or a bad value (one line naming
@@ -177,16 +212,18 @@ def build_config(cls: type[D], values: dict[str, Any] | None = None, what: str |
     values = dict(values or {})
     what = what or cls.__name__
     if issubclass(cls, ConfigModel):  # its __init__ checks and explains
-        token = _WHAT.set(what)
+        token = _BUILDING.set((what, dict(flags or {})))
         try:
             return typing.cast(D, cls(**values))
         finally:
-            _WHAT.reset(token)
+            _BUILDING.reset(token)
     check_names(values, list(config_fields(cls)), what, renamed=getattr(cls, "renamed", None))
+    hints = config_types(cls)
+    values = {k: _listed(v, hints.get(k)) for k, v in values.items()}
     try:
         return TypeAdapter(cls).validate_python(values)
     except ValidationError as err:
-        raise ConfigError(explain(err, what)) from None
+        raise ConfigError(explain(err, what, cls, flags)) from None
 
 
 # -- dotted overrides (the command line and recipes' --set) ------------------------------------------------
@@ -305,10 +342,7 @@ def write_yaml(path: str | Path, obj: Any) -> None:
     atomic_write_text(Path(path), to_yaml(obj))
 
 
-__all__ = ["ConfigModel", "Field", "Precision", "TrainConfig", "allowed", "build_config", "config_fields", "config_types", "explain",
+__all__ = ["DATACLASS_CONFIG", "Accelerator", "AfterValidator", "ConfigModel", "Field", "Precision", "TrainConfig", "allowed", "build_config", "config_fields", "config_types", "explain",
            "field_validator", "model_validator", "parse_overrides", "read_value", "read_yaml_mapping", "set_dotted",
-           "to_dict", "to_yaml", "write_yaml"]
+           "low_to_high", "span", "to_dict", "to_yaml", "write_yaml"]
 
-
-#: the name the volume data layer (volssl/data.py, rewritten by issue 24) imports; delete with it
-build_dataclass = build_config

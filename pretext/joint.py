@@ -11,23 +11,27 @@ split gives.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import nn
 
 from pretext.base import Batch, PretextTask
+from pretext.config import AfterValidator, ConfigModel, Field, low_to_high
 from pretext.errors import ConfigError, UserError
 
-__all__ = ["JOINT_PAIRINGS", "JointConfig", "JointEmbedding", "view_policy"]
+__all__ = ["JOINT_PAIRINGS", "CropScale", "JointConfig", "JointEmbedding", "view_policy"]
 
 JOINT_PAIRINGS = ("views", "patches", "patient")
 
 
-@dataclasses.dataclass(frozen=True)
-class JointConfig:
+#: a crop scale range ``[low, high]``, fractions of the input with ``0 < low <= high <= 1``
+CropScale = Annotated[tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]],
+                      AfterValidator(low_to_high)]
+
+
+class JointConfig(ConfigModel):
     """Options every joint-embedding task has.
 
     Attributes:
@@ -38,14 +42,8 @@ class JointConfig:
             (``sslbench list tasks -v`` and :mod:`volssl.views` / :mod:`signalssl.views` list them).
     """
 
-    pairing: str = "views"
-    views: dict = dataclasses.field(default_factory=dict)
-
-    def check_joint(self, what: str) -> None:
-        if self.pairing not in JOINT_PAIRINGS:
-            raise ConfigError(f"{what} pairing={self.pairing!r} must be one of {', '.join(JOINT_PAIRINGS)}")
-        if not isinstance(self.views, dict):
-            raise ConfigError(f"{what} views={self.views!r} must be a mapping of view parameters")
+    pairing: Literal["views", "patches", "patient"] = "views"
+    views: dict[str, Any] = Field(default_factory=dict)
 
 
 def view_policy(item_shape: Sequence[int], overrides: dict[str, Any], sizing: dict[str, Any] | None = None) -> Any:

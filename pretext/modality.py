@@ -7,7 +7,7 @@ The core (registry, data specs, bundles, the harness) knows no modality. Each mo
     [project.entry-points."medssl.modalities"]
     volume = "volssl.modality:ADAPTER"
 
-The adapter names the packages the registries scan for its built-in tasks, encoders and data kinds (a new
+The adapter names the packages the registries import for its built-in tasks, encoders and data kinds (a new
 task is one file in one of them), the encoder keywords that size a network for data of a given shape,
 the MONAI bundle parts that differ (load/normalise transforms, the input's metadata, a train-time
 augmentation) and the perturbation the embedding audit applies.
@@ -36,7 +36,7 @@ class Modality:
 
     Attributes:
         name: the modality's name (``"volume"``), used as registry metadata ``modality=...``.
-        scan: registry kind (``"task"``, ``"encoder"``, ``"data"``) -> packages whose modules are imported
+        packages: registry kind (``"task"``, ``"encoder"``, ``"data"``) -> packages whose modules are imported
             (recursively) so that their decorators register.
         size_keys: encoder keyword arguments that size a network for the data (``in_channels``, ``img_size``).
         bundle_file_patterns: glob patterns of the input files an exported bundle's inference reads.
@@ -50,7 +50,7 @@ class Modality:
     """
 
     name: str = ""
-    scan: dict[str, tuple[str, ...]] = {}
+    packages: dict[str, tuple[str, ...]] = {}
     size_keys: tuple[str, ...] = ()
     bundle_file_patterns: tuple[str, ...] = ()
     bundle_data_type: str = "numpy"
@@ -85,9 +85,9 @@ class Modality:
         description ``{"normalization": ..., "preprocessing": ...}`` for the metadata."""
         return self._hook("bundle_transforms")(src)
 
-    def bundle_input_spec(self, src: Any, modality: str, description: dict[str, Any]) -> dict[str, Any]:
+    def bundle_input_spec(self, src: Any, imaging_modality: str, description: dict[str, Any]) -> dict[str, Any]:
         """``network_data_format.inputs.image`` of the bundle's ``metadata.json``."""
-        return self._hook("bundle_input_spec")(src, modality, description)
+        return self._hook("bundle_input_spec")(src, imaging_modality, description)
 
     def bundle_grid(self, src: Any) -> dict[str, Any] | None:
         """For a model trained on patches of whole inputs, the options of the bundle network's sliding grid

@@ -14,14 +14,14 @@ from __future__ import annotations
 import difflib
 import inspect
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError, create_model
 
 from pretext.errors import ConfigError
 
-__all__ = ["REMOVED", "allowed", "check_names", "closest", "explain", "parse_value", "validate_options"]
+__all__ = ["REMOVED", "allowed", "check_names", "closest", "example", "explain", "parse_value", "validate_options"]
 
 #: option names of 0.1 that are gone -> the option to write instead (used in error messages only)
 REMOVED: dict[str, str] = {
@@ -69,7 +69,8 @@ def allowed(err: Any) -> str:
     bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
     if kind in bounds:
         key = {">=": "ge", ">": "gt", "<=": "le", "<": "lt"}[bounds[kind]]
-        return f"must be {bounds[kind]} {ctx.get(key)}"
+        bound = ctx.get(key)
+        return f"must be {bounds[kind]} {format(bound, 'g') if isinstance(bound, float) else bound}"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected')}"
     if kind in ("int_parsing", "int_type", "int_from_float"):
@@ -87,17 +88,55 @@ def allowed(err: Any) -> str:
     return str(err["msg"])
 
 
-def explain(err: ValidationError, what: str) -> str:
-    """One line for a pydantic :class:`ValidationError`: ``WHAT field=value must be ...`` per bad field."""
+def example(model: Any, loc: Sequence[Any]) -> str | None:
+    """A valid value of the field at ``loc`` of pydantic model ``model``, as written on a command line: the
+    field's first ``examples`` entry, else its default (``None`` when it has neither)."""
+    from pydantic import BaseModel
+
+    cls, info = model, None
+    for part in loc:
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or part not in cls.model_fields:
+            break
+        info = cls.model_fields[part]
+        cls = info.annotation
+    if info is None:
+        return None
+    value = info.examples[0] if info.examples else None if info.is_required() else info.get_default(
+        call_default_factory=True)
+    if value is None or value == {}:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def explain(err: ValidationError, what: str, model: Any = None, flags: Mapping[str, str] | None = None) -> str:
+    """One line for a pydantic :class:`ValidationError`: ``WHAT field=value must be ...`` per bad field.
+
+    Args:
+        model: the pydantic model validated (for the example value of a flag).
+        flags: field name (dotted for nested models) -> the command-line flag that sets it; an error on such a
+            field reads ``--flag (WHAT.field)=value must be ..., e.g. --flag EXAMPLE``.
+    """
+    flags = flags or {}
     parts = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"])
-        if e["type"] in ("value_error", "assertion_error"):  # a model's own check: its message says it all
-            msg = str(e["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        field = str(e["loc"][0]) if e["loc"] else ""
+        flag = flags.get(loc) or flags.get(field)  # "fractions.0": the flag of "fractions"
+        own = e["type"] in ("value_error", "assertion_error")  # a model's own check: its message says it all
+        msg = str(e["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ") if own else allowed(e)
+        if flag is not None:
+            ex = example(model, e["loc"][:1])
+            value = ":" if own else f"={e.get('input')!r}"
+            parts.append(f"{flag} ({what}.{loc}){value} {msg}" + (f", e.g. {flag} {ex}" if ex is not None else ""))
+        elif own:
             parts.append(f"{what} {msg}" if loc and msg.startswith(loc) else f"{what} {loc}: {msg}" if loc
                          else f"{what}: {msg}")
         else:
-            parts.append(f"{what} {loc}={e.get('input')!r} {allowed(e)}" if loc else f"{what}: {allowed(e)}")
+            parts.append(f"{what} {loc}={e.get('input')!r} {msg}" if loc else f"{what}: {msg}")
     return "; ".join(dict.fromkeys(parts))
 
 

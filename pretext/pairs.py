@@ -9,12 +9,12 @@ same record, else the item itself (then only the views differ).
 from __future__ import annotations
 
 import warnings
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pretext.base import SSLSplit
 from pretext.errors import UserError
 
 __all__ = ["PatientPairs", "pair_candidates"]
@@ -45,6 +45,18 @@ def pair_candidates(patients: np.ndarray, records: np.ndarray) -> dict[str, np.n
     return {"order": order, "pos": pos, "p_lo": p_start[pos], "p_hi": p_end[pos], "r_lo": r_start[pos], "r_hi": r_end[pos]}
 
 
+class PatientSplit(Protocol):
+    """What :class:`PatientPairs` reads of a split (a :class:`pretext.base.SSLSplit` has it all)."""
+
+    patients: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> Any: ...
+
+    def load(self, i: int) -> torch.Tensor: ...
+
+
 class PatientPairs(Dataset):
     """Items ``{"x", "x2", "patient", "label", "index", "same_record"}`` with ``x2`` from the same patient.
 
@@ -58,7 +70,7 @@ class PatientPairs(Dataset):
             only augmentations make the views differ).
     """
 
-    def __init__(self, split: SSLSplit, seed: int = 0, repeats: int = 1, pair: str = "patient",
+    def __init__(self, split: PatientSplit, seed: int = 0, repeats: int = 1, pair: str = "patient",
                  what: str = "pclr") -> None:
         if pair not in ("patient", "record"):
             raise UserError(f"{what} {pair=} must be 'patient' (two recordings) or 'record' (two windows of one)")

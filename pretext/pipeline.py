@@ -8,7 +8,8 @@ from typing import Any
 
 from pretext.config import TrainConfig, build_config, to_dict
 from pretext.data import encoder_for_data, load_data
-from pretext.engine.loop import CKPT_NAME, FitResult, fit
+from pretext.engine.loop import FitResult, fit
+from pretext.engine.resume import CKPT_NAME
 from pretext.errors import ConfigError
 from pretext.registry import ENCODERS, TASKS, create_task
 from pretext.runfolder import data_fingerprint, hold

@@ -19,7 +19,7 @@ entry-point groups ``medssl.tasks``, ``medssl.encoders`` and ``medssl.data``::
     more = "my_pkg.more_tasks"             # or a module whose decorators register on import
 
 Built-in components live in the packages that each modality adapter names (:mod:`pretext.modality`:
-``Modality.scan``, the adapters themselves found through the entry-point group ``medssl.modalities``);
+``Modality.packages``, the adapters themselves found through the entry-point group ``medssl.modalities``);
 every module in them (found by scanning the package folder) is imported the first time a registry is
 read, so a new task is one file dropped beside the others, the core names no modality package, and
 importing :mod:`pretext` stays cheap.
@@ -128,7 +128,7 @@ def builtin_packages(kind: str) -> list[str]:
     (:data:`CORE_PACKAGES`), then each modality adapter's."""
     from pretext.modality import modalities
 
-    return [*CORE_PACKAGES.get(kind, ()), *(pkg for adapter in modalities().values() for pkg in adapter.scan.get(kind, ()))]
+    return [*CORE_PACKAGES.get(kind, ()), *(pkg for adapter in modalities().values() for pkg in adapter.packages.get(kind, ()))]
 
 
 def _entry_points(group: str) -> Iterable[Any]:

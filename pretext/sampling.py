@@ -74,9 +74,8 @@ def pretrain_stream(dataset: Dataset, task: Any, seed: int = 0) -> Stream:
     A plain ``Dataset`` (not :class:`Streamable`) is used as it is, which serves pairings ``"none"`` and
     ``"views"``; asking it for another pairing is refused.
     """
-    from pretext.base import PretextTask
-
-    pairing = task.pairing() if isinstance(task, PretextTask) else "none"
+    is_task = callable(getattr(task, "pairing", None)) and callable(getattr(task, "wrap_dataset", None))
+    pairing = task.pairing() if is_task else "none"
     if isinstance(dataset, Streamable):
         stream = dataset.stream(seed=seed, pairing=pairing)
     elif pairing in ("none", "views"):
@@ -84,6 +83,6 @@ def pretrain_stream(dataset: Dataset, task: Any, seed: int = 0) -> Stream:
     else:
         raise UserError(f"pairing {pairing!r} needs a split that knows its patients and records "
                         f"(a pretext.base.SSLSplit), got a {type(dataset).__name__}")
-    if isinstance(task, PretextTask):
+    if is_task:  # a pretext.base.PretextTask
         stream = Stream(task.wrap_dataset(stream.dataset, task.cfg, seed=seed), stream.collate_fn)
     return stream

@@ -5,7 +5,6 @@ Not used by the library itself.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import cast
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from pretext.base import PretextTask, SSLSplit
+from pretext.config import ConfigModel
 
 
 class TinyEncoder(nn.Module):
@@ -34,8 +34,7 @@ class TinyEncoder(nn.Module):
 class ToyTask(PretextTask):
     """Denoising: reconstruct ``x`` from ``x + noise`` (noise drawn from the step generator)."""
 
-    @dataclasses.dataclass(frozen=True)
-    class Config:
+    class Config(ConfigModel):
         noise: float = 0.5
         nan_steps: tuple[int, ...] = ()  # forward calls whose loss is made NaN (guard tests)
         fail_at: int = -1  # forward call that raises (kill simulation)

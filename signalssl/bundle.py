@@ -60,7 +60,7 @@ def signal_transforms(src: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return xforms, {"normalization": norm, "preprocessing": pre, "crop_or_pad_to": n_times}
 
 
-def signal_input_spec(src: Any, modality: str, description: dict[str, Any]) -> dict[str, Any]:
+def signal_input_spec(src: Any, imaging_modality: str, description: dict[str, Any]) -> dict[str, Any]:
     """``network_data_format.inputs.image`` of a signal bundle (MONAI type "series", format "sequence")."""
     c, n_times = int(src.input_shape[0]), int(src.input_shape[-1])
     sfreq = description["preprocessing"].get("sfreq")
@@ -68,7 +68,7 @@ def signal_input_spec(src: Any, modality: str, description: dict[str, Any]) -> d
     names = names if len(names) == c else [f"channel {i}" for i in range(c)]
     pre = description["preprocessing"]
     spec = {
-        "type": "series", "format": "sequence", "modality": modality, "num_channels": c,
+        "type": "series", "format": "sequence", "modality": imaging_modality, "num_channels": c,
         "spatial_shape": [n_times], "dtype": "float32", "value_range": [], "is_patch_data": False,
         "channel_def": {str(i): n for i, n in enumerate(names)},
         "channel_names": names,

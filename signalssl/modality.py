@@ -15,7 +15,7 @@ class SignalModality(Modality):
     """ECG/EEG windows ``(C, T)``; encoders sized by ``n_chans``, ``n_times``, ``sfreq`` (braindecode's names)."""
 
     name = "signal"
-    scan = {"task": ("signalssl.tasks",), "encoder": ("signalssl.encoders",),
+    packages = {"task": ("signalssl.tasks",), "encoder": ("signalssl.encoders",),
             "data": ("signalssl.data", "signalssl.synthetic")}
     size_keys = ("n_chans", "n_times", "sfreq")
     bundle_file_patterns = ("*.npy",)

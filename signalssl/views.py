@@ -11,13 +11,15 @@ Every field is an overridable parameter (``--task.views '{crop_scale: [0.7, 1.0]
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import PositiveInt
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from pretext.config import DATACLASS_CONFIG, Field, build_config, span
 from pretext.errors import ConfigError
 from pretext.transforms import Chain, RandomTransform, Transform
 from signalssl.transforms import (
@@ -29,6 +31,8 @@ from signalssl.transforms import (
 )
 
 __all__ = ["Crop", "SignalViews", "default_views"]
+
+Prob = Annotated[float, Field(ge=0, le=1)]
 
 
 @dataclasses.dataclass
@@ -51,7 +55,7 @@ class Crop(Transform):
         return y[:, :, 0].reshape(b, x.shape[1], self.size).to(x.dtype)
 
 
-@dataclasses.dataclass
+@pydantic_dataclass(config=DATACLASS_CONFIG)
 class SignalViews(RandomTransform):
     """Random views of windows ``(B, C, T)``; every field is a documented, overridable parameter.
 
@@ -66,42 +70,20 @@ class SignalViews(RandomTransform):
         sfreq: sampling rate in Hz (the wander frequency); the task passes the data's rate where it knows it.
     """
 
-    crop_scale: tuple[float, float] = (0.5, 1.0)
-    size: int | None = None
-    scale_p: float = 0.8
-    scale: tuple[float, float] = (0.7, 1.3)
-    wander_p: float = 0.5
-    wander_amp: float = 0.2
-    wander_hz: tuple[float, float] = (0.05, 0.5)
-    noise_p: float = 0.5
-    noise_std: float = 0.05
-    dropout_p: float = 0.3
-    dropout_rate: float = 0.2
-    mask_p: float = 0.5
-    mask_frac: float = 0.1
-    sfreq: float = 100.0
-
-    def __post_init__(self) -> None:
-        for name, lo, hi in (("crop_scale", 1e-3, 1.0), ("scale", 0.0, None), ("wander_hz", 0.0, None)):
-            try:
-                a, b = (float(v) for v in getattr(self, name))
-            except (TypeError, ValueError) as err:
-                raise ConfigError(f"signal views {name}={getattr(self, name)!r} must be two numbers [low, high]") from err
-            if not (math.isfinite(a) and math.isfinite(b)) or a > b or a < lo or (hi is not None and b > hi):
-                raise ConfigError(f"signal views {name}={getattr(self, name)!r} must be [low, high], low <= high, "
-                                  f"low >= {lo:g}" + (f", high <= {hi:g}" if hi is not None else ""))
-            setattr(self, name, (a, b))
-        for name in ("scale_p", "wander_p", "noise_p", "dropout_p", "dropout_rate", "mask_p", "mask_frac"):
-            v = float(getattr(self, name))
-            if not 0.0 <= v <= 1.0:
-                raise ConfigError(f"signal views {name}={v!r} must be in [0, 1]")
-        for name in ("wander_amp", "noise_std"):
-            if not float(getattr(self, name)) >= 0:
-                raise ConfigError(f"signal views {name}={getattr(self, name)!r} must be >= 0")
-        if not float(self.sfreq) > 0:
-            raise ConfigError(f"signal views sfreq={self.sfreq!r} must be > 0")
-        if self.size is not None and int(self.size) < 1:
-            raise ConfigError(f"signal views size={self.size!r} must be a positive number of samples")
+    crop_scale: span(ge=1e-3, le=1) = (0.5, 1.0)
+    size: PositiveInt | None = None
+    scale_p: Prob = 0.8
+    scale: span(ge=0) = (0.7, 1.3)
+    wander_p: Prob = 0.5
+    wander_amp: float = Field(0.2, ge=0)
+    wander_hz: span(ge=0) = (0.05, 0.5)
+    noise_p: Prob = 0.5
+    noise_std: float = Field(0.05, ge=0)
+    dropout_p: Prob = 0.3
+    dropout_rate: Prob = 0.2
+    mask_p: Prob = 0.5
+    mask_frac: Prob = 0.1
+    sfreq: float = Field(100.0, gt=0)
 
     def get_params(self, batch_shape: Sequence[int], generator: torch.Generator | None) -> Chain:
         if len(batch_shape) != 3:
@@ -119,17 +101,14 @@ class SignalViews(RandomTransform):
         return Chain((crop, *(r.get_params(shape, generator) for r in rest)))
 
     def replace(self, **changes: Any) -> SignalViews:
-        """A copy with some parameters changed (DINO's global and local crops)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some parameters changed (DINO's global and local crops), validated as a new one."""
+        return build_config(SignalViews, {**dataclasses.asdict(self), **changes}, "signal views")
 
 
 def default_views(**params: Any) -> SignalViews:
-    """The signal adapter's default views with ``params`` overriding fields (unknown names refused)."""
-    names = {f.name for f in dataclasses.fields(SignalViews)}
-    unknown = sorted(set(params) - names)
-    if unknown:
-        raise ConfigError(f"signal views have no parameter(s) {unknown}; valid: {', '.join(sorted(names))}")
-    return SignalViews(**params)
+    """The signal adapter's default views with ``params`` overriding fields (unknown or bad ones refused, one line
+    naming the parameter and what is allowed)."""
+    return build_config(SignalViews, params, "signal views")
 
 
 def adapter_views(sizing: dict[str, Any], **params: Any) -> SignalViews:

@@ -147,7 +147,7 @@ def volume_grid(src: ExportSource) -> dict[str, Any] | None:
     return None if grid is None else {**grid, "sw_batch_size": SW_BATCH_SIZE}
 
 
-def volume_input_spec(src: ExportSource, modality: str, description: dict[str, Any]) -> dict[str, Any]:
+def volume_input_spec(src: ExportSource, imaging_modality: str, description: dict[str, Any]) -> dict[str, Any]:
     """``network_data_format.inputs.image`` of a volume bundle (MONAI type "image")."""
     norm = description["normalization"]
     pre = description.get("preprocessing", {})
@@ -175,7 +175,7 @@ def volume_input_spec(src: ExportSource, modality: str, description: dict[str, A
         spatial_shape = ["*"] * len(spatial_shape)
     return {
         "type": "image", "format": "hounsfield" if norm["kind"] == "range" and norm.get("a_min", 0) < 0 else "magnitude",
-        "modality": modality, "num_channels": int(src.input_shape[0]), "spatial_shape": spatial_shape,
+        "modality": imaging_modality, "num_channels": int(src.input_shape[0]), "spatial_shape": spatial_shape,
         "dtype": "float32", "value_range": value_range, "is_patch_data": False,
         "channel_def": {str(i): "image" if src.input_shape[0] == 1 else f"image channel {i}" for i in range(src.input_shape[0])},
         "intensity_normalization": norm,

@@ -118,7 +118,7 @@ def load_medmnist3d(
         normalize: "unit" (uint8 / 255 -> [0, 1]), "zscore" (train-split mean/std), "none" (0..255).
         pad_to: centre crop / zero pad each volume to this side (e.g. 32 so that 8^3 patches fit).
         cache: "auto" (``$MEDSSL_CACHE`` or ``~/.cache/medssl``), a folder, or "none" (a temporary store); the
-            stores go in its ``volumes/`` subfolder (:func:`pretext.cache.resolve_cache`, as signals' in ``signal/``).
+            stores go in its ``volume/`` subfolder (:func:`pretext.cache.resolve_cache`, as signals' in ``signal/``).
         patch, patches_per_volume, foreground, pool, overlap: random ``patch=D,H,W`` patches for pretraining
             and pooled sliding-grid features downstream (see :mod:`volssl.sampling`);
             ``foreground_threshold`` (normalised units) defines foreground voxels there.

@@ -15,7 +15,7 @@ class VolumeModality(Modality):
     """CT/MRI volumes ``(C, D, H, W)``; encoders sized by ``in_channels`` and ``img_size`` (MONAI's names)."""
 
     name = "volume"
-    scan = {"task": ("volssl.tasks",), "encoder": ("volssl.encoders",), "data": ("volssl.data", "volssl.synthetic")}
+    packages = {"task": ("volssl.tasks",), "encoder": ("volssl.encoders",), "data": ("volssl.data", "volssl.synthetic")}
     size_keys = ("in_channels", "img_size")
     bundle_file_patterns = ("*.nii", "*.nii.gz", "*.mha", "*.nrrd")
     bundle_data_type = "nibabel"

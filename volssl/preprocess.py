@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pretext.config import build_dataclass
+from pretext.config import build_config
 from pretext.errors import ConfigError
 from volssl.io import Volume
 
@@ -277,4 +277,4 @@ def prep_config(options: dict[str, Any]) -> PreprocessConfig:
             opts[key] = [v.strip() for v in opts[key].split(",") if v.strip()]
     if isinstance(opts.get("orientation"), str) and opts["orientation"].lower() in ("none", "keep", ""):
         opts["orientation"] = None
-    return build_dataclass(PreprocessConfig, opts, what="volume preprocessing")
+    return build_config(PreprocessConfig, opts, what="volume preprocessing")

@@ -6,7 +6,7 @@ uint8 for MedMNIST, with a per-set ``scale``/``shift``), opened with ``np.load(m
 touches only the pages that hold its rows, DataLoader workers share the OS page cache, and no common shape is
 needed. Layout::
 
-    $MEDSSL_CACHE/volumes/<kind>-<settings hash>/   one pool per source kind and preprocessing setting
+    $MEDSSL_CACHE/volume/<kind>-<settings hash>/   one pool per source kind and preprocessing setting
         vol/<id>.npy        (C, D, H, W) voxels                    } written atomically, in this order;
         vol/<id>.fg.npy     (K, 3) int32 foreground positions      } the .json marks the item done
         vol/<id>.json       shape, spacing, affines, foreground box and count, source, size and CRC-32
@@ -43,7 +43,7 @@ from pretext.config import to_dict
 from pretext.errors import DataError
 
 STORE_VERSION = 2
-CACHE_SUBFOLDER = "volumes"
+CACHE_SUBFOLDER = "volume"  # the modality's name, as signals' "signal"
 #: A set whose items hold at most this many bytes has every checksum verified when it is opened.
 VERIFY_BYTES = 1 << 30
 #: Foreground voxel positions kept per volume (a uniform sample, as nnU-Net's ``class_locations``).

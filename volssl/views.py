@@ -15,11 +15,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import BeforeValidator, PositiveInt
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from pretext.config import DATACLASS_CONFIG, AfterValidator, Field, build_config, span
 from pretext.errors import ConfigError
 from pretext.transforms import RandomTransform, Transform
 from volssl.transforms.hashing import draw_seeds, hash_uniform
@@ -27,22 +30,17 @@ from volssl.transforms.hashing import draw_seeds, hash_uniform
 __all__ = ["VolumeView", "VolumeViews", "default_views", "gaussian_blur3d"]
 
 
-def _pair(value: Any, name: str, lo: float, hi: float | None = None) -> tuple[float, float]:
-    try:
-        a, b = (float(v) for v in value)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"volume views {name}={value!r} must be two numbers [low, high]") from err
-    if not (math.isfinite(a) and math.isfinite(b)) or a > b or a < lo or (hi is not None and b > hi):
-        bound = f"in [{lo:g}, {hi:g}]" if hi is not None else f">= {lo:g}"
-        raise ConfigError(f"volume views {name}={value!r} must be [low, high] with low <= high, both {bound}")
-    return a, b
+Prob = Annotated[float, Field(ge=0, le=1)]
 
 
-def _prob(value: Any, name: str) -> float:
-    v = float(value)
-    if not 0.0 <= v <= 1.0:
-        raise ConfigError(f"volume views {name}={value!r} must be a probability in [0, 1]")
-    return v
+def _contains_one(value: tuple[float, float]) -> tuple[float, float]:
+    if not value[0] <= 1 <= value[1]:
+        raise ValueError(f"{list(value)} must contain 1 (a side ratio range around the cube's)")
+    return value
+
+
+def _three_sides(value: Any) -> Any:
+    return [value] * 3 if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def gaussian_blur3d(x: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
@@ -112,7 +110,7 @@ class VolumeView(Transform):
         return y.to(x.dtype)
 
 
-@dataclasses.dataclass
+@pydantic_dataclass(config=DATACLASS_CONFIG)
 class VolumeViews(RandomTransform):
     """Random views of volumes ``(B, C, D, H, W)``; every field is a documented, overridable parameter.
 
@@ -134,40 +132,20 @@ class VolumeViews(RandomTransform):
         noise_std: range of the noise std, as a fraction of the sample's intensity span.
     """
 
-    crop_scale: tuple[float, float] = (0.5, 1.0)
-    aspect: tuple[float, float] = (0.8, 1.25)
-    size: tuple[int, int, int] | None = None
-    flip_p: float = 0.5
-    rotate_deg: float = 10.0
-    intensity_p: float = 0.8
-    gain: tuple[float, float] = (0.8, 1.2)
-    shift: tuple[float, float] = (-0.1, 0.1)
-    gamma_p: float = 0.5
-    gamma: tuple[float, float] = (0.7, 1.5)
-    blur_p: float = 0.5
-    blur_sigma: tuple[float, float] = (0.1, 1.0)
-    noise_p: float = 0.5
-    noise_std: tuple[float, float] = (0.0, 0.05)
-
-    def __post_init__(self) -> None:
-        self.crop_scale = _pair(self.crop_scale, "crop_scale", 1e-3, 1.0)
-        self.aspect = _pair(self.aspect, "aspect", 1e-3)
-        if self.aspect[0] > 1 or self.aspect[1] < 1:
-            raise ConfigError(f"volume views aspect={self.aspect} must contain 1")
-        self.gain = _pair(self.gain, "gain", 0.0)
-        self.shift = _pair(self.shift, "shift", -1.0, 1.0)
-        self.gamma = _pair(self.gamma, "gamma", 1e-3)
-        self.blur_sigma = _pair(self.blur_sigma, "blur_sigma", 0.0, 10.0)
-        self.noise_std = _pair(self.noise_std, "noise_std", 0.0)
-        for name in ("flip_p", "intensity_p", "gamma_p", "blur_p", "noise_p"):
-            setattr(self, name, _prob(getattr(self, name), name))
-        if not 0.0 <= float(self.rotate_deg) <= 180.0:
-            raise ConfigError(f"volume views rotate_deg={self.rotate_deg!r} must be in [0, 180]")
-        if self.size is not None:
-            size = tuple(int(s) for s in ([self.size] * 3 if isinstance(self.size, int) else self.size))
-            if len(size) != 3 or min(size) < 1:
-                raise ConfigError(f"volume views size={self.size!r} must be three positive integers (D, H, W)")
-            self.size = size  # type: ignore[assignment]
+    crop_scale: span(ge=1e-3, le=1) = (0.5, 1.0)
+    aspect: Annotated[span(ge=1e-3), AfterValidator(_contains_one)] = (0.8, 1.25)
+    size: Annotated[tuple[PositiveInt, PositiveInt, PositiveInt] | None, BeforeValidator(_three_sides)] = None
+    flip_p: Prob = 0.5
+    rotate_deg: float = Field(10.0, ge=0, le=180)
+    intensity_p: Prob = 0.8
+    gain: span(ge=0) = (0.8, 1.2)
+    shift: span(ge=-1, le=1) = (-0.1, 0.1)
+    gamma_p: Prob = 0.5
+    gamma: span(ge=1e-3) = (0.7, 1.5)
+    blur_p: Prob = 0.5
+    blur_sigma: span(ge=0, le=10) = (0.1, 1.0)
+    noise_p: Prob = 0.5
+    noise_std: span(ge=0) = (0.0, 0.05)
 
     def get_params(self, batch_shape: Sequence[int], generator: torch.Generator | None) -> VolumeView:
         if len(batch_shape) != 5:
@@ -208,8 +186,8 @@ class VolumeViews(RandomTransform):
         )
 
     def replace(self, **changes: Any) -> VolumeViews:
-        """A copy with some parameters changed (DINO's global and local crops)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some parameters changed (DINO's global and local crops), validated as a new one."""
+        return build_config(VolumeViews, {**dataclasses.asdict(self), **changes}, "volume views")
 
 
 def _rotation(ang: torch.Tensor) -> torch.Tensor:
@@ -223,12 +201,9 @@ def _rotation(ang: torch.Tensor) -> torch.Tensor:
 
 
 def default_views(**params: Any) -> VolumeViews:
-    """The volume adapter's default views with ``params`` overriding fields (unknown names refused)."""
-    names = {f.name for f in dataclasses.fields(VolumeViews)}
-    unknown = sorted(set(params) - names)
-    if unknown:
-        raise ConfigError(f"volume views have no parameter(s) {unknown}; valid: {', '.join(sorted(names))}")
-    return VolumeViews(**params)
+    """The volume adapter's default views with ``params`` overriding fields (unknown or bad ones refused, one line
+    naming the parameter and what is allowed)."""
+    return build_config(VolumeViews, params, "volume views")
 
 
 def adapter_views(sizing: dict[str, Any], **params: Any) -> VolumeViews:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pretext.errors import ConfigError
+from pydantic import PositiveInt
+
+from pretext.config import build_config
+from pretext.options import parse_value
 
 
 def register(sub: Any) -> None:
@@ -50,20 +53,23 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
     import torch
 
-    from benchmarks.evaluate import evaluate
+    from benchmarks.evaluate import EVAL_FLAGS, FINETUNE_FLAGS, EvalOptions, evaluate
+    from benchmarks.probes import FinetuneConfig
 
     if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads {args.threads} must be at least 1 (torch CPU threads); leave it out for "
-                              "torch's default")
-        torch.set_num_threads(args.threads)
-    ft = {k: v for k, v in (("steps", args.finetune_steps), ("lr", args.finetune_lr),
-                            ("layer_decay", args.layer_decay), ("k_blocks", args.k_blocks)) if v is not None}
-    baselines = () if args.baselines in ("", "none") else tuple(b for b in args.baselines.split(",") if b)
-    df = evaluate(args.checkpoint, args.data, protocol=args.protocol, fractions=args.fractions, seeds=args.seeds,
-                  out=args.out, baselines=baselines, finetune=ft, k=args.k, fold=args.fold, n_boot=args.n_boot,
+        torch.set_num_threads(parse_value(PositiveInt, args.threads, "--threads"))
+    baselines = [] if args.baselines in ("", "none") else args.baselines
+    opts = build_config(EvalOptions, {"protocols": args.protocol, "fractions": args.fractions, "seeds": args.seeds,
+                                      "baselines": baselines, "n_boot": args.n_boot, "k": args.k, "fold": args.fold,
+                                      "min_test_patients": args.min_test_patients}, "evaluate", flags=EVAL_FLAGS)
+    given = {"steps": args.finetune_steps, "lr": args.finetune_lr, "layer_decay": args.layer_decay,
+             "k_blocks": args.k_blocks}
+    ft = build_config(FinetuneConfig, {k: v for k, v in given.items() if v is not None}, "finetune",
+                      flags=FINETUNE_FLAGS)
+    df = evaluate(args.checkpoint, args.data, protocol=opts.protocols, fractions=opts.fractions, seeds=opts.seeds,
+                  out=args.out, baselines=opts.baselines, finetune=ft, k=opts.k, fold=opts.fold, n_boot=opts.n_boot,
                   drop_unlabelled=args.drop_unlabelled, strict_fractions=args.strict_fractions,
-                  save_models=args.save_models, extend=args.extend, min_test_patients=args.min_test_patients,
+                  save_models=args.save_models, extend=args.extend, min_test_patients=opts.min_test_patients,
                   log=print)
     cols = [c for c in ("task", "arm", "protocol", "fraction", "seed", "auroc", "auroc_lo", "auroc_hi", "accuracy")
             if c in df.columns]

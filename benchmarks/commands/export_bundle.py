@@ -24,7 +24,8 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, help="bundle folder to create (must not exist)")
     p.add_argument("--num-classes", type=int, default=None,
                    help="classes of the head that configs/train.json adds to an encoder bundle (default 2)")
-    p.add_argument("--modality", default=None, help='input modality for metadata ("CT", "MR", "EKG", "EEG")')
+    p.add_argument("--imaging-modality", default=None,
+                   help='DICOM-style modality of the input for metadata ("CT", "MR", "EKG", "EEG"; default: guessed)')
     p.add_argument("--version", default="0.1.0", help="bundle version (default 0.1.0)")
     p.add_argument("--authors", default="medssl contributors")
     p.add_argument("--results", default=None,
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--results {args.results!r} must hold a JSON object of metric -> value")
     out = export_bundle(args.checkpoint, args.out, encoder_overrides=parse_overrides(
         list(getattr(args, "extra", [])), "sslbench export-bundle", scopes=("encoder",))["encoder"],
-                        num_classes=args.num_classes, modality=args.modality, version=args.version,
+                        num_classes=args.num_classes, imaging_modality=args.imaging_modality, version=args.version,
                         authors=args.authors, torchscript=not args.no_torchscript, results=results)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     print(f"bundle written: {out}")

@@ -76,11 +76,13 @@ def run(args: argparse.Namespace) -> int:
             enc_cfg.pop(k, None)
         enc_cfg.update(dotted["encoder"])
     train = dict(base.get("train") or {})
+    flags = {}  # a bad value given as a flag is named by its flag
     for name in config_fields(TrainConfig):
         val = getattr(args, name, None)
         if val is not None:
             train[name] = read_value(val)
-    train_cfg = build_config(TrainConfig, train, what="train")
+            flags[name] = f"--{name.replace('_', '-')}"
+    train_cfg = build_config(TrainConfig, train, what="train", flags=flags)
     module, result = pretrain(task, encoder, data, out, train_cfg, task_cfg, enc_cfg, resume=args.resume, log=print)
     encoder = encoder or getattr(module.encoder, "medssl_config", {}).get("encoder", "default encoder")
     if args.resume and not result.history and result.steps >= train_cfg.steps:

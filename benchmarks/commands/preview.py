@@ -13,9 +13,12 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from pydantic import PositiveInt
+
 from pretext.data import load_data
 from pretext.errors import ConfigError
 from pretext.modality import get_modality
+from pretext.options import parse_value
 
 
 def register(sub: Any) -> None:
@@ -29,13 +32,12 @@ def register(sub: Any) -> None:
 
 def preview(spec: str, out: str | Path, n: int = 4, split: str = "train") -> list[str]:
     """Write previews of the first ``n`` records of ``split`` of ``spec`` under ``out``; return the summary lines."""
-    if n < 1:
-        raise ConfigError(f"--n {n} must be at least 1 (items to preview)")
+    n = parse_value(PositiveInt, n, "--n")
     data = load_data(spec)
     if split not in data.splits:
         raise ConfigError(f"--split {split!r} is not in the data; it has {sorted(data.splits)}")
     sp = data.splits[split]
-    package = get_modality(data.modality).scan["data"][0].split(".")[0]  # the modality's own preview
+    package = get_modality(data.modality).packages["data"][0].split(".")[0]  # the modality's own preview
     writer = importlib.import_module(f"{package}.preview").preview_item
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

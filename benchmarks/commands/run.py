@@ -12,7 +12,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from pydantic import PositiveInt
+
 from pretext.errors import ConfigError
+from pretext.options import parse_value
 
 _SPREAD = """spreading the cells: --workers N runs N local processes (shards 0/N .. N-1/N) on one --out; --shard I/N runs
 one shard, so independent jobs fill one matrix, e.g. a SLURM job array on a shared folder:
@@ -71,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
         if args.report:
             raise ConfigError("--report with --shard would report a partial matrix; once every shard has finished, "
                               f"write it with: sslbench report {args.out}")
-    if args.workers < 1:
-        raise ConfigError(f"--workers {args.workers} must be at least 1")
+    args.workers = parse_value(PositiveInt, args.workers, "--workers")
     if args.dry_run:  # the checks of a real run (data, task options, one forward pass, --out), without writing
         check_recipe(recipe, args.out, extend=args.extend)
         print(f"recipe {recipe.name}: {recipe.n_cells()} cells over datasets {sorted(recipe.datasets)}, "

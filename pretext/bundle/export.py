@@ -153,7 +153,7 @@ def export_bundle(
     *,
     encoder_overrides: dict[str, Any] | None = None,
     num_classes: int | None = None,
-    modality: str | None = None,
+    imaging_modality: str | None = None,
     version: str = "0.1.0",
     authors: str = "medssl contributors",
     torchscript: bool = True,
@@ -166,7 +166,8 @@ def export_bundle(
         out: the bundle folder to create; must not exist.
         encoder_overrides: encoder keyword arguments replacing the recorded ones.
         num_classes: classes of the head ``train.json`` adds to an encoder bundle (default 2).
-        modality: DICOM-style input modality ("CT", "MR", "EKG", "EEG"); guessed from the data spec.
+        imaging_modality: DICOM-style modality of the input ("CT", "MR", "EKG", "EEG"); guessed from the data
+            spec. Not the modality adapter (``volume``/``signal``), which the checkpoint records.
         version: bundle version.
         authors: metadata ``authors``.
         torchscript: also write ``models/model.ts`` (checked by reload and equal outputs).
@@ -203,7 +204,8 @@ def export_bundle(
             (tmp / "models").mkdir()
             torch.save(net.state_dict(), tmp / "models" / "model.pt")
             files["model.pt"] = "state dict of network_def (configs/inference.json)"
-            meta = build_metadata(src, description, version=version, authors=authors, modality=modality)
+            meta = build_metadata(src, description, version=version, authors=authors,
+                                  imaging_modality=imaging_modality)
             note = "not requested"
             if torchscript:
                 note = export_torchscript(net, x, tmp / "models" / "model.ts", meta)

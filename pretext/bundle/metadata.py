@@ -21,7 +21,7 @@ SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/do
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "metadata_schema.json"
 MIN_PACKAGES = {"nibabel": "5.0.0", "pytorch-ignite": "0.4.11", "fire": "0.5.0"}
 
-#: data-kind name fragments -> DICOM-style modality of the bundle input
+#: data-kind name fragments -> DICOM-style (imaging) modality of the bundle input
 _MODALITY_HINTS = {"adrenal": "CT", "organ": "CT", "nodule": "CT", "fracture": "CT", "vessel": "MR", "synapse": "EM",
                    "brats": "MR", "mri": "MR", "ct": "CT", "ecg": "EKG", "physionet2017": "EKG", "cinc": "EKG",
                    "ptbxl": "EKG", "eeg": "EEG", "eegmat": "EEG", "sleep": "EEG"}
@@ -36,15 +36,15 @@ def _version(module: str) -> str:
         return ""
 
 
-def guess_modality(src: ExportSource) -> str:
+def guess_imaging_modality(src: ExportSource) -> str:
     """DICOM-style modality of the input ("CT", "MR", "EKG", "EEG"), or "n/a" when the data does not say."""
     recorded = src.run_config.get("imaging_modality")  # run_config["modality"] is "volume"/"signal"
     if recorded:
         return str(recorded)
     data = str(src.run_config.get("data", "")).lower()
-    for hint, modality in _MODALITY_HINTS.items():
+    for hint, imaging in _MODALITY_HINTS.items():
         if hint in data:
-            return modality
+            return imaging
     return "n/a"
 
 
@@ -67,16 +67,16 @@ def output_spec(src: ExportSource) -> dict[str, Any]:
     }
 
 
-def input_spec(src: ExportSource, modality: str, description: dict[str, Any]) -> dict[str, Any]:
+def input_spec(src: ExportSource, imaging_modality: str, description: dict[str, Any]) -> dict[str, Any]:
     """``network_data_format.inputs.image`` (the modality adapter's)."""
-    return get_modality(src.modality).bundle_input_spec(src, modality, description)
+    return get_modality(src.modality).bundle_input_spec(src, imaging_modality, description)
 
 
 def build_metadata(src: ExportSource, description: dict[str, Any], *, version: str = "0.1.0",
                    authors: str = "medssl contributors", copyright: str = "Copyright (c) medssl contributors",
-                   modality: str | None = None, exported: dict[str, str] | None = None) -> dict[str, Any]:
+                   imaging_modality: str | None = None, exported: dict[str, str] | None = None) -> dict[str, Any]:
     """The ``metadata.json`` dictionary (MONAI Bundle Specification keys plus medssl provenance)."""
-    modality = modality or guess_modality(src)
+    imaging_modality = imaging_modality or guess_imaging_modality(src)
     rc = src.run_config
     what = f"{src.num_classes}-class classifier" if src.is_classifier else "pretrained encoder"
     # what running the configs needs: ignite (engines, handlers), fire (python -m monai.bundle), nibabel (NIfTI)
@@ -118,7 +118,7 @@ def build_metadata(src: ExportSource, description: dict[str, Any], *, version: s
                                        "pretext_summary": src.pretraining or None}.items() if v is not None},
         "exported_files": exported or {},
         "network_data_format": {
-            "inputs": {"image": input_spec(src, modality, description)},
+            "inputs": {"image": input_spec(src, imaging_modality, description)},
             "outputs": {"pred": output_spec(src)},
         },
     }

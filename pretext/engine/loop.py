@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import threading
 import time
@@ -34,16 +33,15 @@ from pretext.engine.checkpoint import (
     save_checkpoint,
     save_safetensors,
 )
+from pretext.engine.fabric import make_fabric
 from pretext.engine.hooks import engine_hooks, restore_hooks, run_hooks
 from pretext.engine.monitor import RunLogger, Throughput, progress_bar
 from pretext.engine.precision import resolve_accelerator, resolve_precision
+from pretext.engine.resume import CKPT_NAME, check_out_dir, check_same_run
 from pretext.engine.sampler import ResumableBatchSampler, step_generator
 from pretext.engine.schedule import WarmupCosine
-from pretext.errors import ConfigError, NonFiniteLossError, UserError, raise_preempted
-from pretext.runfolder import describe_diff, diff_values, plain_json
+from pretext.errors import NonFiniteLossError, UserError, raise_preempted
 from pretext.sampling import pretrain_stream
-
-CKPT_NAME = "last.ckpt"
 
 
 @dataclasses.dataclass
@@ -65,58 +63,6 @@ class FitResult:
     nonfinite_skipped: int
     out_dir: Path | None
     elapsed_s: float
-
-
-def _check_out_dir(out_dir: Path, resume: bool) -> Path | None:
-    """Create/validate the run folder; return the checkpoint to resume from (or None)."""
-    ckpt = out_dir / "checkpoints" / CKPT_NAME
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise UserError(f"output folder {str(out_dir)!r} is not writable ({err.strerror}); choose another --out") from err
-    if resume:
-        if not ckpt.is_file():
-            raise UserError(f"--resume given but {str(ckpt)!r} does not exist; drop --resume to start a new run")
-        return ckpt
-    if ckpt.is_file():
-        raise UserError(f"output folder {str(out_dir)!r} already holds a run ({ckpt.name}); "
-                        "pass --resume to continue it or choose a new --out")
-    return None
-
-
-def _devices(cfg: TrainConfig) -> Any:
-    if cfg.devices != "auto":
-        return [int(d) for d in cfg.devices.split(",") if d] if "," in cfg.devices else int(cfg.devices)
-    # "auto": the world a launcher (torchrun / SLURM) made, else one device.
-    for var in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 1
-
-
-def _num_nodes(cfg: TrainConfig) -> int:
-    if cfg.num_nodes != 1:
-        return cfg.num_nodes
-    world, local = os.environ.get("WORLD_SIZE", ""), os.environ.get("LOCAL_WORLD_SIZE", "")
-    if world.isdigit() and local.isdigit() and int(local) > 0:
-        return max(1, int(world) // int(local))  # torchrun --nnodes N
-    nodes = os.environ.get("SLURM_NNODES", "")
-    return int(nodes) if nodes.isdigit() and os.environ.get("SLURM_NTASKS") else 1
-
-
-def make_fabric(cfg: TrainConfig) -> Any:
-    """A launched ``lightning.fabric.Fabric`` for ``cfg`` (precision resolved and checked)."""
-    from lightning_fabric import Fabric
-
-    accelerator = resolve_accelerator(cfg.accelerator)
-    precision = resolve_precision(cfg.precision, accelerator)
-    fabric = Fabric(accelerator=accelerator, devices=_devices(cfg), num_nodes=_num_nodes(cfg),
-                    strategy=cfg.strategy, precision=precision)  # type: ignore[arg-type]
-    fabric.launch()
-    return fabric
 
 
 def param_groups_with_decay(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -171,7 +117,7 @@ def fit(
     t_start = time.perf_counter()
     run_config = {**_recorded_config(task), **(run_config or {})}
     out = Path(out_dir) if out_dir is not None else None
-    ckpt_path = _check_out_dir(out, resume) if out is not None else None
+    ckpt_path = check_out_dir(out, resume) if out is not None else None
     if resume and out is None:
         raise UserError("resume=True needs an out_dir holding the run to continue")
 
@@ -182,7 +128,7 @@ def fit(
     state: dict[str, Any] | None = None
     if ckpt_path is not None:
         state = load_checkpoint(ckpt_path)
-        _check_same_run(state.get("run_config", {}), resolved, ckpt_path)
+        check_same_run(state.get("run_config", {}), resolved, ckpt_path)
         task.load_state_dict(state["model"])
     start_step = int(state["step"]) if state else 0
     if state is not None and start_step >= cfg.steps:  # a finished run: nothing to train, nothing rewritten
@@ -394,29 +340,3 @@ def _batch_size(batch: Any) -> int:
     if isinstance(batch, (list, tuple)) and batch and torch.is_tensor(batch[0]):
         return int(batch[0].shape[0])
     return 0
-
-
-# What a resumed run must share with the run it continues: the model, the data, the batch stream and the
-# optimisation hyperparameters (the restored optimizer and scheduler keep the saved ones, so a new value would be
-# recorded but not applied). The step budget (``--steps``), logging and checkpoint cadence may change on resume.
-_SAME_RUN_KEYS = ("task", "encoder", "task_cfg", "encoder_cfg", "data", "data_fingerprint")
-_SAME_TRAIN_KEYS = ("seed", "batch_size", "accumulate", "lr", "min_lr", "weight_decay", "warmup_steps", "clip_grad",
-                    "ema")
-
-
-def _check_same_run(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    """Refuse to resume ``path`` with another task, encoder, config or data (each difference named)."""
-    diffs = []
-    for key in _SAME_RUN_KEYS:
-        if key in saved and key in current:
-            diffs += diff_values(plain_json(saved[key]), plain_json(current[key]), key)
-    s_train, c_train = saved.get("train") or {}, current.get("train") or {}
-    for key in _SAME_TRAIN_KEYS:
-        if key in s_train and key in c_train and s_train[key] != c_train[key]:
-            diffs.append((f"train.{key}", s_train[key], c_train[key]))
-    if diffs:
-        raise ConfigError(
-            f"checkpoint {str(path)!r} is from another run ({describe_diff(diffs)}); resuming would mix two "
-            "configurations in one run folder: resume with the run's own settings (only --out and --resume, "
-            "optionally --steps) or choose a new --out"
-        )

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from benchmarks.cli import build_parser
-from benchmarks.demo import headline, plans, prepare_out, run_demo
+from benchmarks.demo import plans, prepare_out, run_demo
+from benchmarks.demo_report import headline
 from pretext.errors import ConfigError, UserError
 
 

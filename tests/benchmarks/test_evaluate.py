@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from benchmarks import evaluate
-from benchmarks.evaluate import encoder_from_checkpoint, plan_arms, read_checkpoint
+from benchmarks.evaluate import evaluate, plan_arms
+from benchmarks.pretrained import encoder_from_checkpoint, read_checkpoint
 from pretext.config import TrainConfig
 from pretext.data import load_data
 from pretext.errors import ConfigError, DataError
@@ -67,11 +67,11 @@ def test_evaluate_runs_cells_with_baselines_and_resumes(run_dir, tmp_path):
 
 
 def test_evaluate_bad_inputs(run_dir, tmp_path):
-    with pytest.raises(ConfigError, match="protocol 'probe' is unknown"):
+    with pytest.raises(ConfigError, match=r"evaluate protocols.0='probe' must be one of 'linear', 'knn'"):
         evaluate(run_dir, SPEC, protocol="probe", out=tmp_path)
     with pytest.raises(DataError, match="have no label"):
         evaluate(run_dir, SPEC + "?missing=2", out=tmp_path, seeds=(0,), fractions=(1.0,))
-    with pytest.raises(ConfigError, match="fraction=1.5"):
+    with pytest.raises(ConfigError, match=r"evaluate fractions.0=1.5 must be <= 1"):
         evaluate(run_dir, SPEC, fractions=(1.5,), seeds=(0,), out=tmp_path, baselines=())
 
 

@@ -116,7 +116,7 @@ def test_worker_loader_with_bf16_autocast_on_cpu() -> None:
 
 
 def test_non_blocking_copy_keeps_values() -> None:
-    from benchmarks.gpu.bench import _pin, _to_device
+    from benchmarks.gpu.measure import _pin, _to_device
 
     item = build_items("tiny")[1]  # a PCLR pair batch
     host = item.make_batch()

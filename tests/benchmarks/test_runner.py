@@ -48,7 +48,7 @@ def test_recipe_errors_before_any_work(tmp_path):
         load_recipe(_recipe(tmp_path, datasets={"x": {"data": "medmnist3d:nowhere/x.npz"}}))
     with pytest.raises(ConfigError, match=r"unknown option .protocol.; did you mean .protocols.\?"):
         load_recipe(_recipe(tmp_path, protocol=["linear"]))
-    with pytest.raises(ConfigError, match="protocol 'probe'"):
+    with pytest.raises(ConfigError, match=r"protocols.0='probe' must be one of 'linear', 'knn', 'partial' or 'finetune'"):
         load_recipe(_recipe(tmp_path, protocols=["probe"]))
     out = tmp_path / "out"
     # a data problem (labels missing) is found before pretraining starts: nothing is written

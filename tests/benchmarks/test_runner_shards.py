@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks.cli import main
 from benchmarks.reports import write_report
-from benchmarks.runner import load_recipe, parse_shard, run_recipe, unit_cells, work_units
+from benchmarks.runner import WorkUnit, load_recipe, parse_shard, run_recipe, unit_cells, work_units
 from benchmarks.store import ResultStore, cell_key
 from pretext.atomic import atomic_write_text
 from pretext.errors import ConfigError
@@ -46,14 +46,14 @@ def test_work_units_partition_every_cell(tmp_path):
     units = work_units(rec)
     assert len(units) == len(set(units))
     assert sum(unit_cells(rec, u) for u in units) == rec.n_cells()
-    ssl = [u for u in units if u[0] == "ssl"]
-    assert sorted(ssl) == sorted(("ssl", d, e, t) for d in rec.datasets for t, e in rec.pairs())  # one per pretraining
+    ssl = [u for u in units if u.kind == "ssl"]
+    assert sorted(ssl) == sorted(WorkUnit("ssl", d, e, task=t) for d in rec.datasets for t, e in rec.pairs())  # one per pretraining
     for n in (1, 2, 3, 7):
         shards = [[u for j, u in enumerate(units) if j % n == i] for i in range(n)]
         assert sorted(u for s in shards for u in s) == sorted(units)
     # only fine-tuning protocols: the random-init audit gets a unit of its own
     fin = load_recipe(_recipe(tmp_path, protocols=["finetune"]))
-    assert ("audit", "tiny", T.ENCODER) in work_units(fin)
+    assert WorkUnit("audit", "tiny", T.ENCODER) in work_units(fin)
     assert sum(unit_cells(fin, u) for u in work_units(fin)) == fin.n_cells()
     for bad in ("2/2", "1", "a/b", "-1/3"):
         with pytest.raises(ConfigError, match="I/N"):
@@ -149,8 +149,8 @@ def test_killed_worker_cell_is_redone_once(tmp_path):
 
     def is_shard0(row: dict) -> bool:
         arm = row["arm"]
-        unit = ("ssl", row["dataset"], row["encoder"], row["task"]) if arm == "ssl" else \
-            ("baseline", row["dataset"], row["encoder"], int(row["fold"] or 0), arm)
+        unit = WorkUnit("ssl", row["dataset"], row["encoder"], task=row["task"]) if arm == "ssl" else \
+            WorkUnit("baseline", row["dataset"], row["encoder"], fold=int(row["fold"] or 0), arm=arm)
         return unit in shard0
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}

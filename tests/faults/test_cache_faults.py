@@ -137,7 +137,7 @@ def _assert_volumes_equal(data, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _volume_entry(cache: Path) -> Path:
-    (entry,) = [p for p in (cache / "volumes").iterdir() if p.is_dir()]
+    (entry,) = [p for p in (cache / "volume").iterdir() if p.is_dir()]
     return entry
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks import evaluate
 from benchmarks.cli import main
+from benchmarks.evaluate import evaluate
 from benchmarks.runner import load_recipe, run_recipe
 from pretext.config import TrainConfig
 from pretext.engine import load_checkpoint
@@ -166,14 +166,14 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["pretrain", "--task", "rotation", "--data", PHANTOM, "--lr", "nan"], "lr=nan must be a finite number"),
-        (["pretrain", "--task", "rotation", "--data", PHANTOM, "--num-workers", "-1"], "num_workers=-1 must be >= 0"),
+        (["pretrain", "--task", "rotation", "--data", PHANTOM, "--lr", "nan"], "--lr (train.lr)='nan' must be a finite number, e.g. --lr 0.001"),
+        (["pretrain", "--task", "rotation", "--data", PHANTOM, "--num-workers", "-1"], "--num-workers (train.num_workers)=-1 must be >= 0, e.g. --num-workers 0"),
         (["pretrain", "--out", "{tmp}/nothing", "--resume"], "drop --resume"),
         (["pretrain", "--config", "{tmp}/bad.yaml"], "is not valid YAML at line 2"),
         (["pretrain", "--config", "{tmp}/list.yaml"], "must hold a YAML mapping"),
         (["run", "{tmp}/bad.yaml", "--out", "{tmp}/o"], "recipe '{tmp}/bad.yaml' is not valid YAML"),
-        (["evaluate", "--checkpoint", "{runs}/a", "--data", SPEC, "--seeds", "0,x"], "seed 'x' is not valid"),
-        (["evaluate", "--checkpoint", "{runs}/a", "--data", SPEC, "--fractions", "0.1,ten"], "fraction 'ten' is not"),
+        (["evaluate", "--checkpoint", "{runs}/a", "--data", SPEC, "--seeds", "0,x"], "--seeds (evaluate.seeds.1)='x' must be a whole number, e.g. --seeds 0,1,2"),
+        (["evaluate", "--checkpoint", "{runs}/a", "--data", SPEC, "--fractions", "0.1,ten"], "--fractions (evaluate.fractions.1)='ten' must be a number, e.g. --fractions 0.01,0.1,1.0"),
         (["evaluate", "--checkpoint", "{tmp}/random/encoder.safetensors", "--data", SPEC],
          "is not a readable safetensors file"),
         (["evaluate", "--checkpoint", "{tmp}/random.ckpt", "--data", SPEC], "cannot be read safely"),

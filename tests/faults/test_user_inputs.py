@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
-from benchmarks import evaluate
 from benchmarks.cli import main
+from benchmarks.evaluate import evaluate
 from benchmarks.probes import FinetuneConfig
 from benchmarks.reports import MalformedRowWarning
 from benchmarks.splits import SmallTestSplitWarning
@@ -44,11 +44,15 @@ def run(tmp_path_factory) -> Path:
 
 # -- evaluate: every option checked before anything is written ----------------------------------------------------
 @pytest.mark.parametrize(("args", "message"), [
-    (["--n-boot", "-3"], "--n-boot -3 must be an integer >= 0"),
+    (["--n-boot", "-3"], "--n-boot (evaluate.n_boot)=-3 must be >= 0, e.g. --n-boot 1000"),
     (["--finetune-lr", "nan"], "--finetune-lr (finetune.lr)=nan must be a finite number, e.g. --finetune-lr 0.001"),
-    (["--finetune-steps", "0"], "--finetune-steps (finetune.steps)=0 must be >= 1"),
-    (["--threads", "0"], "--threads 0 must be at least 1"),
-    (["--min-test-patients", "-1"], "--min-test-patients -1 must be an integer >= 0"),
+    (["--finetune-steps", "0"], "--finetune-steps (finetune.steps)=0 must be >= 1, e.g. --finetune-steps 300"),
+    (["--layer-decay", "1.5"], "--layer-decay (finetune.layer_decay)=1.5 must be <= 1, e.g. --layer-decay 0.75"),
+    (["--threads", "0"], "--threads=0 must be > 0"),
+    (["--min-test-patients", "-1"], "--min-test-patients (evaluate.min_test_patients)=-1 must be >= 0, "
+                                    "e.g. --min-test-patients 20"),
+    (["--fractions", "0,0.5"], "--fractions (evaluate.fractions.0)='0' must be > 0, e.g. --fractions 0.01,0.1,1.0"),
+    (["--k", "3", "--fold", "3"], "evaluate: fold=3 must be in 0..2 for k=3"),
 ])
 def test_evaluate_options_are_checked_before_any_write(run, tmp_path, capsys, args, message):
     out = tmp_path / "eval"

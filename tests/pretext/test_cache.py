@@ -12,7 +12,7 @@ from pretext.cache import cache_dir, cache_key, file_fingerprint, files_damage, 
 
 def test_cache_dir_reads_medssl_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("MEDSSL_CACHE", str(tmp_path))
-    assert cache_dir() == tmp_path and cache_dir("volumes") == tmp_path / "volumes"
+    assert cache_dir() == tmp_path and cache_dir("volume") == tmp_path / "volume"
     monkeypatch.setenv("MEDSSL_CACHE", "")  # empty counts as unset (not the working folder)
     assert cache_dir("signal") == Path.home() / ".cache" / "medssl" / "signal"
     monkeypatch.delenv("MEDSSL_CACHE")
@@ -21,7 +21,7 @@ def test_cache_dir_reads_medssl_cache(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("value", [None, False, "none", "NONE", " off ", ""])
 def test_resolve_cache_none(value):
-    assert resolve_cache(value, "volumes") is None
+    assert resolve_cache(value, "volume") is None
 
 
 def test_resolve_cache_auto_and_folder(monkeypatch, tmp_path):
@@ -29,7 +29,7 @@ def test_resolve_cache_auto_and_folder(monkeypatch, tmp_path):
     for auto in ("auto", True, "on"):
         assert resolve_cache(auto, "signal") == tmp_path / "root" / "signal"
     # a given folder gets the same subfolder on every side
-    assert resolve_cache(str(tmp_path / "c"), "volumes") == tmp_path / "c" / "volumes"
+    assert resolve_cache(str(tmp_path / "c"), "volume") == tmp_path / "c" / "volume"
     assert resolve_cache(tmp_path / "c") == tmp_path / "c"
 
 

@@ -71,14 +71,14 @@ def test_pretrain_signal_task_end_to_end(tmp_path: Path, capsys: pytest.CaptureF
          "task 'rotation': unknown option 'num_rotation'; did you mean 'num_rotations'?"),
         (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM, "--task.num_rotations", "12"],
          "task 'rotation' num_rotations=12 must be one of 10 or 24"),
-        (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM, "--lr", "fast"], "train lr='fast' must be a number"),
+        (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM, "--lr", "fast"], "--lr (train.lr)='fast' must be a number, e.g. --lr 0.001"),
         (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM, "--compile", "maybe"],
-         "train compile='maybe' must be true or false"),
+         "--compile (train.compile)='maybe' must be true or false, e.g. --compile false"),
         (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM, "--encoder.widen_factor", "wide"],
          "encoder 'resnet18_3d' widen_factor='wide' must be a number"),
         (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM + "&val_frac=0.2"],
          "option 'val_frac' is now called val_fraction"),
-        (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM, "--steps", "0"], "steps=0 must be >= 1"),
+        (["--task", "rotation", "--encoder", "resnet18_3d", "--data", PHANTOM, "--steps", "0"], "--steps (train.steps)=0 must be >= 1, e.g. --steps 1000"),
     ],
 )
 def test_pretrain_bad_input_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:

@@ -12,7 +12,7 @@ from pretext.errors import ConfigError
 def test_both_built_in_modalities_are_registered_through_entry_points() -> None:
     found = modality.modalities()
     assert {"volume", "signal"} <= set(found)
-    assert found["volume"].scan["task"] == ("volssl.tasks",)
+    assert found["volume"].packages["task"] == ("volssl.tasks",)
     assert found["signal"].encoder_kwargs((12, 1000), 100.0) == {"n_chans": 12, "n_times": 1000, "sfreq": 100.0}
     assert found["volume"].encoder_kwargs((1, 28, 28, 28)) == {"in_channels": 1, "img_size": (28, 28, 28)}
 

@@ -74,7 +74,7 @@ def test_store_is_reused_and_never_reparsed(wfdb_folder: Path, cache: str, monke
 
 
 def test_cache_layout_is_the_volumes_one(wfdb_folder: Path, tmp_path: Path) -> None:
-    # a given folder holds the stores in its signal/ subfolder (volumes: volumes/), named KIND-HASH
+    # a given folder holds the stores in its signal/ subfolder (volumes: volume/), named KIND-HASH
     data = load_data(f"wfdb:{wfdb_folder}?cache={tmp_path / 'c'}&window=2&split=none")
     store = Path(data.meta["store"])
     assert store.parent == tmp_path / "c" / "signal" and store.name.startswith("wfdb-")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.pooled import has_windows, pooled_features
+from benchmarks.pooled import pooled_features, reads_patch_grids
 from benchmarks.splits import View
 from pretext.config import TrainConfig
 from pretext.data import load_data
@@ -44,7 +44,7 @@ def test_pooled_features_follow_the_grid(tmp_path: Path) -> None:
     data = load_data(f"medmnist3d:{_cubes(tmp_path / 'cubesmnist3d.npz')}?patch=8&overlap=0&pool=max&cache=none")
     split = data.splits["test"]
     view = View(split, np.arange(len(split)), "test")
-    assert has_windows(view) and len(split.grid(0)) == 8
+    assert reads_patch_grids(view) and len(split.grid(0)) == 8
     feats = pooled_features(MaxEncoder(), view, batch_size=5)
     for i in range(len(split)):
         vol = split.windows(i)
@@ -57,7 +57,7 @@ def test_pooled_features_follow_the_grid(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("protocol", ["linear", "knn", "partial", "finetune"])
 def test_every_protocol_runs_on_pooled_patches(tmp_path: Path, protocol: str) -> None:
-    from benchmarks import evaluate
+    from benchmarks.evaluate import evaluate
     from pretext.pipeline import pretrain
 
     spec = f"medmnist3d:{_cubes(tmp_path / 'cubesmnist3d.npz')}?patch=8&patches_per_volume=2&cache=none"

@@ -44,7 +44,7 @@ def test_medmnist3d_options(medmnist_file):
 def test_medmnist3d_cache_is_reused(medmnist_file, tmp_path, monkeypatch):
     cache = tmp_path / "c"
     first = load_data(f"medmnist3d:{medmnist_file}?cache={cache}")
-    entries = list((cache / "volumes").iterdir())  # a given folder holds the volume stores in volumes/
+    entries = list((cache / "volume").iterdir())  # a given folder holds the volume stores in volume/
     assert len(entries) == 1 and (entries[0] / "vol" / "train-000000.npy").is_file()
     import volssl.io as vio
 

@@ -103,6 +103,6 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("bundles")
     enc = export_bundle(pretrain_checkpoint(root / "pre.ckpt"), root / "encoder_bundle")
-    cls = export_bundle(classifier_checkpoint(root / "cls.ckpt"), root / "classifier_bundle", modality="CT")
+    cls = export_bundle(classifier_checkpoint(root / "cls.ckpt"), root / "classifier_bundle", imaging_modality="CT")
     write_nifti_folder(root / "data")
     return {"root": root, "encoder": enc, "classifier": cls, "data": root / "data"}

@@ -70,7 +70,7 @@ def test_own_bundle_round_trip_and_cli(bundles: dict[str, Path], tmp_path: Path,
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["missing"] == [] and report["unexpected"] == [] and report["strip"] == "encoder."
     # the harness reads it like a pretraining checkpoint, and the features are the exported encoder's
-    from benchmarks.evaluate import read_checkpoint
+    from benchmarks.pretrained import read_checkpoint
 
     state, run_config, _ = read_checkpoint(out)
     enc = create_encoder(run_config["encoder"], **{k: tuple(v) if isinstance(v, list) else v

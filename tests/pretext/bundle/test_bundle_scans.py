@@ -76,8 +76,8 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         run_config = read_run(ckpt)[0]["run_config"]
         cls_ckpt = save_classifier_checkpoint(root / "cls.ckpt", encoder, head, run_config,
                                               {"kind": "linear", "num_classes": 2}, class_names=["no", "yes"])
-        enc_bundle = export_bundle(ckpt, root / "encoder_bundle", modality="CT")
-        cls_bundle = export_bundle(cls_ckpt, root / "classifier_bundle", modality="CT")
+        enc_bundle = export_bundle(ckpt, root / "encoder_bundle", imaging_modality="CT")
+        cls_bundle = export_bundle(cls_ckpt, root / "classifier_bundle", imaging_modality="CT")
         data = load_data(f"nifti:{root / 'infer'}?{opts}")
     harness: dict[str, np.ndarray] = {}
     for name, split in data.splits.items():
