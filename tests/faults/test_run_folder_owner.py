@@ -94,9 +94,9 @@ def test_user_error_in_the_first_step_leaves_no_config_or_tensorboard(tmp_path, 
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     argv = ["pretrain", "--task", "cpc", "--data", "synthetic_ecg:?n_patients=8", "--out", str(out), "--steps", "2",
-            "--batch-size", "2", "--task.steps", "500", "--progress", "false"]
+            "--batch-size", "2", "--task.horizon", "500", "--progress", "false"]
     assert main(argv) == 2
-    assert "need more than steps=500" in _err(capsys)
+    assert "need more than horizon=500" in _err(capsys)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
