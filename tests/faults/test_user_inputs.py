@@ -138,6 +138,23 @@ def test_report_names_file_line_and_missing_fields(run, tmp_path, capsys):
     assert (out / "report" / "report.md").is_file()
 
 
+def test_report_names_lines_that_are_not_records_but_not_a_torn_last_line(run, tmp_path):
+    """A list or broken JSON in the middle of results.jsonl was skipped silently; a torn last line (a kill
+    mid-write) is still skipped without a word."""
+    out = tmp_path / "eval"
+    evaluate(run, SPEC, protocol="knn", fractions=(1.0,), seeds=(0, 1), baselines=(), n_boot=10, out=out,
+             min_test_patients=0)
+    path = out / "results.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], "[1, 2]", '{"dataset": "ti', *lines[1:], '{"dataset": "torn']) + "\n")
+    with pytest.warns(MalformedRowWarning) as caught:
+        assert main(["report", str(out)]) == 0
+    said = [str(w.message) for w in caught if issubclass(w.category, MalformedRowWarning)]
+    assert said == [f"{path}, line 2: the line holds a JSON list, not a record; it is left out of the report",
+                    f"{path}, line 3: the line is not JSON (Unterminated string starting at, column 13); it is left "
+                    "out of the report"]
+
+
 # -- cached generated data heals --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("damage", ["empty", "truncated"])
 def test_cached_generated_data_is_made_again_when_damaged(tmp_path, damage):
