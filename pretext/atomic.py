@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -220,6 +221,35 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], *, needed_
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+#: the temporary sibling :func:`atomic_write` writes into (``tempfile.mkstemp``'s 8 random characters)
+_PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_partial_writes(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` left in ``folder`` when its process was killed
+    mid-write (``kill -9``, the OOM killer, a power cut): the target file itself was never touched, but each left
+    a partial copy that would take disk space for good (a checkpoint's size per kill). Call it only while this
+    process owns ``folder`` (the run-folder lock, :func:`pretext.runfolder.hold`), so no live writer's file is
+    removed.
+
+    Returns:
+        The files removed.
+    """
+    gone = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return gone
+    for p in entries:
+        if _PARTIAL.match(p.name) and p.is_file():
+            try:
+                p.unlink()
+                gone.append(p)
+            except OSError:
+                pass
+    return gone
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, hint: str | None = None) -> None:
