@@ -237,7 +237,7 @@ def remove_partial_writes(folder: str | Path) -> list[Path]:
     Returns:
         The files removed.
     """
-    gone = []
+    gone: list[Path] = []
     try:
         entries = list(Path(folder).iterdir())
     except OSError:
