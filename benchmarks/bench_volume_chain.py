@@ -141,7 +141,7 @@ def tensor_path_work(cfg: Any, shape: tuple[int, ...], batch: int = 32) -> dict[
                     self.new_bytes += sum(o.numel() * o.element_size() for o in outs if isinstance(o, torch.Tensor))
             return out
 
-    from volssl.transforms.shuffle import CHUNK_TABLE_BYTES, _shuffle_torch
+    from volssl.transforms.shuffle import CHUNK_TABLE_BYTES, shuffle_torch
 
     x = torch.rand(batch, 1, *shape)
     g = torch.Generator().manual_seed(0)
@@ -151,7 +151,7 @@ def tensor_path_work(cfg: Any, shape: tuple[int, ...], batch: int = 32) -> dict[
                     RandomBezierRemap(cfg.nonlinear_rate, cfg.bezier_points, backend="torch"),
                     RandomPainting(cfg.paint_rate, cfg.inpaint_rate, backend="torch")]).get_params(x.shape, g)
     out: dict[str, Any] = {"batch": batch, "shuffle_chunk": chunk}
-    for name, fn in (("shuffle", lambda: _shuffle_torch(x, shuffle.seeds, shuffle.enabled, shuffle.max_block, chunk)),
+    for name, fn in (("shuffle", lambda: shuffle_torch(x, shuffle.seeds, shuffle.enabled, shuffle.max_block, chunk)),
                      ("flip_bezier_painting", lambda: rest(x))):
         with Count() as c:
             fn()

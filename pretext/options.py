@@ -150,18 +150,6 @@ def validate_options(fn: Callable[..., Any], options: dict[str, Any], what: str,
     return {**options, **{n: getattr(checked, n) for n in typed}}
 
 
-# -- called by the volume data layer (volssl/data.py, volssl/preprocess.py, volssl/bundle.py), which issue 24
-# -- rewrites; delete these two with it. They alias nothing: old names are refused, values go through pydantic.
 def as_flag(value: Any, what: str) -> bool:
-    """``value`` as a bool through pydantic (:func:`parse_value`)."""
+    """``value`` as a bool through pydantic (:func:`parse_value`): ``skip_broken=yes`` -> True."""
     return bool(parse_value(bool, value, what))
-
-
-def rename_options(options: dict[str, Any], where: str = "data spec", stacklevel: int = 3,
-                   warn: bool = True) -> dict[str, Any]:
-    """``options`` unchanged; an option name of :data:`REMOVED` is refused with the name to write now."""
-    old = [k for k in options if k in REMOVED]
-    if old:
-        raise ConfigError(f"{where}: " + "; ".join(f"option {k!r} is now called {REMOVED[k]}; write that instead"
-                                                   for k in old))
-    return dict(options)

@@ -1,4 +1,9 @@
-"""Signal data kinds: layouts -> ingest-once store -> windows -> :class:`SSLData`.
+"""Signal data kinds: ``wfdb``, ``ptbxl``, ``cinc2017``, ``cinc2021``, ``edf``, ``eegmat``, ``sleepedf``, ``manifest``.
+
+One data path whatever the kind, the same shape as the volume side's (:mod:`volssl.data`): layouts
+(:mod:`signalssl.layouts`: WFDB, EDF, manifests) -> the one preprocessing chain (:mod:`signalssl.preprocess`)
+-> ingest into the one store (:mod:`signalssl.ingest`, :mod:`signalssl.store`) -> one split class that
+declares its sampling, windows of the stored records (:mod:`signalssl.sampling`) -> :class:`SSLData`.
 
 Registered kinds (``KIND:PATH?option=value&...``):
 
@@ -18,8 +23,8 @@ Options common to all: ``sfreq`` (resample), ``channels`` (explicit order), ``ba
 ``cache=auto|none|FOLDER`` (:mod:`pretext.cache`), ``skip_broken`` (leave broken records out, named),
 ``pad_short`` (zero-pad records shorter than one window instead of refusing them),
 ``split=auto|official|patient|none``, ``val_fraction``, ``test_fraction``, ``seed`` (the patient split:
-:func:`pretext.splits.patient_split`, stratified by label). The old names ``val_frac``, ``test_frac``,
-``on_error=skip|raise`` still work (deprecated, :mod:`pretext.options`).
+:func:`pretext.splits.patient_split`, stratified by label). The names 0.1 spelt otherwise (``val_frac``,
+``test_frac``, ``on_error``) are refused with the name to write now (:mod:`pretext.options`).
 """
 
 from __future__ import annotations
@@ -38,10 +43,10 @@ from pretext.options import as_flag
 from pretext.registry import register_data
 from pretext.splits import patient_split
 from signalssl import layouts
+from signalssl.ingest import ingest
 from signalssl.io import Record, check_rate
 from signalssl.layouts import RecordSpec
-from signalssl.store import NORMALIZE, SignalSplit, ingest
-from signalssl.windows import seconds_to_samples, sliding_windows
+from signalssl.sampling import NORMALIZE, SignalSplit, seconds_to_samples, sliding_windows
 
 __all__ = ["SignalSplit", "build_signal_data"]
 

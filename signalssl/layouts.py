@@ -1,7 +1,7 @@
 """Dataset layouts -> lists of :class:`RecordSpec` (what to read, whose it is, its label).
 
 Scanning reads only small tables and headers; the signals are read once at ingest
-(:mod:`signalssl.store`). Layouts: a WFDB folder, PTB-XL, PhysioNet/CinC 2017 and 2020/2021,
+(:mod:`signalssl.ingest`). Layouts: a WFDB folder, PTB-XL, PhysioNet/CinC 2017 and 2020/2021,
 an EDF/BDF/FIF folder (EEGMAT preset), Sleep-EDF (hypnograms -> 30 s epochs) and a manifest CSV.
 """
 

@@ -4,7 +4,7 @@ filters (zero-phase, at the native rate), then resampling (the volume side's is 
 >>> rec = preprocess(read_record("validation/A00001"), sfreq=100, bandpass_hz=(0.5, 40), channels=["I"])
 >>> rec.signal.shape                                   # (C, T)
 
-Per-window normalisation (``normalize=zscore``) happens at load time, in :class:`signalssl.store.SignalSplit`.
+Per-window normalisation (``normalize=zscore``) happens at load time, in :class:`signalssl.sampling.SignalSplit`.
 """
 
 from __future__ import annotations

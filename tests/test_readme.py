@@ -89,6 +89,8 @@ def run_block(block: Block, tmp: Path, env_extra: dict[str, str] | None = None,
     repo = clone_like(tmp)
     env = {**os.environ, **SMALL, **(env_extra or {})}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # sslbench, python of this venv
+    # the code of this tree, whichever tree the venv's editable install points at (a worktree, a copy)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env.setdefault("MPLBACKEND", "Agg")
     if block.lang == "python":
         script = repo.parent / "block.py"

@@ -47,14 +47,12 @@ def volume_preprocessing(src: ExportSource) -> dict[str, Any]:
     ``run_config["normalization"]`` (a dict with ``kind``) overrides the intensity part.
     """
     from pretext.data import parse_spec
-    from pretext.options import rename_options
 
     spec = str(src.run_config.get("data") or "")
     kind, options = "", {}
     if ":" in spec:
         try:
             kind, _, options = parse_spec(spec)
-            options = rename_options(options, warn=False)  # a spec recorded with normalise= reads the same
         except Exception:  # noqa: BLE001 - an odd spec only loses the description
             kind, options = "", {}
     pre: dict[str, Any] = {"data_kind": kind or "unknown", "resize": True}

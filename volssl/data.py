@@ -115,8 +115,7 @@ def load_medmnist3d(
     Args:
         path: the ``.npz`` file or its folder.
         size: 28 or 64 (picks the file when ``path`` is a folder; checked when it is a file).
-        normalize: "unit" (uint8 / 255 -> [0, 1]), "zscore" (train-split mean/std), "none" (0..255)
-            (``normalise=`` is the deprecated spelling).
+        normalize: "unit" (uint8 / 255 -> [0, 1]), "zscore" (train-split mean/std), "none" (0..255).
         pad_to: centre crop / zero pad each volume to this side (e.g. 32 so that 8^3 patches fit).
         cache: "auto" (``$MEDSSL_CACHE`` or ``~/.cache/medssl``), a folder, or "none" (a temporary store); the
             stores go in its ``volumes/`` subfolder (:func:`pretext.cache.resolve_cache`, as signals' in ``signal/``).

@@ -25,7 +25,6 @@ import torch
 
 from pretext.config import build_dataclass
 from pretext.errors import ConfigError
-from pretext.options import rename_options
 from volssl.io import Volume
 
 Normalize = Literal["auto", "none", "minmax", "percentile", "zscore"]
@@ -41,7 +40,6 @@ class PreprocessConfig:
         window: CT HU window ``(low, high)`` mapped to [0, 1] and clipped (e.g. (-1000, 1000)).
         normalize: "auto" (window if given, else percentile), "none", "minmax" (to [0, 1]),
             "percentile" (``percentiles`` mapped to [0, 1], clipped; MRI), "zscore" (over nonzero voxels).
-            (``normalise=`` is its deprecated spelling: still accepted, with a warning.)
         percentiles: lower/upper percentiles for "percentile".
         foreground_crop: crop to the bounding box of voxels above ``foreground_threshold``
             (after normalisation) plus ``foreground_margin`` voxels.
@@ -62,13 +60,8 @@ class PreprocessConfig:
     foreground_margin: int = 2
     size: tuple[int, int, int] | None = None
     resize: bool = False
-    normalise: dataclasses.InitVar[str | None] = None
 
-    def __post_init__(self, normalise: str | None) -> None:
-        if normalise is not None:
-            opts = rename_options({"normalise": normalise, **({} if self.normalize == "auto" else {"normalize": 0})},
-                                  "PreprocessConfig", stacklevel=5)
-            object.__setattr__(self, "normalize", opts["normalize"])
+    def __post_init__(self) -> None:
         if self.normalize not in ("auto", "none", "minmax", "percentile", "zscore"):
             raise ConfigError(
                 f"normalize={self.normalize!r} is not one of auto, none, minmax, percentile, zscore"
@@ -279,6 +272,9 @@ def prep_config(options: dict[str, Any]) -> PreprocessConfig:
     opts = {k: v for k, v in options.items() if v is not None and k in PREP_FIELDS}
     if "size" in opts:
         opts["size"] = as_size(opts["size"], "size")
+    for key in ("window", "percentiles"):  # ``?window=-1000,1000`` -> (-1000, 1000)
+        if isinstance(opts.get(key), str):
+            opts[key] = [v.strip() for v in opts[key].split(",") if v.strip()]
     if isinstance(opts.get("orientation"), str) and opts["orientation"].lower() in ("none", "keep", ""):
         opts["orientation"] = None
     return build_dataclass(PreprocessConfig, opts, what="volume preprocessing")

@@ -13,7 +13,13 @@ import numpy as np
 
 
 def _fmt(values: Any) -> str:
+    """A shape or spacing as ``12x10x6``."""
     return "x".join(f"{float(v):.3g}" for v in values)
+
+
+def _range(values: Any) -> str:
+    """An intensity range as ``[-1024, 3071]`` (``?`` when not recorded)."""
+    return "[" + ", ".join(f"{float(v):.4g}" for v in values) + "]" if len(values) else "?"
 
 
 def preview_item(split: Any, i: int, out: Path, stem: str) -> str:
@@ -30,7 +36,7 @@ def preview_item(split: Any, i: int, out: Path, stem: str) -> str:
         affine = np.asarray(meta.get("affine", np.diag([*meta.get("spacing", [1, 1, 1]), 1.0])), dtype=np.float64)
         before = (f"{meta.get('path', '?')}: before {_fmt(meta.get('source_shape', [])[1:])} at "
                   f"{_fmt(meta.get('source_spacing', []))} mm ({meta.get('source_dtype', '?')}, "
-                  f"range {_fmt(meta.get('source_range', []))})")
+                  f"range {_range(meta.get('source_range', []))})")
         spacing = meta.get("spacing", [1.0, 1.0, 1.0])
     else:  # generated volumes (synthetic_phantom3d): the item as it is
         x = split.load(i).numpy()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 import zlib
 from collections import OrderedDict
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pretext import cache as _cache
+from pretext import cache as cache_paths
 from pretext.atomic import atomic_write, atomic_write_text, is_no_space, no_space_error
 from pretext.config import to_dict
 from pretext.errors import DataError
@@ -52,12 +53,12 @@ HINT = "free some space there or set MEDSSL_CACHE / ?cache=FOLDER to a larger di
 
 def default_cache_dir() -> Path:
     """``$MEDSSL_CACHE/volumes`` (default ``~/.cache/medssl/volumes``): :func:`pretext.cache.cache_dir`."""
-    return _cache.cache_dir(CACHE_SUBFOLDER)
+    return cache_paths.cache_dir(CACHE_SUBFOLDER)
 
 
 def resolve_cache(cache: Any) -> Path | None:
     """The volume cache folder of a ``cache`` option (``auto``, a folder, ``none``): :func:`pretext.cache.resolve_cache`."""
-    return _cache.resolve_cache(cache, CACHE_SUBFOLDER)
+    return cache_paths.resolve_cache(cache, CACHE_SUBFOLDER)
 
 
 def pool_folder(root: Path, kind: str, settings: Any) -> Path:
@@ -70,7 +71,7 @@ def item_id(path: str, mask: str | None = None, extra: str = "") -> str:
     """Identifier of a source file (and its mask) that changes when either file does."""
     base = path.partition("#")[0] if "#" in path and not Path(path).exists() else path  # DICOM FOLDER#UID
     srcs = [base] + ([mask] if mask else [])
-    return hashlib.sha1(json.dumps([_cache.file_fingerprint(srcs), path, extra]).encode()).hexdigest()[:20]
+    return hashlib.sha1(json.dumps([cache_paths.file_fingerprint(srcs), path, extra]).encode()).hexdigest()[:20]
 
 
 def checksum(data: np.ndarray) -> int:
@@ -284,10 +285,11 @@ class VolumeStore:
         sl = (slice(None), *(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True)))
         # torch converts float16 -> float32 with the CPU's half instructions: 2x (96^3) to 8x (64x64x32)
         # faster than numpy's astype, which dominated a patch read
-        x = torch.from_numpy(np.array(self.volume(i)[sl], order="C")).float()
+        x = torch.from_numpy(np.array(self.volume(i)[sl], order="C")).float()  # a copy: the map is read-only
         if self.scale != 1.0 or self.shift != 0.0:
             x = x * self.scale + self.shift
-        if not whole and x.numel() and not torch.isfinite(x.sum()):  # NaN bytes: find which item, name it
+        # NaN bytes: find which item, name it (one reduction per read: a few % of a 64x64x32 patch read)
+        if not whole and x.numel() and not math.isfinite(float(x.sum())):
             self.verify(i, again=True)
         return x.numpy()
 

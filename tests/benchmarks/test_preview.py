@@ -41,6 +41,8 @@ def test_same_voxels_with_and_without_patch(tmp_path: Path, capsys: pytest.Captu
     assert len(lines) == 3 and "ct0.nii.gz" in lines[1]
     assert "before 24x20x10 at 0.8x0.8x2.5 mm (int16" in lines[1] and "after 13x11x17" in lines[1]
     assert "1.48x1.45x1.47 mm" in lines[1] and "range [0" in lines[1]
+    lo, hi = (float(v) for v in lines[1].split("(int16, range [")[1].split("]")[0].split(", "))
+    assert lo < -300 < 900 == hi  # the source's HU range, before the window
     assert "item00" in printed and "summary.txt" in printed
 
 

@@ -15,8 +15,9 @@ from pretext.atomic import atomic_dir, atomic_write_text
 from pretext.data import load_data
 from pretext.engine.checkpoint import load_checkpoint, save_checkpoint
 from pretext.errors import DataError
+from signalssl.ingest import ingest
 from signalssl.layouts import RecordSpec
-from signalssl.store import SignalStore, ingest
+from signalssl.store import SignalStore
 
 SFREQ = 100.0
 
@@ -91,7 +92,7 @@ def test_signal_store_opened_without_source_refuses_by_name(tmp_path, signal_sou
 def test_signal_store_build_out_of_space_leaves_no_temp_folder(tmp_path, signal_source, monkeypatch):
     specs, arrays = signal_source
     cache = tmp_path / "cache"
-    import signalssl.store as store_mod
+    import signalssl.ingest as store_mod
 
     real_to_csv = store_mod.pd.DataFrame.to_csv
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import signalssl.store as store_mod
+import signalssl.ingest as store_mod
 from pretext.data import load_data
 from pretext.errors import DataError, UserError
 from pretext.registry import list_data_kinds
@@ -87,6 +87,7 @@ def test_short_records_padded_and_float16(wfdb_folder: Path, cache: str) -> None
     data = load_data(f"wfdb:{wfdb_folder}?cache={cache}&window=6&split=none&pad_short=true")
     tr = data.splits["train"]
     assert data.meta["n_padded_records"] == 2 and len(tr) == 3
+    assert tr.sampling == "windows" and tr.records.tolist() == [0, 1, 2]  # declared (pretext.sampling)
     x = tr[2]["x"]
     assert x.shape == (2, 600) and torch.all(x[:, 200:] == 0) and x[:, :200].abs().sum() > 0
     assert np.memmap(Path(data.meta["store"]) / "signals.bin", dtype=np.float16).size == 2 * (800 + 500 + 200)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_edf
 
 from pretext.data import load_data
 from pretext.errors import DataError
 from signalssl.io import read_edf
+from tests.signalssl.conftest import write_edf
 
 SFREQ = 100.0
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pretext.errors import ConfigError, UserError
+from signalssl.sampling import seconds_to_samples, sliding_windows, window_counts
 from signalssl.transforms import (
     AugmentParams,
     RandomBaselineWander,
@@ -23,7 +24,6 @@ from signalssl.transforms import (
     channel_std,
     perturb_signal,
 )
-from signalssl.windows import seconds_to_samples, sliding_windows, window_counts
 
 
 def test_sliding_windows_match_a_loop() -> None:

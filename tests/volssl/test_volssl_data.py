@@ -102,6 +102,10 @@ def test_nifti_empty_folder_and_unknown_option(tmp_path, nifti_folder):
         load_data(f"nifti:{tmp_path / 'empty'}")
     with pytest.raises(ConfigError, match="bogus"):
         load_data(f"nifti:{nifti_folder}?bogus=1")
+    with pytest.raises(ConfigError, match=r"option 'normalise' is now called normalize"):
+        load_data(f"nifti:{nifti_folder}?normalise=zscore")  # the 0.1 spelling is refused, not aliased
+    with pytest.raises(ConfigError, match=r"window=.*low < high"):
+        load_data(f"nifti:{nifti_folder}?window=1000,-1000")
 
 
 def test_manifest3d_labels_and_splits(nifti_folder, tmp_path):
@@ -146,6 +150,8 @@ def test_preprocess_config_errors():
         PreprocessConfig(window=(5.0, 1.0))
     with pytest.raises(ConfigError, match="normalize"):
         PreprocessConfig(normalize="nope")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="normalise"):
+        PreprocessConfig(normalise="zscore")  # type: ignore[call-arg]
 
 
 @pytest.mark.data

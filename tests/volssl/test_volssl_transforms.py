@@ -35,7 +35,7 @@ from volssl.transforms import (
     slab_geometry,
     unpatchify,
 )
-from volssl.transforms.shuffle import _shuffle_torch, random_blocks, seeded_blocks, shuffle_blocks_loop
+from volssl.transforms.shuffle import random_blocks, seeded_blocks, shuffle_blocks_loop, shuffle_torch
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -248,7 +248,7 @@ def test_shuffle_probability_per_volume_and_chunked_tensor_path():
     changed = (a != x).flatten(1).any(1)
     assert torch.equal(changed, p.enabled)
     for chunk in (1, 16):  # the GPU path takes more volumes at a time: same result
-        assert torch.equal(a, _shuffle_torch(x, p.seeds, p.enabled, p.max_block, chunk=chunk))
+        assert torch.equal(a, shuffle_torch(x, p.seeds, p.enabled, p.max_block, chunk=chunk))
 
 
 @pytest.mark.parametrize("make", [

@@ -31,7 +31,8 @@ from pretext.transforms import RandomTransform, Transform, check_probability
 from volssl.transforms.hashing import GOLDEN, MASK32, draw_seeds, hash32, use_kernel
 
 __all__ = ["LocalPixelShuffle", "RandomLocalPixelShuffle", "block_geometry", "block_permutation",
-           "default_max_block", "local_pixel_shuffle", "random_blocks", "seeded_blocks", "shuffle_blocks_loop"]
+           "default_max_block", "local_pixel_shuffle", "random_blocks", "seeded_blocks", "shuffle_blocks_loop",
+           "shuffle_torch"]
 
 
 def default_max_block(spatial: Sequence[int]) -> tuple[int, int, int]:
@@ -130,8 +131,8 @@ def _voxel_index(local: torch.Tensor, bh: torch.Tensor, bw: torch.Tensor, corner
     return (dd * h + hh) * w + local % bw + corner[:, 2]
 
 
-def _shuffle_torch(x: torch.Tensor, seeds_all: torch.Tensor, apply_all: torch.Tensor, max_block: Sequence[int],
-                   chunk: int | None = None) -> torch.Tensor:
+def shuffle_torch(x: torch.Tensor, seeds_all: torch.Tensor, apply_all: torch.Tensor, max_block: Sequence[int],
+                  chunk: int | None = None) -> torch.Tensor:
     """Same result as the numba kernel, as batched tensor ops (the GPU path); ``chunk`` volumes at a time."""
     dev = x.device
     b_all, _, d, h, w = x.shape
@@ -201,7 +202,7 @@ def local_pixel_shuffle(x: torch.Tensor, seeds: torch.Tensor, apply: torch.Tenso
     mx = [int(m) for m in max_block]
     if use_kernel(x, backend):
         return _shuffle_numba(x, seeds, apply, mx)
-    return _shuffle_torch(x, seeds, apply, mx)
+    return shuffle_torch(x, seeds, apply, mx)
 
 
 @dataclasses.dataclass

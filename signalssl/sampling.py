@@ -1,4 +1,8 @@
-"""Windows as index arithmetic: ``(record, start)`` pairs over a store, no sample is copied.
+"""Sampling from the signal store: windows as index arithmetic, and the one split class that reads them
+(the volume side's is :mod:`volssl.sampling`).
+
+A window is a ``(record, start)`` pair over the store (:mod:`signalssl.store`); no sample is copied until
+a :class:`SignalSplit` reads it. Per-window normalisation (``normalize=zscore``) happens here, at load time.
 
 >>> rec, start = sliding_windows(np.array([2500, 900]), window=1000, stride=500)
 >>> rec.tolist(), start.tolist()        # record 1 is shorter than a window: one padded window
@@ -7,11 +11,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import torch
 
+from pretext.base import SSLSplit
 from pretext.errors import UserError
+from signalssl.preprocess import zscore
+from signalssl.store import SignalStore
 
-__all__ = ["window_counts", "sliding_windows", "seconds_to_samples"]
+__all__ = ["NORMALIZE", "SignalSplit", "seconds_to_samples", "sliding_windows", "window_counts"]
+
+NORMALIZE = ("none", "zscore")
 
 
 def seconds_to_samples(seconds: float, sfreq: float, what: str = "window") -> int:
@@ -60,3 +72,37 @@ def sliding_windows(lengths: np.ndarray, window: int, stride: int, pad_short: bo
     first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     start = (np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(first, counts)) * stride
     return rec, start
+
+
+class SignalSplit(SSLSplit):
+    """Windows over a :class:`SignalStore`; item ``i`` is ``store.read(records[i], starts[i], window)``.
+
+    Attributes:
+        store: the ingested store (memmap opened lazily per worker).
+        records: ``(N,)`` store record index of each window.
+        starts: ``(N,)`` first sample of each window.
+        window: window length in samples.
+        normalize: "none" or "zscore" (per window and channel).
+
+    It declares ``sampling = "windows"`` (:mod:`pretext.sampling`): items are windows of longer recordings, and
+    ``records`` says which, so that pairings keep windows of one recording together.
+    """
+
+    sampling = "windows"
+
+    def __init__(self, store: SignalStore, records: np.ndarray, starts: np.ndarray, window: int,
+                 labels: np.ndarray, patients: np.ndarray, patient_names: list[str], normalize: str = "none",
+                 meta: Any = None) -> None:
+        self.store, self.records, self.starts, self.window = store, records, starts, int(window)
+        self.labels, self.patients, self.patient_names = labels, patients, patient_names
+        self.normalize, self.meta = normalize, meta
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, i: int) -> torch.Tensor:
+        """``(C, window)`` float32."""
+        x = self.store.read(int(self.records[i]), int(self.starts[i]), self.window)
+        if self.normalize == "zscore":
+            x = zscore(x)
+        return torch.from_numpy(x)
