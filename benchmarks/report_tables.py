@@ -37,22 +37,25 @@ REQUIRED_FIELDS = ("dataset", "task", "encoder", "arm", "protocol", "fraction", 
 def load_results(folder: str | Path) -> pd.DataFrame:
     """The rows of ``folder/results.jsonl`` as a table.
 
-    A line that is not a complete record (a torn last line from a kill; a record without the cell fields) is
-    skipped; each record without fields is named by file, line and missing fields (:class:`MalformedRowWarning`).
+    A line that is not a complete record (a torn last line from a kill; a record without the cell fields; a
+    line that is not a JSON object) is skipped; each, except a torn last line, is named by file and line with the
+    missing fields or what it holds instead (:class:`MalformedRowWarning`).
 
     Raises:
         DataError: no usable row.
     """
     store = ResultStore(folder)
-    rows = []
-    for line, row in store.numbered_rows():
+    rows, skipped = [], []
+    for line, row in store.numbered_rows(skipped):
         missing = [f for f in REQUIRED_FIELDS if f not in row]
         if missing:
-            warnings.warn(f"{store.path}, line {line}: the record has no {', '.join(missing)} field(s) (not a "
-                          "result of sslbench run/evaluate, or edited); it is left out of the report",
-                          MalformedRowWarning, stacklevel=2)
+            skipped.append((line, f"record has no {', '.join(missing)} field(s) (not a result of sslbench "
+                                  "run/evaluate, or edited)"))
             continue
         rows.append(row)
+    for line, why in sorted(skipped):
+        warnings.warn(f"{store.path}, line {line}: the {why}; it is left out of the report", MalformedRowWarning,
+                      stacklevel=2)
     if not rows:
         raise DataError(f"no results in {str(store.path)!r}; run sslbench run/evaluate first")
     df = pd.DataFrame(rows)

@@ -304,6 +304,7 @@ def check_test_size(view: View, num_classes: int, class_names: Sequence[str] = (
         return None
     msg = (f"{source or 'data'}: the test split has only {', '.join(f'{v} patient(s) of {k!r}' for k, v in small.items())}"
            f" (fewer than {minimum} per class): its metrics are unreliable and their bootstrap intervals may be "
-           "undefined (n/a); use more test data or k-fold (--k), or lower the minimum with --min-test-patients")
+           "undefined (n/a); use more test data or k-fold cross-validation (evaluate --k, or k: under the recipe's "
+           "dataset), or lower the minimum (evaluate --min-test-patients; a recipe run warns below 20)")
     warnings.warn(msg, SmallTestSplitWarning, stacklevel=2)
     return msg

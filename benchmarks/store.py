@@ -62,21 +62,31 @@ class ResultStore:
         """Every complete row (a truncated trailing line from a kill is skipped)."""
         return [row for _, row in self.numbered_rows()]
 
-    def numbered_rows(self) -> list[tuple[int, dict[str, Any]]]:
-        """``(line number, row)`` of every line holding a JSON object (torn or foreign lines are skipped)."""
+    def numbered_rows(self, skipped: list[tuple[int, str]] | None = None) -> list[tuple[int, dict[str, Any]]]:
+        """``(line number, row)`` of every line holding a JSON object (torn or foreign lines are skipped).
+
+        ``skipped``, when given, receives ``(line number, why)`` of every skipped line except a torn last line
+        (the one an interrupted write leaves, expected after a kill).
+        """
         if not self.path.is_file():
             return []
         out = []
-        for i, line in enumerate(self.path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        last = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
+        for i, line in enumerate(lines, 1):
             line = line.strip()
             if not line:
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
+            except json.JSONDecodeError as err:
+                if skipped is not None and i != last:
+                    skipped.append((i, f"line is not JSON ({err.msg}, column {err.colno})"))
                 continue
             if isinstance(row, dict):
                 out.append((i, row))
+            elif skipped is not None:
+                skipped.append((i, f"line holds a JSON {type(row).__name__}, not a record"))
         return out
 
     def done(self) -> set[str]:

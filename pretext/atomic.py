@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +25,14 @@ from typing import IO, Any
 
 from pretext.errors import DataError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; a killed build's temporary folder stays (named in the docstring)
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["atomic_dir", "atomic_write", "atomic_write_bytes", "atomic_write_text", "check_free_space",
-           "disk_error", "is_no_space", "is_too_big", "no_space_error", "preallocate", "too_big_error"]
+           "disk_error", "is_no_space", "is_too_big", "no_space_error", "preallocate", "remove_partial_writes",
+           "too_big_error"]
 
 _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
@@ -159,10 +167,12 @@ def atomic_dir(path: str | Path, *, needed_bytes: int | None = None, hint: str |
     On any failure the temporary folder is removed (a full disk raises :func:`no_space_error`).
     If ``path`` appeared meanwhile (another process finished first), theirs is kept and ours dropped;
     with ``overwrite=False`` (a folder that must be new, e.g. an exported bundle) that raises
-    :class:`FileExistsError` instead.
+    :class:`FileExistsError` instead. The temporary folder is ``flock``-ed while it is built; one that a killed
+    build left behind (no lock held) is removed by the next build of the same ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_builds(path)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     except OSError as err:
@@ -170,6 +180,7 @@ def atomic_dir(path: str | Path, *, needed_bytes: int | None = None, hint: str |
         if said is not None:
             raise said from err
         raise
+    owner = _own(tmp)
     try:
         yield tmp
         if not overwrite and path.exists():
@@ -189,6 +200,58 @@ def atomic_dir(path: str | Path, *, needed_bytes: int | None = None, hint: str |
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if owner is not None:
+            os.close(owner)  # releases the flock (the folder, renamed or removed, keeps its inode)
+
+
+#: a temporary folder younger than this is never taken for a dead build's (its builder may not hold it yet)
+_BUILD_GRACE_S = 30.0
+
+
+def _own(folder: Path) -> int | None:
+    """Hold an exclusive ``flock`` on ``folder`` while it is built; the open descriptor, or None without flock."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _remove_dead_builds(path: Path) -> None:
+    """Remove temporary folders of ``path`` (``.NAME.tmp-*``) whose builder is gone (``kill -9``, OOM, a power
+    cut): no process holds their ``flock`` any more. A store's build can be as large as its source data, and
+    without this every killed build would keep its copy for good. A folder whose lock is held (another process
+    is building the same store right now) or that is only seconds old is left alone."""
+    if fcntl is None:
+        return
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.tmp-") and p.is_dir()]
+    except OSError:
+        return
+    for folder in candidates:
+        try:
+            if time.time() - folder.stat().st_mtime < _BUILD_GRACE_S:
+                continue
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a live builder holds it
+            os.close(fd)
+            continue
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], *, needed_bytes: int | None = None,
@@ -220,6 +283,35 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], *, needed_
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+#: the temporary sibling :func:`atomic_write` writes into (``tempfile.mkstemp``'s 8 random characters)
+_PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_partial_writes(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` left in ``folder`` when its process was killed
+    mid-write (``kill -9``, the OOM killer, a power cut): the target file itself was never touched, but each left
+    a partial copy that would take disk space for good (a checkpoint's size per kill). Call it only while this
+    process owns ``folder`` (the run-folder lock, :func:`pretext.runfolder.hold`), so no live writer's file is
+    removed.
+
+    Returns:
+        The files removed.
+    """
+    gone: list[Path] = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return gone
+    for p in entries:
+        if _PARTIAL.match(p.name) and p.is_file():
+            try:
+                p.unlink()
+                gone.append(p)
+            except OSError:
+                pass
+    return gone
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, hint: str | None = None) -> None:

@@ -10,6 +10,7 @@ checkpoint intact.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,14 @@ def _load_problem(err: BaseException) -> str:
     """What went wrong reading a file, without PyTorch's advice to retry with ``weights_only=False``: a file
     that needs it runs arbitrary code when loaded, and is refused here on purpose."""
     text = str(err)
-    if "weights_only" in text or "Unsupported global" in text or "WeightsUnpickler" in text:
-        return "it holds Python objects other than tensors and plain values, which are never unpickled"
+    code = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL)\s+([\w.]+)", text)
+    if code or "Unsupported global" in text:  # a pickled class or function: loading it would run code
+        named = f" ({code.group(1)})" if code else ""
+        return f"it holds Python objects{named} other than tensors and plain values, which are never unpickled"
+    if "weights_only" in text or "WeightsUnpickler" in text:  # random bytes, another format, a damaged pickle
+        stop = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+        why = f"; unpickling stopped at: {stop.group(1).strip()[:120]}" if stop else ""
+        return f"it is not a file of tensors written by torch.save{why}"
     first = text.strip().splitlines()[0] if text.strip() else ""
     first = first.split(" weights_only")[0].split("Please")[0].strip()
     return f"{type(err).__name__}: {first[:200]}" if first else type(err).__name__

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from pretext.atomic import remove_partial_writes
 from pretext.config import TrainConfig, to_dict, to_yaml
 from pretext.engine.checkpoint import (
     atomic_write_text,
@@ -177,6 +178,8 @@ def fit(
     is_main = fabric.is_global_zero
     logger = RunLogger(out, start_step=start_step, enabled=is_main)
     if out is not None and is_main:
+        for folder in (out, out / "checkpoints"):  # partial copies a killed writer left (the run folder is ours)
+            remove_partial_writes(folder)
         atomic_write_text(out / "config.yaml", to_yaml(resolved))
     nonfinite = dict(state.get("nonfinite", {"skipped": 0, "consecutive": 0})) if state else {"skipped": 0, "consecutive": 0}
     history: list[dict[str, float]] = []

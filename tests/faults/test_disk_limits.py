@@ -97,3 +97,41 @@ def test_file_size_limit_is_said_in_words(tmp_path):
     assert len(err) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert err[0].startswith("sslbench: error: file too large for the file-size limit: ") and "ulimit -f" in err[0]
     assert "last.ckpt" in err[0]
+
+
+def test_a_killed_folder_build_is_removed_by_the_next_build_but_a_live_one_is_kept(tmp_path):
+    """``kill -9`` during a store build (signal ingest) left ``.NAME.tmp-*`` with a copy of the data for good;
+    the next build of the same folder removes it, unless a live process holds it (it is building right now)."""
+    import fcntl
+    import time
+
+    from pretext.atomic import atomic_dir
+
+    final = tmp_path / "store"
+    dead = tmp_path / ".store.tmp-dead1234"
+    (dead / "sub").mkdir(parents=True)
+    (dead / "sub" / "signals.bin").write_bytes(b"\0" * 4096)
+    live = tmp_path / ".store.tmp-live5678"
+    live.mkdir()
+    old = time.time() - 3600
+    for d in (dead, live):
+        os.utime(d, (old, old))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(live)!r}, os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True); time.sleep(600)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with atomic_dir(final) as tmp:
+            (tmp / "done").write_text("ok")
+            with pytest.raises(BlockingIOError):  # our own build is locked while it runs
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                finally:
+                    os.close(fd)
+        assert (final / "done").read_text() == "ok"
+        assert not dead.exists() and live.is_dir()
+    finally:
+        holder.kill()
+        holder.wait()

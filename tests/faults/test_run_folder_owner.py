@@ -94,9 +94,9 @@ def test_user_error_in_the_first_step_leaves_no_config_or_tensorboard(tmp_path, 
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     argv = ["pretrain", "--task", "cpc", "--data", "synthetic_ecg:?n_patients=8", "--out", str(out), "--steps", "2",
-            "--batch-size", "2", "--task.steps", "500", "--progress", "false"]
+            "--batch-size", "2", "--task.horizon", "500", "--progress", "false"]
     assert main(argv) == 2
-    assert "need more than steps=500" in _err(capsys)
+    assert "need more than horizon=500" in _err(capsys)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
@@ -122,3 +122,17 @@ def test_resume_of_a_finished_run_says_it_is_complete_and_rewrites_nothing(tmp_p
     assert "is already complete: its checkpoint is at step 2 (--steps 2)" in printed
     assert "nan" not in printed
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+
+
+def test_partial_checkpoint_of_a_killed_writer_is_removed_on_resume(tmp_path, capsys):
+    """``kill -9`` while ``last.ckpt`` is written leaves the previous checkpoint intact but also a partial copy
+    (``.last.ckpt.XXXXXXXX.tmp``, a checkpoint's size per kill); the next owner of the run folder removes it."""
+    out = tmp_path / "run"
+    assert main(["pretrain", *TINY, "--steps", "2", "--out", str(out)]) == 0
+    partial = out / "checkpoints" / ".last.ckpt.k9x_2ab7.tmp"
+    partial.write_bytes(b"\0" * 4096)  # what atomic_write had written when the process was killed
+    mine = out / "checkpoints" / "notes.tmp"
+    mine.write_text("not ours")
+    assert main(["pretrain", "--out", str(out), "--resume", "--steps", "4"]) == 0
+    assert not partial.exists() and mine.read_text() == "not ours"
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt")["step"] == 4
