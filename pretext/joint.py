@@ -11,24 +11,25 @@ split gives.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 import torch
 from torch import nn
 
 from pretext.base import Batch, PretextTask
+from pretext.capabilities import PooledFeatures
+from pretext.config import ConfigModel
 from pretext.errors import ConfigError, UserError
 
 __all__ = ["JOINT_PAIRINGS", "JointConfig", "JointEmbedding", "view_policy"]
 
-JOINT_PAIRINGS = ("views", "patches", "patient")
+Pairing = Literal["views", "patches", "patient"]
+JOINT_PAIRINGS: tuple[str, ...] = get_args(Pairing)
 
 
-@dataclasses.dataclass(frozen=True)
-class JointConfig:
-    """Options every joint-embedding task has.
+class JointConfig(ConfigModel):
+    """Options every joint-embedding task has (each task's ``Config`` subclasses this model).
 
     Attributes:
         pairing: where the two views come from: ``"views"`` (two random views of one item), ``"patches"`` (two
@@ -38,14 +39,8 @@ class JointConfig:
             (``sslbench list tasks -v`` and :mod:`volssl.views` / :mod:`signalssl.views` list them).
     """
 
-    pairing: str = "views"
-    views: dict = dataclasses.field(default_factory=dict)
-
-    def check_joint(self, what: str) -> None:
-        if self.pairing not in JOINT_PAIRINGS:
-            raise ConfigError(f"{what} pairing={self.pairing!r} must be one of {', '.join(JOINT_PAIRINGS)}")
-        if not isinstance(self.views, dict):
-            raise ConfigError(f"{what} views={self.views!r} must be a mapping of view parameters")
+    pairing: Pairing = "views"
+    views: dict[str, Any] = {}
 
 
 def view_policy(item_shape: Sequence[int], overrides: dict[str, Any], sizing: dict[str, Any] | None = None) -> Any:
@@ -115,7 +110,7 @@ class JointEmbedding(PretextTask):
             j = i
             while j < len(views) and views[j].shape == views[i].shape:
                 j += 1
-            z = head(self.encoder.forward_features(torch.cat(list(views[i:j]))))
+            z = head(cast(PooledFeatures, self.encoder).forward_features(torch.cat(list(views[i:j]))))
             out += list(z.chunk(j - i))
             i = j
         return out

@@ -9,6 +9,8 @@ same record, else the item itself (then only the views differ).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sized
+from typing import cast
 
 import numpy as np
 import torch
@@ -62,9 +64,10 @@ class PatientPairs(Dataset):
                  what: str = "pclr") -> None:
         if pair not in ("patient", "record"):
             raise UserError(f"{what} {pair=} must be 'patient' (two recordings) or 'record' (two windows of one)")
+        self.n_items = len(cast(Sized, split))  # an SSLSplit subclass defines __len__
         records = getattr(split, "records", None)
         if records is None:
-            records = np.arange(len(split))  # each item its own recording
+            records = np.arange(self.n_items)  # each item its own recording
         self.split, self.seed, self.repeats, self.pair = split, int(seed), max(1, int(repeats)), pair
         patients = np.asarray(split.patients, dtype=np.int64)
         recs = np.asarray(records, dtype=np.int64)
@@ -76,20 +79,20 @@ class PatientPairs(Dataset):
         self.other_rec = p_size - r_size  # partners in other recordings
         self.n_fallback = int((self.other_rec == 0).sum()) if pair == "patient" else 0
         self.n_same_window = int(((self.other_rec == 0) & (r_size == 1)).sum())
-        self.fallback_fraction = self.n_fallback / max(1, len(split))
+        self.fallback_fraction = self.n_fallback / max(1, self.n_items)
         if self.n_fallback:
             warnings.warn(
-                f"{what}: {self.n_fallback} of {len(split)} items ({100 * self.fallback_fraction:.1f}%) belong to patients "
+                f"{what}: {self.n_fallback} of {self.n_items} items ({100 * self.fallback_fraction:.1f}%) belong to patients "
                 f"with one recording; their positive is another window of the same recording"
                 + (f" ({self.n_same_window} have a single window: positive = the same window, augmented)"
                    if self.n_same_window else ""), stacklevel=2)
 
     def __len__(self) -> int:
-        return len(self.split) * self.repeats
+        return self.n_items * self.repeats
 
     def partner(self, v: int) -> int:
         """Item index of the positive paired with virtual item ``v``."""
-        i = v % len(self.split)
+        i = v % self.n_items
         c = self.c
         rng = np.random.default_rng([self.seed, v])
         p_lo, r_lo, r_hi = int(c["p_lo"][i]), int(c["r_lo"][i]), int(c["r_hi"][i])
@@ -106,7 +109,7 @@ class PatientPairs(Dataset):
         return int(c["order"][k])
 
     def __getitem__(self, v: int) -> dict[str, torch.Tensor]:
-        i = v % len(self.split)
+        i = v % self.n_items
         j = self.partner(v)
         item = dict(self.split[i])
         item["x2"] = self.split.load(j)

@@ -9,15 +9,15 @@ denominator. ``same_patient="positive"`` makes them extra positives (PCLR's mult
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pretext.base import Batch
-from pretext.config import check_fields
+from pretext.capabilities import PooledFeatures
+from pretext.config import Field
 from pretext.heads import ProjectionHead
 from pretext.joint import JointConfig, JointEmbedding
 from pretext.losses import nt_xent
@@ -32,7 +32,6 @@ class SimCLR(JointEmbedding):
 
     name = "simclr"
 
-    @dataclasses.dataclass(frozen=True)
     class Config(JointConfig):
         """SimCLR options (and ``pairing``, ``views``: :class:`pretext.joint.JointConfig`).
 
@@ -46,21 +45,16 @@ class SimCLR(JointEmbedding):
                 ``"ignore"`` (plain SimCLR: negatives).
         """
 
-        temperature: float = 0.1
-        proj_hidden: int = 512
-        proj_dim: int = 128
-        proj_layers: int = 2
-        same_patient: str = "exclude"
-
-        def __post_init__(self) -> None:
-            self.check_joint("simclr")
-            check_fields(self, "simclr", at_least={"proj_hidden": 1, "proj_dim": 1, "proj_layers": 1},
-                         above={"temperature": 0}, choices={"same_patient": ("exclude", "positive", "ignore")})
+        temperature: float = Field(0.1, gt=0)
+        proj_hidden: int = Field(512, ge=1)
+        proj_dim: int = Field(128, ge=1)
+        proj_layers: int = Field(2, ge=1)
+        same_patient: Literal["exclude", "positive", "ignore"] = "exclude"
 
     def __init__(self, encoder: nn.Module, cfg: Any = None) -> None:
         super().__init__(encoder, cfg)
         c = self.cfg
-        self.head = ProjectionHead(int(encoder.num_features), c.proj_hidden, c.proj_dim, c.proj_layers)
+        self.head = ProjectionHead(int(cast(PooledFeatures, encoder).num_features), c.proj_hidden, c.proj_dim, c.proj_layers)
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         v1, v2 = self.two_views(batch, generator)

@@ -8,15 +8,15 @@ patient the two views.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pretext.base import Batch
-from pretext.config import check_fields
+from pretext.capabilities import PooledFeatures
+from pretext.config import Field
 from pretext.heads import ProjectionHead
 from pretext.joint import JointConfig, JointEmbedding
 from pretext.losses import vicreg_loss
@@ -31,7 +31,6 @@ class VICReg(JointEmbedding):
 
     name = "vicreg"
 
-    @dataclasses.dataclass(frozen=True)
     class Config(JointConfig):
         """VICReg options (and ``pairing``, ``views``: :class:`pretext.joint.JointConfig`).
 
@@ -44,22 +43,17 @@ class VICReg(JointEmbedding):
             proj_layers: linear layers of the expander (3 in the paper; BatchNorm + ReLU between).
         """
 
-        sim_weight: float = 25.0
-        var_weight: float = 25.0
-        cov_weight: float = 1.0
-        proj_hidden: int = 1024
-        proj_dim: int = 1024
-        proj_layers: int = 3
-
-        def __post_init__(self) -> None:
-            self.check_joint("vicreg")
-            check_fields(self, "vicreg", at_least={"sim_weight": 0, "var_weight": 0, "cov_weight": 0,
-                                                   "proj_hidden": 1, "proj_dim": 1, "proj_layers": 1})
+        sim_weight: float = Field(25.0, ge=0)
+        var_weight: float = Field(25.0, ge=0)
+        cov_weight: float = Field(1.0, ge=0)
+        proj_hidden: int = Field(1024, ge=1)
+        proj_dim: int = Field(1024, ge=1)
+        proj_layers: int = Field(3, ge=1)
 
     def __init__(self, encoder: nn.Module, cfg: Any = None) -> None:
         super().__init__(encoder, cfg)
         c = self.cfg
-        self.head = ProjectionHead(int(encoder.num_features), c.proj_hidden, c.proj_dim, c.proj_layers)
+        self.head = ProjectionHead(int(cast(PooledFeatures, encoder).num_features), c.proj_hidden, c.proj_dim, c.proj_layers)
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         v1, v2 = self.two_views(batch, generator)
