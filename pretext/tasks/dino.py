@@ -49,7 +49,8 @@ class DINO(JointEmbedding):
             global_scale: crop scale range of the two global views.
             local_crops: number of local crops (0: two global views only).
             local_scale: crop scale range of the local crops.
-            local_size: each axis of a local crop as a fraction of the input's (0.5: 14^3 crops of 28^3 cubes).
+            local_size: each axis of a local crop as a fraction of the input's (0.5: 14^3 crops of 28^3 cubes); 1.0
+                for an encoder built for one input size (``vit_3d``): the small crops are resampled to full size.
         """
 
         out_dim: int = Field(1024, ge=1)

@@ -8,6 +8,8 @@ A joint-embedding task (``simclr``, ``vicreg``, ``dino``: modality ``any``) comb
 VoCo and Swin UNETR pretraining: ``--task.tasks simclr,pixel_shuffle --task.weights 1,1``. The combination asks
 the split for the pairing of its joint-embedding part (at most one part may pair); the generative parts read
 ``x``. A part with an EMA teacher (``dino``) is updated by the engine's hook through :meth:`teacher_pairs`.
+``--task.tasks dino,mae3d`` on ``vit_3d`` needs ``--task.options '{dino: {local_size: 1.0}}'`` (a ViT takes one
+input size, so DINO's local crops are resampled to it).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from pretext.engine import fit, load_checkpoint
 from pretext.engine.hooks import HasTeacher
 from pretext.errors import ConfigError
 from pretext.sampling import pretrain_stream
-from tests.components import TinySplit, tiny_batch, tiny_task
+from tests.components import TASK_OPTIONS, TinySplit, tiny_batch, tiny_task
 
 SHUFFLE = {"max_block": (3, 3, 3), "num_blocks": 300}
 
@@ -28,6 +28,20 @@ def test_simclr_plus_pixel_shuffle_is_the_weighted_sum() -> None:
     out["loss"].backward()
     assert all(p.grad is not None for p in task.parts["simclr"].head.parameters())
     assert all(p.grad is not None for p in task.parts["pixel_shuffle"].parameters() if p.requires_grad)
+
+
+def test_dino_plus_mae3d_on_a_vit() -> None:
+    """DINO + MAE on one ViT (Swin UNETR / VoCo style): local crops resampled to the ViT's input size."""
+    task = tiny_task("combined", encoder="vit_3d", tasks=("dino", "mae3d"), weights=(1.0, 0.5),
+                     options={"dino": {"local_crops": 2, "out_dim": 64, "local_size": 1.0},
+                              "mae3d": TASK_OPTIONS["mae3d"]})
+    assert task.pairing() == "views" and len(task.teacher_pairs()) == 2
+    out = task(tiny_batch(task, (1, 16, 16, 16)), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out["loss"], out["dino_loss"] + 0.5 * out["mae3d_loss"])
+    out["loss"].backward()
+    assert all(p.grad is not None for p in task.parts["dino"].head.parameters() if p.requires_grad)
+    assert any(p.grad is not None for p in task.parts["mae3d"].parameters() if p.requires_grad)
+    assert any(p.grad is not None for p in task.encoder.parameters())
 
 
 def test_two_pairing_parts_are_refused() -> None:
