@@ -1,6 +1,7 @@
 """Reports of a results folder: Markdown + HTML tables and PNG plots.
 
-``write_report(DIR)`` reads ``DIR/results.jsonl`` (and ``DIR/audit/*.json`` from the embedding audit) and
+``write_report(DIR)`` reads ``DIR/results.jsonl`` (and ``DIR/audit/*.json`` from the embedding audit, the
+pretraining ``metrics.csv`` files for the online monitor's curves: :mod:`benchmarks.report_monitor`) and
 writes ``DIR/report/report.md``, ``report.html`` and PNGs:
 
 * label-efficiency table per dataset / encoder / protocol: test AUROC mean ± std over seeds and the mean
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.report_monitor import monitor_blocks
 from benchmarks.report_tables import (  # noqa: F401  (MalformedRowWarning: re-exported for callers)
     MalformedRowWarning,
     cells_for,
@@ -238,7 +240,7 @@ def write_report(folder: str | Path, out: str | Path | None = None, title: str |
     report_dir = Path(out) if out else folder / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     name = title or f"Benchmark report: {', '.join(sorted(set(df.get('recipe', pd.Series(dtype=str)).dropna()))) or folder.name}"
-    blocks = build_blocks(df, report_dir, name) + audit_blocks(folder, report_dir)
+    blocks = build_blocks(df, report_dir, name) + audit_blocks(folder, report_dir) + monitor_blocks(folder, report_dir)
     md, htm = report_dir / "report.md", report_dir / "report.html"
     md.write_text(_md(blocks), encoding="utf-8")
     htm.write_text(_html(blocks, name), encoding="utf-8")

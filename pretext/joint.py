@@ -12,27 +12,24 @@ split gives.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Any, Literal, cast, get_args
 
 import torch
 from torch import nn
 
 from pretext.base import Batch, PretextTask
-from pretext.config import AfterValidator, ConfigModel, Field, low_to_high
+from pretext.capabilities import PooledFeatures
+from pretext.config import ConfigModel
 from pretext.errors import ConfigError, UserError
 
-__all__ = ["JOINT_PAIRINGS", "CropScale", "JointConfig", "JointEmbedding", "view_policy"]
+__all__ = ["JOINT_PAIRINGS", "JointConfig", "JointEmbedding", "view_policy"]
 
-JOINT_PAIRINGS = ("views", "patches", "patient")
-
-
-#: a crop scale range ``[low, high]``, fractions of the input with ``0 < low <= high <= 1``
-CropScale = Annotated[tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]],
-                      AfterValidator(low_to_high)]
+Pairing = Literal["views", "patches", "patient"]
+JOINT_PAIRINGS: tuple[str, ...] = get_args(Pairing)
 
 
 class JointConfig(ConfigModel):
-    """Options every joint-embedding task has.
+    """Options every joint-embedding task has (each task's ``Config`` subclasses this model).
 
     Attributes:
         pairing: where the two views come from: ``"views"`` (two random views of one item), ``"patches"`` (two
@@ -42,8 +39,8 @@ class JointConfig(ConfigModel):
             (``sslbench list tasks -v`` and :mod:`volssl.views` / :mod:`signalssl.views` list them).
     """
 
-    pairing: Literal["views", "patches", "patient"] = "views"
-    views: dict[str, Any] = Field(default_factory=dict)
+    pairing: Pairing = "views"
+    views: dict[str, Any] = {}
 
 
 def view_policy(item_shape: Sequence[int], overrides: dict[str, Any], sizing: dict[str, Any] | None = None) -> Any:
@@ -113,7 +110,7 @@ class JointEmbedding(PretextTask):
             j = i
             while j < len(views) and views[j].shape == views[i].shape:
                 j += 1
-            z = head(self.encoder.forward_features(torch.cat(list(views[i:j]))))
+            z = head(cast(PooledFeatures, self.encoder).forward_features(torch.cat(list(views[i:j]))))
             out += list(z.chunk(j - i))
             i = j
         return out

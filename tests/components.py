@@ -51,6 +51,9 @@ TASK_OPTIONS: dict[str, dict[str, Any]] = {
     "mae3d": {"decoder_dim": 48, "decoder_heads": 2, "decoder_depth": 1},
     "pixel_shuffle": _SHUFFLE,
     "combined": {"options": {"pixel_shuffle": _SHUFFLE}},
+    # a fixed centre (momentum 1) keeps the teacher's targets fixed, so "overfit one batch" is well posed;
+    # two local crops keep the tiny runs quick
+    "dino": {"center_momentum": 1.0, "local_crops": 2, "out_dim": 256},
 }
 
 

@@ -26,13 +26,15 @@ from tests.components import (
     input_shape,
     modality_of,
     shipped,
+    split_case,
+    task_cases,
     task_encoder,
     tiny_batch,
     tiny_encoder,
     tiny_task,
 )
 
-ALL_TASKS = shipped(TASKS)
+ALL_TASKS = task_cases()  # a modality-agnostic task once per modality: "simclr@volume", "simclr@signal"
 ALL_ENCODERS = shipped(ENCODERS)
 PROTOCOLS = [capabilities.PooledFeatures, capabilities.TokenFeatures, capabilities.Latents,
              capabilities.MultiScaleMaps, capabilities.MaskedTokens]
@@ -47,15 +49,17 @@ def test_every_modality_ships_tasks_and_encoders() -> None:
     """The parametrisations below are not silently empty, and the option tables name registered components."""
     for modality in SHAPES:
         assert shipped(TASKS, modality) and shipped(ENCODERS, modality), modality
-    assert set(SHAPES) >= {modality_of(TASKS, n) for n in ALL_TASKS} | {modality_of(ENCODERS, n) for n in ALL_ENCODERS}
-    assert set(TASK_OPTIONS) <= set(ALL_TASKS) and set(ENCODER_OPTIONS) <= set(ALL_ENCODERS)
+    assert set(SHAPES) >= {split_case(c)[1] for c in ALL_TASKS} | {modality_of(ENCODERS, n) for n in ALL_ENCODERS}
+    assert set(TASK_OPTIONS) <= {split_case(c)[0] for c in ALL_TASKS} and set(ENCODER_OPTIONS) <= set(ALL_ENCODERS)
+    for name in shipped(TASKS, "any"):  # modality-agnostic tasks run on every modality
+        assert {f"{name}@{m}" for m in SHAPES} <= set(ALL_TASKS)
 
 
 # -- tasks -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ALL_TASKS)
 def test_task_builds_with_defaults(name: str) -> None:
     """Default config on the default encoder (built with its own defaults): fails, never skips, when it cannot."""
-    task = create_task(name, create_encoder(task_encoder(name)))
+    task = create_task(split_case(name)[0], create_encoder(task_encoder(name)))
     assert task.cfg == type(task).Config()
     assert isinstance(task.encoder, capabilities.PooledFeatures)
 
@@ -118,6 +122,7 @@ def test_task_rejects_bad_config(name: str) -> None:
     """Unknown options and wrongly typed values are ConfigErrors naming them; an out-of-range value (a negative
     number, an unknown choice) of every field is refused with a UserError."""
     enc = tiny_encoder(task_encoder(name))
+    name = split_case(name)[0]
     base = TASK_OPTIONS.get(name, {})
     with pytest.raises(ConfigError, match="not_a_field"):
         create_task(name, enc, **base, not_a_field=1)

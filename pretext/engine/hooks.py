@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
+
+from pretext.capabilities import PooledFeatures
 
 __all__ = ["COLLAPSE_RANK", "COLLAPSE_STD_RATIO", "EMATeacher", "HasTeacher", "RepresentationMonitor", "StepHook",
            "embedding_stats", "engine_hooks", "knn_top1"]
@@ -92,8 +94,8 @@ class EMATeacher(StepHook):
         start, end = module.teacher_momentum()
         m = cosine_momentum(step - 1, self.total_steps, start, end)  # the first update uses the start value
         for student, teacher in module.teacher_pairs():
-            s_params = [p.detach() for p in student.parameters()]
-            t_params = list(teacher.parameters())
+            s_params: list[torch.Tensor] = [p.detach() for p in student.parameters()]
+            t_params: list[torch.Tensor] = list(teacher.parameters())
             if len(s_params) != len(t_params):
                 raise RuntimeError("teacher and student have different parameter lists")
             torch._foreach_mul_(t_params, m)
@@ -163,7 +165,7 @@ class RepresentationMonitor(StepHook):
         self.x = torch.stack([r["x"] for r in rows])
         labels = [r.get("label") for r in rows]
         if all(torch.is_tensor(v) and v.ndim == 0 for v in labels):
-            y = torch.stack(labels).long()  # type: ignore[arg-type]
+            y = torch.stack(labels).long()
             pats = np.array([int(r["patient"]) if "patient" in r else int(i) for r, i in zip(rows, self.index,
                                                                                                 strict=True)])
             keep = y >= 0
@@ -185,7 +187,8 @@ class RepresentationMonitor(StepHook):
         was = encoder.training
         encoder.eval()
         try:
-            feats = torch.cat([encoder.forward_features(self.x[i:i + self.batch_size].to(device)).float().cpu()
+            forward = cast(PooledFeatures, encoder).forward_features
+            feats = torch.cat([forward(self.x[i:i + self.batch_size].to(device)).float().cpu()
                                for i in range(0, len(self.x), self.batch_size)])
         finally:
             encoder.train(was)
@@ -224,7 +227,7 @@ def engine_hooks(task: nn.Module, dataset: Any, cfg: Any, is_main: bool = True) 
     from pretext.base import PretextTask
 
     hooks: list[StepHook] = []
-    if isinstance(task, HasTeacher):
+    if isinstance(task, HasTeacher) and task.teacher_pairs():
         hooks.append(EMATeacher(cfg.steps))
     if (is_main and isinstance(task, PretextTask) and getattr(cfg, "monitor_every", 0) > 0
             and len(dataset) > 1 and hasattr(dataset, "__getitem__")):

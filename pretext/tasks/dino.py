@@ -10,15 +10,16 @@ every checkpoint and a resumed run continues it. ``task.encoder`` (the student) 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from pretext.base import Batch
-from pretext.config import Field
+from pretext.capabilities import PooledFeatures
+from pretext.config import Field, field_validator
 from pretext.heads import DINOHead
-from pretext.joint import CropScale, JointConfig, JointEmbedding
+from pretext.joint import JointConfig, JointEmbedding
 from pretext.losses import dino_center, dino_loss
 from pretext.registry import register_task
 
@@ -30,6 +31,7 @@ class DINO(JointEmbedding):
     """DINO: EMA teacher, centring + sharpening, multi-crop global and local views."""
 
     name = "dino"
+    center: torch.Tensor  # the teacher-logit centre (a buffer, checkpointed)
 
     class Config(JointConfig):
         """DINO options (and ``pairing``, ``views``: :class:`pretext.joint.JointConfig`).
@@ -47,7 +49,8 @@ class DINO(JointEmbedding):
             global_scale: crop scale range of the two global views.
             local_crops: number of local crops (0: two global views only).
             local_scale: crop scale range of the local crops.
-            local_size: each axis of a local crop as a fraction of the input's (0.5: 14^3 crops of 28^3 cubes).
+            local_size: each axis of a local crop as a fraction of the input's (0.5: 14^3 crops of 28^3 cubes); 1.0
+                for an encoder built for one input size (``vit_3d``): the small crops are resampled to full size.
         """
 
         out_dim: int = Field(1024, ge=1)
@@ -59,15 +62,23 @@ class DINO(JointEmbedding):
         center_momentum: float = Field(0.9, ge=0, le=1)
         momentum: float = Field(0.996, ge=0, le=1)
         momentum_end: float = Field(1.0, ge=0, le=1)
-        global_scale: CropScale = (0.4, 1.0)
+        global_scale: tuple[float, float] = (0.4, 1.0)
         local_crops: int = Field(4, ge=0)
-        local_scale: CropScale = (0.1, 0.4)
+        local_scale: tuple[float, float] = (0.1, 0.4)
         local_size: float = Field(0.5, gt=0, le=1)
+
+        @field_validator("global_scale", "local_scale")
+        @classmethod
+        def _scale_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+            lo, hi = value
+            if not 0 < lo <= hi <= 1:
+                raise ValueError(f"{list(value)} must be [low, high] with 0 < low <= high <= 1")
+            return value
 
     def __init__(self, encoder: nn.Module, cfg: Any = None) -> None:
         super().__init__(encoder, cfg)
         c = self.cfg
-        self.head = DINOHead(int(encoder.num_features), c.proj_hidden, c.bottleneck_dim, c.out_dim, c.head_layers)
+        self.head = DINOHead(int(cast(PooledFeatures, encoder).num_features), c.proj_hidden, c.bottleneck_dim, c.out_dim, c.head_layers)
         self.teacher_encoder = copy.deepcopy(encoder)
         self.teacher_head = copy.deepcopy(self.head)
         for p in [*self.teacher_encoder.parameters(), *self.teacher_head.parameters()]:
@@ -87,7 +98,7 @@ class DINO(JointEmbedding):
         local = self.local_views(batch["x"], c.local_crops, generator, c.local_scale, c.local_size)
         student = self.embed([g1, g2, *local], self.head)
         with torch.no_grad():
-            teacher = list(self.teacher_head(self.teacher_encoder.forward_features(torch.cat([g1, g2]))).chunk(2))
+            teacher = list(self.teacher_head(cast(PooledFeatures, self.teacher_encoder).forward_features(torch.cat([g1, g2]))).chunk(2))
         loss = dino_loss(student, teacher, self.center, c.teacher_temp, c.student_temp)
         with torch.no_grad():
             if self.training:

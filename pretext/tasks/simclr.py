@@ -9,13 +9,14 @@ denominator. ``same_patient="positive"`` makes them extra positives (PCLR's mult
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pretext.base import Batch
+from pretext.capabilities import PooledFeatures
 from pretext.config import Field
 from pretext.heads import ProjectionHead
 from pretext.joint import JointConfig, JointEmbedding
@@ -53,7 +54,7 @@ class SimCLR(JointEmbedding):
     def __init__(self, encoder: nn.Module, cfg: Any = None) -> None:
         super().__init__(encoder, cfg)
         c = self.cfg
-        self.head = ProjectionHead(int(encoder.num_features), c.proj_hidden, c.proj_dim, c.proj_layers)
+        self.head = ProjectionHead(int(cast(PooledFeatures, encoder).num_features), c.proj_hidden, c.proj_dim, c.proj_layers)
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         v1, v2 = self.two_views(batch, generator)

@@ -3,6 +3,13 @@
 ``--task.tasks rotation,pixel_shuffle --task.weights 1,0.5 --task.options '{rotation: {num_rotations: 24}}'``
 builds each named task around the same encoder (each keeps its own heads/decoders) and optimises
 ``sum_i w_i * loss_i``; every part's loss and scalars are logged as ``NAME_KEY``.
+
+A joint-embedding task (``simclr``, ``vicreg``, ``dino``: modality ``any``) combines with a generative one as in
+VoCo and Swin UNETR pretraining: ``--task.tasks simclr,pixel_shuffle --task.weights 1,1``. The combination asks
+the split for the pairing of its joint-embedding part (at most one part may pair); the generative parts read
+``x``. A part with an EMA teacher (``dino``) is updated by the engine's hook through :meth:`teacher_pairs`.
+``--task.tasks dino,mae3d`` on ``vit_3d`` needs ``--task.options '{dino: {local_size: 1.0}}'`` (a ViT takes one
+input size, so DINO's local crops are resampled to it).
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ class Combined(PretextTask):
             if unknown:
                 raise ConfigError(f"combined: options given for {unknown}, which are not in tasks={self.tasks}")
             for name in self.tasks:
-                if TASKS.meta(name).get("modality") not in (None, "volume"):
+                if TASKS.meta(name).get("modality") not in (None, "volume", "any"):
                     raise ConfigError(f"combined: {name!r} is not a volume task")
             return self
 
@@ -71,6 +78,26 @@ class Combined(PretextTask):
         super().__init__(encoder, cfg)
         self.parts = nn.ModuleDict({name: cls(encoder, sub) for name, cls, sub in _part_configs(self.cfg)})
         self.weights = list(self.cfg.weights) or [1.0] * len(self.cfg.tasks)
+        self.pairing()  # two parts that each pair are refused here, before any data is read
+
+    def pairing(self) -> str:
+        """The pairing of the part that pairs (a joint-embedding task), else ``"none"``."""
+        pairings = {name: part.pairing() for name, part in self.parts.items() if part.pairing() != "none"}
+        if len(pairings) > 1:
+            raise ConfigError(f"combined: parts {sorted(pairings)} each ask for a pairing; combine at most one "
+                              "joint-embedding task with generative ones")
+        return next(iter(pairings.values()), "none")
+
+    def teacher_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """The EMA teacher pairs of every part that has one (the engine's EMA hook updates them)."""
+        return [pair for part in self.parts.values() if callable(getattr(part, "teacher_pairs", None))
+                for pair in part.teacher_pairs()]
+
+    def teacher_momentum(self) -> tuple[float, float]:
+        for part in self.parts.values():
+            if callable(getattr(part, "teacher_momentum", None)):
+                return part.teacher_momentum()  # type: ignore[no-any-return]
+        return 0.0, 0.0
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
