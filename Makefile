@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml requirements.lock
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m benchmarks.demo --out $(DEMO_OUT)
+	$(PY) -m sslbench.demo --out $(DEMO_OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -33,7 +33,7 @@ gpu-bench: $(STAMP)
 	$(PY) -m benchmarks.gpu --out benchmarks/results/gpu
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pretext volssl signalssl benchmarks tests
+	$(VENV)/bin/ruff check pretext volssl signalssl sslbench benchmarks tests
 	$(VENV)/bin/mypy pretext
 
 # Re-resolve the lock from pyproject (needs the registry): review the diff before committing.

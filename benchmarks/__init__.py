@@ -1,10 +1,6 @@
-"""Benchmark harness: patient-level splits, probes and fine-tuning, clinical metrics, recipes and reports.
+"""Performance scripts of medssl: ``bench_*.py`` (CPU timings of the engine, data paths and
+metrics against their references) and ``gpu/`` (``python -m benchmarks.gpu``); their committed
+results, and those of the harness's recipes, are under ``results/``.
 
-Python API::
-
-    from benchmarks.evaluate import evaluate
-    from benchmarks.reports import write_report
-    from benchmarks.runner import run_recipe
-
-    df = evaluate(checkpoint="runs/rot", data="medmnist3d:adrenalmnist3d.npz", protocol="linear", out="runs/eval")
+The benchmark harness that ``sslbench`` runs is the package :mod:`sslbench`.
 """

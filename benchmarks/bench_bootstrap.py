@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.metrics import CI_METRICS, bootstrap_ci, compute_metrics
-from benchmarks.paired import paired_comparison
+from sslbench.metrics import CI_METRICS, bootstrap_ci, compute_metrics
+from sslbench.paired import paired_comparison
 
 
 def bootstrap_ci_loop(
@@ -35,7 +35,7 @@ def bootstrap_ci_loop(
     alpha: float = 0.05,
     seed: int = 0,
 ) -> dict[str, tuple[float, float]]:
-    """Reference per-resample loop of :func:`benchmarks.metrics.bootstrap_ci`: its parity oracle in the tests
+    """Reference per-resample loop of :func:`sslbench.metrics.bootstrap_ci`: its parity oracle in the tests
     and the baseline this benchmark times it against (not used by the library).
 
     Percentile bootstrap ``1 - alpha`` confidence intervals of metrics on one test set.
@@ -130,7 +130,7 @@ def to_markdown(res: dict[str, Any]) -> str:
     lines += ["", "Metrics: " + ", ".join(CI_METRICS) + " (patient-level cluster bootstrap, percentile 95 % CI). "
               "Both paths use the same seed, hence the same resamples; 'loop' is "
               "`benchmarks.bench_bootstrap.bootstrap_ci_loop` (one `compute_metrics` per resample), 'vectorised' is "
-              "`benchmarks.metrics.bootstrap_ci` (all resamples at once, `benchmarks.bootstrap`), best of "
+              "`sslbench.metrics.bootstrap_ci` (all resamples at once, `sslbench.bootstrap`), best of "
               f"{res['repeat']} runs. The paired column scores two arms on the same resamples "
               "(AUROC + AUPRC difference, DeLong)."]
     return "\n".join(lines) + "\n"

@@ -1,5 +1,5 @@
 """The layer contract of pyproject.toml ([tool.importlinter]) holds: import-linter (grimp counts imports inside
-functions too) over pretext / volssl / signalssl / benchmarks."""
+functions too) over pretext / volssl / signalssl / sslbench / benchmarks."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_a_function_level_upward_import_breaks_the_contract(tmp_path: Path) -> N
     """The check is not blind to imports hidden inside functions (the way cycles used to be hidden)."""
     import shutil
 
-    for pkg in ("pretext", "volssl", "signalssl", "benchmarks"):
+    for pkg in ("pretext", "volssl", "signalssl", "sslbench", "benchmarks"):
         shutil.copytree(REPO / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__", "results"))
     with open(tmp_path / "pretext" / "losses.py", "a") as fh:
         fh.write("\n\ndef _upward():\n    from volssl.tasks import rotation  # noqa: F401\n")

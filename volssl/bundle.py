@@ -11,7 +11,7 @@ unchanged (:func:`volssl.preprocess.preprocess_chain`: orientation, resampling t
 voxels the model was trained on. A model trained on patches of whole scans (data spec ``?patch=D,H,W``) keeps
 the whole scan (no resize to the patch), and the network (:func:`volume_grid` -> :class:`pretext.bundle.networks.GridPooled`) encodes the sliding
 grid of ``?patch=`` patches (``?overlap=``) and pools their features (``?pool=``), as the harness's
-whole-scan features (:mod:`benchmarks.pooled`) do.
+whole-scan features (:mod:`sslbench.pooled`) do.
 """
 
 from __future__ import annotations

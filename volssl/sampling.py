@@ -11,7 +11,7 @@ sampled is declared by ``patches``:
 
   * ``load(i)``: the centre patch (or the patch centred on the record's region of interest);
   * ``grid(i)`` / ``patch(i, corner)``: the sliding grid of patches covering the volume (or its ROI), which
-    :mod:`benchmarks.pooled` encodes and pools (mean / max) into one feature per volume;
+    :mod:`sslbench.pooled` encodes and pools (mean / max) into one feature per volume;
   * ``patch_stream(seed)``: the pretraining stream (:class:`PatchStream`): item ``j`` is
     ``patches_per_volume`` patches of one volume, a share ``foreground`` of them centred on a stored
     foreground voxel, the rest uniform. Item ``j`` depends only on ``(seed, j)``, and the engine's

@@ -243,7 +243,7 @@ def data_spec(scale: str) -> str | None:
 
 def measure_data_wait(device: torch.device, workers: int, args: argparse.Namespace) -> dict[str, Any]:
     """A real ``sslbench pretrain`` (rotation / resnet18_3d on AdrenalMNIST3D); the engine logs data-wait."""
-    from benchmarks.cli import main as sslbench
+    from sslbench.cli import main as sslbench
 
     spec = data_spec(args.scale)
     if spec is None:

@@ -11,7 +11,7 @@ prefix such as ``module.`` or ``net.``) and shape match:
 * anything else loads into the encoder you name (``encoder=``, ``encoder_kwargs=``).
 
 :func:`import_bundle` writes the result as a checkpoint our fine-tuning harness reads
-(``benchmarks.pretrained.read_checkpoint``), with the report in its ``run_config``.
+(``sslbench.pretrained.read_checkpoint``), with the report in its ``run_config``.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ class GridPooled(BundleNetwork):
     shorter than the patch is centred in it and padded with ``pad_value``), encodes the patches
     ``sw_batch_size`` at a time and pools their ``(K, F)`` features (``"mean"`` or ``"max"``) into ``(F,)``;
     the head, if any, is applied to the pooled features. These are the harness's pooled whole-scan features
-    (:mod:`benchmarks.pooled`). The state dict keys are those of :class:`BundleNetwork` (``encoder.*``,
+    (:mod:`sslbench.pooled`). The state dict keys are those of :class:`BundleNetwork` (``encoder.*``,
     ``head.*``), so the same ``model.pt`` loads into either.
 
     Args:

@@ -119,7 +119,7 @@ def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
 
 def read_run(path: str | Path) -> tuple[dict[str, Any], Path]:
     """The checkpoint of a pretraining or fine-tuning run, wherever the user points: the one reader of the
-    harness (:func:`benchmarks.pretrained.read_checkpoint`) and the bundle export (:func:`pretext.bundle.source.read_source`).
+    harness (:func:`sslbench.pretrained.read_checkpoint`) and the bundle export (:func:`pretext.bundle.source.read_source`).
 
     Args:
         path: a ``.ckpt`` (:func:`load_checkpoint`), an ``encoder.safetensors`` (its ``run_config`` metadata),

@@ -11,10 +11,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from benchmarks.splits import FractionFallbackWarning, sample_fraction
 from pretext.data import load_data
 from pretext.errors import ConfigError, DataError
 from signalssl.io import read_record
+from sslbench.splits import FractionFallbackWarning, sample_fraction
 from volssl.io import read_medmnist, read_volume
 
 

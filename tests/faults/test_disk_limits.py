@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import pretext.atomic as atomic_mod
-from benchmarks.cli import main
 from pretext.engine import load_checkpoint
 from pretext.engine.checkpoint import save_checkpoint
 from pretext.errors import DataError
-from tests.benchmarks import _tiny as T
+from sslbench.cli import main
+from tests.sslbench import _tiny as T
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--task", T.TASK, "--encoder", T.ENCODER, "--data", f"{T.DATA_KIND}:", "--batch-size", "4",
@@ -85,8 +85,8 @@ def test_file_size_limit_is_said_in_words(tmp_path):
         "import resource, signal, sys\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))\n"
-        "import tests.benchmarks._tiny\n"
-        "from benchmarks.cli import main\n"
+        "import tests.sslbench._tiny\n"
+        "from sslbench.cli import main\n"
         f"sys.exit(main({['pretrain', *TINY, '--steps', '4', '--ckpt-every', '2', '--encoder.width', '64', '--out', str(out)]!r}))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cli import main
 from pretext.engine import load_checkpoint
 from pretext.errors import ConfigError
 from pretext.runfolder import LOCK_FILE, hold
-from tests.benchmarks import _tiny as T
+from sslbench.cli import main
+from tests.sslbench import _tiny as T
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--task", T.TASK, "--encoder", T.ENCODER, "--data", f"{T.DATA_KIND}:", "--batch-size", "4",

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.cli import main
-from benchmarks.evaluate import evaluate
-from benchmarks.runner import load_recipe, run_recipe
 from pretext.config import TrainConfig
 from pretext.engine import load_checkpoint
 from pretext.errors import ConfigError
 from pretext.pipeline import pretrain
 from pretext.runfolder import IDENTITY_FILE, claim
-from tests.benchmarks import _tiny as T
+from sslbench.cli import main
+from sslbench.evaluate import evaluate
+from sslbench.runner import load_recipe, run_recipe
+from tests.sslbench import _tiny as T
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = f"{T.DATA_KIND}:"
@@ -114,7 +114,7 @@ def test_run_folder_evaluates_from_safetensors_without_last_ckpt(runs, tmp_path)
 
 
 def _recipe(tmp_path: Path, **over) -> Path:
-    rec = {"name": "tiny", "imports": ["tests.benchmarks._tiny"], "datasets": {"tiny": {"data": SPEC}},
+    rec = {"name": "tiny", "imports": ["tests.sslbench._tiny"], "datasets": {"tiny": {"data": SPEC}},
            "tasks": [T.TASK], "encoders": {T.ENCODER: {"width": 8}},
            "pretrain": {"steps": 3, "batch_size": 8, "precision": "32"}, "protocols": ["knn"], "fractions": [1.0],
            "seeds": [0], "baselines": ["random"], "n_boot": 10, "audit": False, "threads": 1}
@@ -143,7 +143,7 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.cli", "pretrain", "--task", "rotation", "--encoder", "resnet18_3d",
+        [sys.executable, "-m", "sslbench.cli", "pretrain", "--task", "rotation", "--encoder", "resnet18_3d",
          "--data", PHANTOM, "--out", str(out), "--steps", "100000", "--batch-size", "2", "--log-every", "1",
          "--ckpt-every", "100000", "--progress", "false", "--encoder.widen_factor", "0.25"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

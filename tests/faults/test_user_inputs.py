@@ -14,17 +14,17 @@ import pytest
 import torch
 import yaml
 
-from benchmarks.cli import main
-from benchmarks.evaluate import evaluate
-from benchmarks.probes import FinetuneConfig
-from benchmarks.reports import MalformedRowWarning
-from benchmarks.splits import SmallTestSplitWarning
 from pretext.config import TrainConfig
 from pretext.data import cached_generated
 from pretext.errors import DataError
 from pretext.pipeline import pretrain
 from signalssl.io import read_record
-from tests.benchmarks import _tiny as T
+from sslbench.cli import main
+from sslbench.evaluate import evaluate
+from sslbench.probes import FinetuneConfig
+from sslbench.reports import MalformedRowWarning
+from sslbench.splits import SmallTestSplitWarning
+from tests.sslbench import _tiny as T
 
 SPEC = f"{T.DATA_KIND}:"
 
@@ -101,7 +101,7 @@ def test_small_test_split_warns_and_shows_n_a(run, tmp_path, capsys):
 
 # -- run --dry-run checks what the real run checks -----------------------------------------------------------------
 def _recipe(tmp_path: Path, **over) -> Path:
-    rec = {"name": "tiny", "imports": ["tests.benchmarks._tiny"], "datasets": {"tiny": {"data": SPEC}},
+    rec = {"name": "tiny", "imports": ["tests.sslbench._tiny"], "datasets": {"tiny": {"data": SPEC}},
            "tasks": [T.TASK], "encoders": {T.ENCODER: {"width": 8}},
            "pretrain": {"steps": 2, "batch_size": 8, "precision": "32"}, "protocols": ["knn"], "fractions": [1.0],
            "seeds": [0], "baselines": ["random"], "n_boot": 10, "audit": False, "threads": 1}

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.cli import main
 from pretext.engine import load_checkpoint
+from sslbench.cli import main
 
 PHANTOM = "synthetic_phantom3d:?n_patients=12&size=16"
 ECG = "synthetic_ecg:?n_patients=12&recordings_per_patient=2&seconds=2.56"
@@ -118,7 +118,7 @@ def test_config_yaml_0_1_with_old_names_is_refused_saying_how(tmp_path: Path, ca
 def test_unwritable_out_and_no_traceback(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.cli", "pretrain", "--task", "rotation", "--encoder",
+    proc = subprocess.run([sys.executable, "-m", "sslbench.cli", "pretrain", "--task", "rotation", "--encoder",
                            "resnet18_3d", "--data", PHANTOM, "--out", str(blocker / "run"), "--steps", "1"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2

@@ -1,4 +1,4 @@
-"""pretext.splits (test_patient_splits: tests/benchmarks/test_splits.py has the basename): the one patient-level holdout, folds and label fractions."""
+"""pretext.splits (test_patient_splits: tests/sslbench/test_splits.py has the basename): the one patient-level holdout, folds and label fractions."""
 
 from __future__ import annotations
 

@@ -108,7 +108,7 @@ def test_installed_plugin_adds_task_and_encoder(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--no-index", "--target", str(site), str(src)], check=True, capture_output=True, timeout=300)
     env = {**os.environ, "PYTHONPATH": str(site)}
-    out = subprocess.run([sys.executable, "-m", "benchmarks.cli", "list"], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "sslbench.cli", "list"], env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "jigsaw_toy" in out.stdout and "plugin medssl_toy_plugin:JigsawToy" in out.stdout

@@ -78,7 +78,7 @@ def test_dicom_tree_gives_one_record_per_series(dicom_tree, tmp_path: Path) -> N
 
 def test_dicom_tree_previewed_one_series_per_item(dicom_tree, tmp_path: Path) -> None:
     """``sslbench preview`` of a DICOM tree: one NIfTI/PNG per series, the summary names folder#SeriesInstanceUID."""
-    from benchmarks.cli import main
+    from sslbench.cli import main
 
     root, vols = dicom_tree
     out = tmp_path / "preview"

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.pooled import pooled_features, reads_patch_grids
-from benchmarks.splits import View
 from pretext.config import TrainConfig
 from pretext.data import load_data
 from pretext.registry import create_encoder
+from sslbench.pooled import pooled_features, reads_patch_grids
+from sslbench.splits import View
 
 
 def _cubes(path: Path, side: int = 16, n=(12, 6, 6)) -> Path:
@@ -57,8 +57,8 @@ def test_pooled_features_follow_the_grid(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("protocol", ["linear", "knn", "partial", "finetune"])
 def test_every_protocol_runs_on_pooled_patches(tmp_path: Path, protocol: str) -> None:
-    from benchmarks.evaluate import evaluate
     from pretext.pipeline import pretrain
+    from sslbench.evaluate import evaluate
 
     spec = f"medmnist3d:{_cubes(tmp_path / 'cubesmnist3d.npz')}?patch=8&patches_per_volume=2&cache=none"
     with warnings.catch_warnings():
@@ -73,7 +73,7 @@ def test_every_protocol_runs_on_pooled_patches(tmp_path: Path, protocol: str) ->
 
 
 def test_finetune_trains_on_patches_and_predicts_pooled(tmp_path: Path) -> None:
-    from benchmarks.probes import FinetuneConfig, finetune
+    from sslbench.probes import FinetuneConfig, finetune
 
     data = load_data(f"medmnist3d:{_cubes(tmp_path / 'cubesmnist3d.npz')}?patch=8&patches_per_volume=3&cache=none")
     views = {s: View(data.splits[s], np.arange(len(data.splits[s])), s) for s in ("train", "val")}

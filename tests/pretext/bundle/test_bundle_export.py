@@ -215,7 +215,7 @@ def test_classifier_saved_by_helper_exports_equal_outputs(tmp_path: Path) -> Non
 
 
 def test_cli_run_folder_with_summary_and_results(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from benchmarks.cli import main
+    from sslbench.cli import main
 
     run = tmp_path / "run"
     pretrain_checkpoint(run / "checkpoints" / "last.ckpt")

@@ -9,10 +9,10 @@ import pytest
 import torch
 from monai.networks.nets import ResNet
 
-from benchmarks.cli import main
 from pretext.bundle.importer import encoder_from_bundle, import_bundle
 from pretext.errors import UserError
 from pretext.registry import create_encoder
+from sslbench.cli import main
 from tests.pretext.bundle.conftest import SIZE
 
 NET = {"_target_": "monai.networks.nets.ResNet", "block": "basic", "layers": [1, 1, 1, 1],
@@ -70,7 +70,7 @@ def test_own_bundle_round_trip_and_cli(bundles: dict[str, Path], tmp_path: Path,
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["missing"] == [] and report["unexpected"] == [] and report["strip"] == "encoder."
     # the harness reads it like a pretraining checkpoint, and the features are the exported encoder's
-    from benchmarks.pretrained import read_checkpoint
+    from sslbench.pretrained import read_checkpoint
 
     state, run_config, _ = read_checkpoint(out)
     enc = create_encoder(run_config["encoder"], **{k: tuple(v) if isinstance(v, list) else v

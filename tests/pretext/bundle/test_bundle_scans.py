@@ -3,7 +3,7 @@
 A tiny resnet18_3d is pretrained on random 16^3 patches of three small NIfTI scans, exported (encoder and
 classifier), checked with MONAI's own tools, and run with ``python -m monai.bundle run`` on a folder holding a
 "full-size" scan of another, non-cubic shape and one smaller than the patch along two axes. Each features.csv
-row must equal the harness's pooled grid features of the same file (:func:`benchmarks.features.encode` on the
+row must equal the harness's pooled grid features of the same file (:func:`sslbench.features.encode` on the
 same data spec); the classifier's probabilities must be its head's softmax of those features.
 """
 
@@ -46,14 +46,14 @@ def _options(cache: Path) -> str:
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Pretraining on patches, the two exported bundles and the harness's pooled features of the inference files."""
-    from benchmarks.features import encode
-    from benchmarks.splits import View
     from pretext.bundle import export_bundle
     from pretext.bundle.source import save_classifier_checkpoint
     from pretext.config import TrainConfig
     from pretext.data import load_data
     from pretext.engine.checkpoint import read_run
     from pretext.pipeline import pretrain
+    from sslbench.features import encode
+    from sslbench.splits import View
 
     root = tmp_path_factory.mktemp("scan_bundles")
     rng = np.random.default_rng(0)
@@ -221,9 +221,9 @@ class _Stats(torch.nn.Module):
 
 @pytest.mark.parametrize("pool", ["mean", "max"])
 def test_grid_pooled_equals_the_harness_pooling(tmp_path: Path, pool: str) -> None:
-    """The same grid (corners, overlap, centred padding) and pooling as volssl.sampling + benchmarks.pooled."""
-    from benchmarks.pooled import pooled_features
-    from benchmarks.splits import View
+    """The same grid (corners, overlap, centred padding) and pooling as volssl.sampling + sslbench.pooled."""
+    from sslbench.pooled import pooled_features
+    from sslbench.splits import View
     from volssl.sampling import PatchConfig, VolumeSplit
     from volssl.store import write_arrays
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from monai.bundle import run
 
-from benchmarks.cli import main
 from pretext.bundle.verify import verify_bundle
 from pretext.engine.checkpoint import save_checkpoint
 from pretext.registry import create_encoder
+from sslbench.cli import main
 from tests.pretext.bundle.conftest import needs
 
 

@@ -166,7 +166,7 @@ def test_sslbench_pretrain_on_a_medmnist_file(tmp_path, capsys, monkeypatch):
     """The CLI end to end: data kind + encoder + task options from flags, then a checkpoint that loads."""
     import numpy as np
 
-    from benchmarks.cli import main
+    from sslbench.cli import main
 
     monkeypatch.setenv("MEDSSL_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)

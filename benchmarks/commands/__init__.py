@@ -1,1 +1,0 @@
-"""``sslbench`` sub-commands, one module each (discovered by :mod:`benchmarks.cli`)."""

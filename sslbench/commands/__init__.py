@@ -1,0 +1,1 @@
+"""``sslbench`` sub-commands, one module each (discovered by :mod:`sslbench.cli`)."""
