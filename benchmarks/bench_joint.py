@@ -277,11 +277,11 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.2), dpi=100, squeeze=False)
     for ax, (what, title, key) in zip(axes[0], groups, strict=True):
         sel = [r for r in rows if r["what"] == what]
-        labels = [f"{r['task']}\n{r.get('encoder', '')}".strip() for r in sel]
+        labels = [f"{r['task']}\n{r.get('encoder', '').replace('_encoder', '')}".strip() for r in sel]
         vals = [r[key] * (100 if key == "monitor_fraction" else 1) for r in sel]
         ax.bar(range(len(sel)), vals, color="tab:blue")
         ax.axhline(5 if key == "monitor_fraction" else 1, color="grey", ls="--", lw=1)
-        ax.set_xticks(range(len(sel)), labels, fontsize=7)
+        ax.set_xticks(range(len(sel)), labels, fontsize=7, rotation=30)
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
@@ -327,6 +327,13 @@ def main() -> None:
         for m in filter(None, args.step_modalities.split(",")):
             save(time_steps(m, args.step_steps))
     print(_markdown(rows, env))
+
+
+def replot(folder: str | Path) -> None:
+    """Redraw ``bench_joint.png`` and ``bench_joint.md`` of a finished run from its ``bench_joint.json``."""
+    data = json.loads((Path(folder) / "bench_joint.json").read_text())
+    (Path(folder) / "bench_joint.md").write_text(_markdown(data["rows"], data["env"]))
+    _plot(data["rows"], Path(folder) / "bench_joint.png")
 
 
 if __name__ == "__main__":
