@@ -16,6 +16,7 @@ dataclass's annotations; ``__post_init__`` checks still run).
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -167,6 +168,34 @@ class TrainConfig(ConfigModel):
 
 # -- building and explaining -------------------------------------------------------------------------------
 _MISSING = object()
+
+
+MAX_ITEMS_ENV = "MEDSSL_MAX_ITEMS"
+
+
+def max_items_from_env() -> int | None:
+    """``$MEDSSL_MAX_ITEMS`` (unset or empty: ``None``): a quick check of any command on a fraction of the data.
+
+    When set, evaluation cuts each of its train/val/test splits to at most this many records (stratified by
+    label, seeded) and the online monitor encodes at most this many items; pretraining steps are unchanged.
+    The cap is recorded in the run folder's identity, so capped and full results never mix. Like
+    Lightning's ``limit_*_batches`` or the ``--max_*_samples`` of Hugging Face's example scripts, it is for
+    smoke tests of a pipeline (the README's examples run with it in the test suite), never for results.
+
+    Raises:
+        ConfigError: the value is not a positive whole number.
+    """
+    raw = os.environ.get(MAX_ITEMS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"{MAX_ITEMS_ENV}={raw!r} must be a positive whole number of items, e.g. "
+                          f"{MAX_ITEMS_ENV}=64 for a quick check; unset it for full-size runs")
+    return n
 
 
 def config_fields(cls: type) -> dict[str, Any]:
@@ -342,7 +371,7 @@ def write_yaml(path: str | Path, obj: Any) -> None:
     atomic_write_text(Path(path), to_yaml(obj))
 
 
-__all__ = ["DATACLASS_CONFIG", "Accelerator", "AfterValidator", "ConfigModel", "Field", "Precision", "TrainConfig", "allowed", "build_config", "config_fields", "config_types", "explain",
+__all__ = ["DATACLASS_CONFIG", "MAX_ITEMS_ENV", "max_items_from_env", "Accelerator", "AfterValidator", "ConfigModel", "Field", "Precision", "TrainConfig", "allowed", "build_config", "config_fields", "config_types", "explain",
            "field_validator", "model_validator", "parse_overrides", "read_value", "read_yaml_mapping", "set_dotted",
            "low_to_high", "span", "to_dict", "to_yaml", "write_yaml"]
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from pretext.base import SSLData
-from pretext.config import ConfigModel, Field, build_config, model_validator, to_dict
+from pretext.config import ConfigModel, Field, build_config, max_items_from_env, model_validator, to_dict
 from pretext.data import encoder_for_data, load_data
 from pretext.errors import ConfigError, DataError
 from pretext.runfolder import claim, data_fingerprint, hold, state_hash
@@ -204,6 +204,8 @@ class EvalOptions(ConfigModel):
         k: patient-wise k-fold when the data has no official test split.
         fold: the test fold of ``k``.
         min_test_patients: warn when a class has fewer test patients than this (0: never).
+        max_items: cut each evaluation split to about this many records (a quick check; default
+            ``$MEDSSL_MAX_ITEMS``, unset: no cut; :func:`pretext.config.max_items_from_env`).
     """
 
     protocols: list[Protocol] = Field(["linear"], min_length=1)
@@ -214,6 +216,7 @@ class EvalOptions(ConfigModel):
     k: int | None = Field(None, ge=2, examples=[5])
     fold: int = Field(0, ge=0)
     min_test_patients: int = Field(20, ge=0)
+    max_items: int | None = Field(default_factory=max_items_from_env, ge=1)
 
     @model_validator(mode="after")
     def _fold_of_k(self) -> EvalOptions:
@@ -224,7 +227,8 @@ class EvalOptions(ConfigModel):
 
 #: the ``sslbench evaluate`` flags of :class:`EvalOptions` and :class:`~sslbench.probes.FinetuneConfig` fields
 EVAL_FLAGS = {"protocols": "--protocol", "fractions": "--fractions", "seeds": "--seeds", "baselines": "--baselines",
-              "n_boot": "--n-boot", "k": "--k", "fold": "--fold", "min_test_patients": "--min-test-patients"}
+              "n_boot": "--n-boot", "k": "--k", "fold": "--fold", "min_test_patients": "--min-test-patients",
+              "max_items": "--max-items"}
 FINETUNE_FLAGS = {"steps": "--finetune-steps", "lr": "--finetune-lr", "layer_decay": "--layer-decay",
                   "k_blocks": "--k-blocks"}
 
@@ -249,6 +253,7 @@ def evaluate(
     save_models: bool = False,
     extend: bool = False,
     min_test_patients: int = 20,
+    max_items: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Evaluate a pretrained checkpoint on labelled data at several label fractions and seeds.
@@ -272,6 +277,8 @@ def evaluate(
         extend: allow adding cells (protocols, fractions, seeds, baselines) to an ``out`` folder that holds
             other cells of the same checkpoint and data; without it, a different set is refused.
         min_test_patients: warn when a class has fewer test patients than this (0: never).
+        max_items: cut each evaluation split to about this many records, for a quick check (default
+            ``$MEDSSL_MAX_ITEMS``; the folder's identity records it, so capped and full cells never mix).
         log: where to say which cells will run (``print`` on the CLI); ``None`` is silent.
 
     Every option is checked before anything is written to ``out``; ``out`` is owned by this process while it
@@ -286,14 +293,16 @@ def evaluate(
     """
     opts = build_config(EvalOptions, {"protocols": protocol, "fractions": fractions, "seeds": seeds,
                                       "baselines": baselines, "n_boot": n_boot, "k": k, "fold": fold,
-                                      "min_test_patients": min_test_patients}, "evaluate")
+                                      "min_test_patients": min_test_patients,
+                                      **({"max_items": max_items} if max_items is not None else {})}, "evaluate")
     ft = finetune if isinstance(finetune, FinetuneConfig) else build_config(FinetuneConfig, finetune, "finetune")
     if save_models and not out:
         raise ConfigError("evaluate save_models=True needs an out folder to save the classifiers in")
     ds = load_data(data) if isinstance(data, str) else data
     encoder, info = encoder_from_checkpoint(checkpoint, ds)
     name = dataset or Path(ds.source.split(":", 1)[-1].split("?")[0]).stem or "data"
-    splits = make_eval_splits(ds, k=opts.k, fold=opts.fold, drop_unlabelled=drop_unlabelled)
+    splits = make_eval_splits(ds, k=opts.k, fold=opts.fold, drop_unlabelled=drop_unlabelled,
+                              max_items=opts.max_items)
     ev = Evaluator(ds, splits, dataset=name, encoder=info["encoder"], encoder_cfg=info["encoder_cfg"],
                    cache_dir=Path(out) / "features" if out else None, finetune_cfg=ft, n_boot=opts.n_boot,
                    strict_fractions=strict_fractions, device=device,
@@ -315,6 +324,7 @@ def _run_cells(ev: Evaluator, encoder: nn.Module, info: dict[str, Any], ds: SSLD
             "encoder_weights_sha256": state_hash(encoder.state_dict()), "data": ds.source,
             "data_fingerprint": data_fingerprint(ds), "k": k, "fold": fold, "finetune": to_dict(ft),
             "n_boot": n_boot, "drop_unlabelled": drop_unlabelled, "strict_fractions": strict_fractions,
+            **({"max_items": opts.max_items} if opts.max_items else {}),  # absent when uncapped: older folders match
         }, cells={"protocols": protocols, "fractions": fracs, "seeds": seed_list, "baselines": list(baselines)},
             extend=extend)
     store = ResultStore(out) if out else None

@@ -20,6 +20,7 @@ A recipe is YAML::
     seeds: [0, 1, 2]
     baselines: [random, scratch]
     n_boot: 1000
+    max_items: null                                     # N: a quick check on ~N records per split ($MEDSSL_MAX_ITEMS)
     threads: 2                                          # torch CPU threads
     audit: {method: auto, max_records: 600}             # embedding audit on validation (false: off)
 
@@ -229,6 +230,8 @@ def claim_recipe_folder(rec: Recipe, out: Path, fingerprints: dict[str, str], ex
     raw = to_dict(rec)
     identity = {k: v for k, v in raw.items() if k not in _HOW_KEYS + _CELL_KEYS}
     identity["pretrain"] = {k: v for k, v in identity["pretrain"].items() if k not in _HOW_TRAIN_KEYS}
+    if identity.get("max_items") is None:  # uncapped: the identity of folders written before the option existed
+        identity.pop("max_items", None)
     cells = {k: raw[k] for k in _CELL_KEYS}
     cells["datasets"] = {n: {**d, "data_fingerprint": fingerprints.get(n)} for n, d in rec.datasets.items()}
     claim(out, "run", identity, cells, extend=extend, write=write)
@@ -283,7 +286,8 @@ def check_recipe(rec: Recipe, out: str | Path | None = None, extend: bool = Fals
         _check_tasks(rec, dname, data)
         folds = d.get("folds") or [0]
         splits = {f: make_eval_splits(data, k=d.get("k"), fold=int(f), seed=int(d.get("split_seed", 0)),
-                                      drop_unlabelled=bool(d.get("drop_unlabelled", False))) for f in folds}
+                                      drop_unlabelled=bool(d.get("drop_unlabelled", False)),
+                                      max_items=rec.max_items) for f in folds}
         loaded[dname] = (data, splits)
     if out is not None:
         claim_recipe_folder(rec, Path(out), {n: data_fingerprint(d) for n, (d, _) in loaded.items()}, extend=extend,

@@ -162,6 +162,7 @@ def make_eval_splits(
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,
     drop_unlabelled: bool = False,
+    max_items: int | None = None,
 ) -> EvalSplits:
     """Patient-level train / val / test views of ``data``.
 
@@ -169,7 +170,8 @@ def make_eval_splits(
     ``train`` by patient). Without an official ``test`` split, the records of all splits are pooled and
     split patient-wise: k-fold with ``fold`` as test when ``k`` is given, else a holdout of about
     ``test_fraction``. Folds are seeded by ``seed`` (keep it fixed across label seeds: the folds then
-    stay put while the label draws change).
+    stay put while the label draws change). ``max_items`` cuts each of the three to about that many
+    records (:func:`cap_view`; a quick check of a pipeline, see :func:`pretext.config.max_items_from_env`).
 
     Raises:
         LeakageError: a patient is on two sides (the official split of the data is then wrong).
@@ -214,7 +216,35 @@ def make_eval_splits(
     for v in (splits.train, splits.val, splits.test):
         if len(v) == 0:
             raise DataError(f"{src}: the {v.name!r} split is empty; use fewer folds or a larger data set")
+    if max_items:
+        full = splits.describe()
+        splits = dataclasses.replace(splits, train=cap_view(splits.train, max_items, seed),
+                                     val=cap_view(splits.val, max_items, seed + 1),
+                                     test=cap_view(splits.test, max_items, seed + 2))
+        warnings.warn(f"{src}: evaluation splits cut to about {max_items} records each (max_items, e.g. from "
+                      f"$MEDSSL_MAX_ITEMS): train {len(splits.train)}/{full['n_train']}, val {len(splits.val)}/"
+                      f"{full['n_val']}, test {len(splits.test)}/{full['n_test']}; a quick check, not a result",
+                      stacklevel=2)
     return splits
+
+
+def cap_view(view: View, max_items: int, seed: int = 0) -> View:
+    """About ``max_items`` records of ``view`` (``view`` itself when it is no larger), drawn per class in
+    proportion to its size, seeded; every class keeps at least two records (one if it has one), so probes and
+    AUROC stay defined. Multi-label views are drawn at random. Records stay in their split: no leakage."""
+    n = len(view)
+    if n <= max_items:
+        return view
+    rng = np.random.default_rng([int(seed), 0xCA9])
+    labels = np.asarray(view.labels)
+    if labels.ndim != 1:
+        return view.subset(np.sort(rng.choice(n, max_items, replace=False)))
+    picks = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        take = min(len(members), max(2, int(round(len(members) * max_items / n))))
+        picks.append(rng.choice(members, take, replace=False))
+    return view.subset(np.sort(np.concatenate(picks)))
 
 
 def _pool(views: list[View]) -> View:

@@ -40,9 +40,10 @@ SMALL = {
     "SEEDS": "0",            # label-draw seeds
     "FRACTIONS": "1",        # label fractions
     "OVERLAP": "0",          # sliding-grid overlap of whole-scan features
+    "MEDSSL_MAX_ITEMS": "48",  # a quick check: evaluation splits cut to ~48 records each, the monitor to 48 items
     # extra overrides appended to `sslbench run RECIPE`: one seed, one fraction, linear probe, 2 steps
     "SMOKE": "--set seeds=[0] --set fractions=[1.0] --set protocols=[linear] --set pretrain.steps=2 "
-             "--set pretrain.warmup_steps=1 --set n_boot=50",
+             "--set pretrain.warmup_steps=1 --set finetune.steps=2 --set n_boot=50",
 }
 
 
@@ -92,6 +93,8 @@ def run_block(block: Block, tmp: Path, env_extra: dict[str, str] | None = None,
     # the code of this tree, whichever tree the venv's editable install points at (a worktree, a copy)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env.setdefault("MPLBACKEND", "Agg")
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:  # the suite's processes already share the cores
+        env.setdefault("OMP_NUM_THREADS", "1")
     if block.lang == "python":
         script = repo.parent / "block.py"
         script.write_text(block.code, encoding="utf-8")
@@ -145,3 +148,11 @@ def test_marks_and_parsing():
     blocks = readme_blocks(text)
     assert [(b.lang, b.line) for b in blocks] == [("bash", 1), ("python", 10)]
     assert blocks[0].skip_reason == "needs a GPU" and blocks[1].skip_reason is None
+
+
+def test_readme_states_the_sizes_the_tests_use():
+    """The README's top says which sizes the tests substitute; keep it true."""
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    for name, value in SMALL.items():
+        said = f"{name}='{value}'" if " " in value else f"{name}={value}"
+        assert said in text, f"README.md should say the tests set {said}"

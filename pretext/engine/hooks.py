@@ -231,7 +231,11 @@ def engine_hooks(task: nn.Module, dataset: Any, cfg: Any, is_main: bool = True) 
         hooks.append(EMATeacher(cfg.steps))
     if (is_main and isinstance(task, PretextTask) and getattr(cfg, "monitor_every", 0) > 0
             and len(dataset) > 1 and hasattr(dataset, "__getitem__")):
-        hooks.append(RepresentationMonitor(dataset, cfg.monitor_every, cfg.monitor_items, cfg.steps, seed=cfg.seed))
+        from pretext.config import max_items_from_env
+
+        cap = max_items_from_env()  # a quick check ($MEDSSL_MAX_ITEMS): the monitor encodes at most that many
+        items = min(cfg.monitor_items, cap) if cap else cfg.monitor_items
+        hooks.append(RepresentationMonitor(dataset, cfg.monitor_every, items, cfg.steps, seed=cfg.seed))
     return hooks
 
 

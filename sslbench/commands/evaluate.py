@@ -40,6 +40,9 @@ def register(sub: Any) -> None:
     p.add_argument("--min-test-patients", dest="min_test_patients", type=int, default=20,
                    help="warn when a class has fewer test patients than this; their intervals show n/a when "
                         "undefined (default 20; 0: no warning)")
+    p.add_argument("--max-items", dest="max_items", type=int, default=None,
+                   help="a quick check: cut each evaluation split to about N records (default $MEDSSL_MAX_ITEMS; "
+                        "not for results)")
     p.add_argument("--extend", action="store_true",
                    help="add new cells (protocols, fractions, seeds, baselines) to an --out holding this checkpoint's "
                         "results; without it a different set is refused")
@@ -61,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     baselines = [] if args.baselines in ("", "none") else args.baselines
     opts = build_config(EvalOptions, {"protocols": args.protocol, "fractions": args.fractions, "seeds": args.seeds,
                                       "baselines": baselines, "n_boot": args.n_boot, "k": args.k, "fold": args.fold,
-                                      "min_test_patients": args.min_test_patients}, "evaluate", flags=EVAL_FLAGS)
+                                      "min_test_patients": args.min_test_patients,
+                                      **({"max_items": args.max_items} if args.max_items is not None else {})},
+                      "evaluate", flags=EVAL_FLAGS)
     given = {"steps": args.finetune_steps, "lr": args.finetune_lr, "layer_decay": args.layer_decay,
              "k_blocks": args.k_blocks}
     ft = build_config(FinetuneConfig, {k: v for k, v in given.items() if v is not None}, "finetune",
@@ -70,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                   out=args.out, baselines=opts.baselines, finetune=ft, k=opts.k, fold=opts.fold, n_boot=opts.n_boot,
                   drop_unlabelled=args.drop_unlabelled, strict_fractions=args.strict_fractions,
                   save_models=args.save_models, extend=args.extend, min_test_patients=opts.min_test_patients,
-                  log=print)
+                  max_items=opts.max_items, log=print)
     cols = [c for c in ("task", "arm", "protocol", "fraction", "seed", "auroc", "auroc_lo", "auroc_hi", "accuracy")
             if c in df.columns]
     for c in cols[5:]:  # metric columns: None (an undefined interval) shows as n/a

@@ -109,3 +109,18 @@ def test_finetuned_classifier_is_saved_and_exports_as_bundle(run_dir, tmp_path):
     assert any("auroc" in k for k in meta.get("eval_metrics", {})) or "auroc" in (bundle / "docs" / "README.md").read_text()
     with pytest.raises(ConfigError, match="needs an out folder"):
         evaluate(run_dir, SPEC, protocol="finetune", fractions=(1.0,), seeds=(0,), out=None, save_models=True)
+
+
+def test_capped_and_full_cells_never_share_a_folder(run_dir, tmp_path, monkeypatch):
+    kw = dict(protocol="linear", fractions=(1.0,), seeds=(0,), baselines=("random",), n_boot=0)
+    monkeypatch.setenv("MEDSSL_MAX_ITEMS", "12")
+    with pytest.warns(UserWarning, match="cut to about 12 records"):
+        capped = evaluate(run_dir, SPEC, out=tmp_path / "cap", **kw)
+    assert (capped["n_test"] <= 14).all()
+    with pytest.raises(ConfigError, match="max_items"):  # the same folder without the cap is another setting
+        evaluate(run_dir, SPEC, out=tmp_path / "cap", max_items=13, **kw)
+    monkeypatch.delenv("MEDSSL_MAX_ITEMS")
+    with pytest.raises(ConfigError, match="max_items"):
+        evaluate(run_dir, SPEC, out=tmp_path / "cap", **kw)
+    full = evaluate(run_dir, SPEC, out=tmp_path / "full", **kw)
+    assert (full["n_test"] > 14).all()

@@ -134,3 +134,21 @@ def test_shipped_recipes_name_registered_components(path):
         assert all(t in TASKS for t in raw["tasks"]) and all(e in ENCODERS for e in raw["encoders"])
         return
     assert rec.n_cells() > 0 and rec.pairs()
+
+
+def test_max_items_is_part_of_a_run_folders_identity(tmp_path, monkeypatch):
+    """A quick check ($MEDSSL_MAX_ITEMS or --set max_items=N) never resumes into, or from, a full-size folder."""
+    from sslbench.runner import claim_recipe_folder
+
+    monkeypatch.delenv("MEDSSL_MAX_ITEMS", raising=False)
+    full = load_recipe(_recipe(tmp_path))
+    assert full.max_items is None
+    out = tmp_path / "out"
+    claim_recipe_folder(full, out, {})
+    monkeypatch.setenv("MEDSSL_MAX_ITEMS", "16")
+    capped = load_recipe(_recipe(tmp_path))
+    assert capped.max_items == 16 and load_recipe(_recipe(tmp_path), sets=["max_items=8"]).max_items == 8
+    with pytest.raises(ConfigError, match="max_items"):
+        claim_recipe_folder(capped, out, {})
+    monkeypatch.delenv("MEDSSL_MAX_ITEMS")
+    claim_recipe_folder(load_recipe(_recipe(tmp_path)), out, {})  # the same full-size recipe: accepted

@@ -130,3 +130,31 @@ def test_view_subset():
     split = make_split(5)
     v = View(split, np.arange(10), "train").subset(np.array([2, 3]))
     assert list(v.patient_ids) == ["p1", "p1"]
+
+
+def test_max_items_cuts_each_split_stratified_and_within_it():
+    data = make_data(n=60)  # official splits: train 120, val 30, test 40 records
+    full = make_eval_splits(data)
+    with pytest.warns(UserWarning, match=r"cut to about 20 records each .*train 2\d/120.*not a result"):
+        s = make_eval_splits(data, max_items=20)
+    for cut, whole in ((s.train, full.train), (s.val, full.val), (s.test, full.test)):
+        assert 18 <= len(cut) <= 22 and set(cut.indices) <= set(whole.indices)
+        assert set(cut.labels.tolist()) == {0, 1}  # every class kept: probes and AUROC stay defined
+        assert abs(cut.labels.mean() - whole.labels.mean()) < 0.15
+    again = make_eval_splits(data, max_items=20)
+    assert np.array_equal(again.test.indices, s.test.indices)  # seeded
+    assert make_eval_splits(data, max_items=500).train.indices.tolist() == full.train.indices.tolist()
+
+
+def test_max_items_from_the_environment(monkeypatch):
+    from pretext.config import max_items_from_env
+    from sslbench.evaluate import EvalOptions
+
+    monkeypatch.delenv("MEDSSL_MAX_ITEMS", raising=False)
+    assert max_items_from_env() is None and EvalOptions().max_items is None
+    monkeypatch.setenv("MEDSSL_MAX_ITEMS", "32")
+    assert max_items_from_env() == 32 and EvalOptions().max_items == 32 and EvalOptions(max_items=8).max_items == 8
+    for bad in ("0", "-3", "lots"):
+        monkeypatch.setenv("MEDSSL_MAX_ITEMS", bad)
+        with pytest.raises(ConfigError, match=rf"MEDSSL_MAX_ITEMS='{bad}' must be a positive whole number.*unset"):
+            max_items_from_env()
