@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
+# the suite in this many processes (pytest-xdist; each test process uses one torch thread): 2 fits a 2-core machine
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test lint lock clean gpu-bench
 
@@ -26,7 +28,7 @@ demo: $(STAMP)
 	$(PY) -m sslbench.demo --out $(DEMO_OUT)
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # On a GPU machine (< 8 min on an H200): bf16/fp32 step rates, peak memory, data wait; see benchmarks/results/gpu/.
 gpu-bench: $(STAMP)
