@@ -99,7 +99,7 @@ def peak_rss(paths: list[str], cache: Path) -> dict[str, float]:
             "from volssl.preprocess import PreprocessConfig; from volssl.ingest import ingest_files as ingest_scans\n"
             f"t = time.perf_counter(); ingest_scans({paths!r}, {str(cache)!r}, PreprocessConfig(**{PREP!r}), progress=False)\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.perf_counter() - t)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     rss, wall = map(float, out.stdout.split()[-2:])
     return {"volumes": len(paths), "peak_rss_mb": round(rss), "wall_s": round(wall, 1)}

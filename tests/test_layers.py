@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _lint(root: Path) -> subprocess.CompletedProcess:
     lint = Path(sys.executable).with_name("lint-imports")
     return subprocess.run([str(lint), "--config", str(REPO / "pyproject.toml"), "--no-cache"], cwd=root,
-                          capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(root), "PATH": ""})
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=120, env={"PYTHONPATH": str(root), "PATH": ""})
 
 
 def test_layer_contracts_are_kept() -> None:

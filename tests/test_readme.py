@@ -103,7 +103,7 @@ def run_block(block: Block, tmp: Path, env_extra: dict[str, str] | None = None,
         script = repo.parent / "block.sh"
         script.write_text(block.code, encoding="utf-8")
         cmd = ["bash", "-e", "-o", "pipefail", str(script)]
-    return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout)
 
 
 BLOCKS = readme_blocks(README.read_text(encoding="utf-8"))

@@ -151,7 +151,8 @@ def _run_workers(args: argparse.Namespace, recipe: Any) -> int:
     try:
         for i in range(n):
             cmd = [sys.executable, "-m", "sslbench.cli", *_child_args(args, i, n, threads)]
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, encoding="utf-8",
+                                    errors="replace",
                                     bufsize=1, start_new_session=True)
             procs.append(proc)
             pumps.append(threading.Thread(target=pump, args=(i, proc), daemon=True))

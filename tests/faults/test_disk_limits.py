@@ -90,7 +90,7 @@ def test_file_size_limit_is_said_in_words(tmp_path):
         f"sys.exit(main({['pretrain', *TINY, '--steps', '4', '--ckpt-every', '2', '--encoder.width', '64', '--out', str(out)]!r}))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, encoding="utf-8", errors="replace",
                           timeout=300)
     assert proc.returncode == 2, proc.stderr
     err = proc.stderr.strip().splitlines()
@@ -119,7 +119,7 @@ def test_a_killed_folder_build_is_removed_by_the_next_build_but_a_live_one_is_ke
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time\n"
         f"fd = os.open({str(live)!r}, os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX)\n"
-        "print('held', flush=True); time.sleep(600)\n")], stdout=subprocess.PIPE, text=True)
+        "print('held', flush=True); time.sleep(600)\n")], stdout=subprocess.PIPE, encoding="utf-8", errors="replace")
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with atomic_dir(final) as tmp:

@@ -35,7 +35,7 @@ def _holder(folder: Path) -> subprocess.Popen:
     """Another process that owns ``folder`` (as a running ``sslbench pretrain`` would) until it is killed."""
     script = ("import sys, time\nfrom pretext.runfolder import hold\n"
               f"with hold({str(folder)!r}, 'pretrain'):\n    print('held', flush=True)\n    time.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, encoding="utf-8", errors="replace",
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
     return proc

@@ -146,7 +146,7 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path):
         [sys.executable, "-m", "sslbench.cli", "pretrain", "--task", "rotation", "--encoder", "resnet18_3d",
          "--data", PHANTOM, "--out", str(out), "--steps", "100000", "--batch-size", "2", "--log-every", "1",
          "--ckpt-every", "100000", "--progress", "false", "--encoder.widen_factor", "0.25"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", errors="replace")
     log = out / "metrics.csv"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:  # wait until some steps have run

@@ -120,6 +120,6 @@ def test_unwritable_out_and_no_traceback(tmp_path: Path) -> None:
     blocker.write_text("x")
     proc = subprocess.run([sys.executable, "-m", "sslbench.cli", "pretrain", "--task", "rotation", "--encoder",
                            "resnet18_3d", "--data", PHANTOM, "--out", str(blocker / "run"), "--steps", "1"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "is not writable" in proc.stderr

@@ -109,14 +109,14 @@ def test_installed_plugin_adds_task_and_encoder(tmp_path: Path) -> None:
                     "--no-index", "--target", str(site), str(src)], check=True, capture_output=True, timeout=300)
     env = {**os.environ, "PYTHONPATH": str(site)}
     out = subprocess.run([sys.executable, "-m", "sslbench.cli", "list"], env=env, capture_output=True,
-                         text=True, timeout=300)
+                         encoding="utf-8", errors="replace", timeout=300)
     assert out.returncode == 0, out.stderr
     assert "jigsaw_toy" in out.stdout and "plugin medssl_toy_plugin:JigsawToy" in out.stdout
     assert "tiny_plugin" in out.stdout
     code = ("from pretext import create_task, create_encoder\n"
             "t = create_task('jigsaw_toy', create_encoder('tiny_plugin', in_features=8), pieces=9)\n"
             "print(type(t).__name__, t.cfg.pieces, t.encoder.num_features)")
-    made = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    made = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert made.stdout.split() == ["JigsawToy", "9", "8"], made.stderr
 
 

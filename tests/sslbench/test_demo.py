@@ -133,7 +133,7 @@ def test_cli_refusal_exit_code(tmp_path):
 
     (tmp_path / "notes.txt").write_text("x")
     proc = subprocess.run([sys.executable, "-m", "sslbench.cli", "demo", "--out", str(tmp_path), "--quick"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert "not a demo folder" in proc.stderr and "another --out" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

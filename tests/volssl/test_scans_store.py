@@ -139,7 +139,7 @@ from volssl.preprocess import PreprocessConfig
 ingest_files({paths!r}, {str(tmp_path / ('cache-' + tag))!r}, PreprocessConfig(normalize="minmax"), progress=False)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, encoding="utf-8", errors="replace", check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     return float(out.stdout.strip().splitlines()[-1])
 
