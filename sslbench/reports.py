@@ -182,6 +182,9 @@ def build_blocks(df: pd.DataFrame, report_dir: Path, title: str) -> list[Block]:
                         "random = same encoder randomly initialised under the same protocol; scratch = the same "
                         "encoder trained supervised from random init on the same labels (random-init fine-tune "
                         "is the scratch row)."))
+    if "max_items" in df and df["max_items"].notna().any():
+        blocks.append(("p", f"A quick check, not results: evaluation splits were cut to about "
+                            f"{int(df['max_items'].max())} records each (max_items / $MEDSSL_MAX_ITEMS)."))
     for (dataset, encoder), dd in df.groupby(["dataset", "encoder"]):
         first = dd.iloc[0]
         blocks.append(("h2", f"{dataset} · {encoder}"))

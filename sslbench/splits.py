@@ -109,6 +109,7 @@ class EvalSplits:
         train, val, test: the three views.
         kind: "official", "official+val" (val carved from official train), "kfold" or "holdout".
         fold: the test fold for "kfold".
+        max_items: the cut of :func:`cap_view` when the views were cut for a quick check, else ``None``.
     """
 
     train: View
@@ -116,9 +117,10 @@ class EvalSplits:
     test: View
     kind: str
     fold: int = 0
+    max_items: int | None = None  # set when the views were cut for a quick check (:func:`cap_view`)
 
     def describe(self) -> dict[str, Any]:
-        return {
+        return ({"max_items": self.max_items} if self.max_items else {}) | {
             "split": self.kind,
             "fold": self.fold,
             "n_train": len(self.train),
@@ -218,7 +220,7 @@ def make_eval_splits(
             raise DataError(f"{src}: the {v.name!r} split is empty; use fewer folds or a larger data set")
     if max_items:
         full = splits.describe()
-        splits = dataclasses.replace(splits, train=cap_view(splits.train, max_items, seed),
+        splits = dataclasses.replace(splits, max_items=max_items, train=cap_view(splits.train, max_items, seed),
                                      val=cap_view(splits.val, max_items, seed + 1),
                                      test=cap_view(splits.test, max_items, seed + 2))
         warnings.warn(f"{src}: evaluation splits cut to about {max_items} records each (max_items, e.g. from "

@@ -116,11 +116,15 @@ def test_capped_and_full_cells_never_share_a_folder(run_dir, tmp_path, monkeypat
     monkeypatch.setenv("MEDSSL_MAX_ITEMS", "12")
     with pytest.warns(UserWarning, match="cut to about 12 records"):
         capped = evaluate(run_dir, SPEC, out=tmp_path / "cap", **kw)
-    assert (capped["n_test"] <= 14).all()
+    assert (capped["n_test"] <= 14).all() and (capped["max_items"] == 12).all()
+    from sslbench.reports import write_report
+
+    assert "A quick check, not results" in write_report(tmp_path / "cap")["markdown"].read_text()
     with pytest.raises(ConfigError, match="max_items"):  # the same folder without the cap is another setting
         evaluate(run_dir, SPEC, out=tmp_path / "cap", max_items=13, **kw)
     monkeypatch.delenv("MEDSSL_MAX_ITEMS")
     with pytest.raises(ConfigError, match="max_items"):
         evaluate(run_dir, SPEC, out=tmp_path / "cap", **kw)
     full = evaluate(run_dir, SPEC, out=tmp_path / "full", **kw)
-    assert (full["n_test"] > 14).all()
+    assert (full["n_test"] > 14).all() and "max_items" not in full
+    assert "quick check" not in write_report(tmp_path / "full")["markdown"].read_text()
