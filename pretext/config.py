@@ -198,6 +198,11 @@ def max_items_from_env() -> int | None:
     return n
 
 
+#: a ``max_items`` field: ``None`` (also when given explicitly) means ``$MEDSSL_MAX_ITEMS``, then no cut
+MaxItems = Annotated[int | None, Field(None, ge=1, validate_default=True),
+                     BeforeValidator(lambda v: max_items_from_env() if v is None else v)]
+
+
 def config_fields(cls: type) -> dict[str, Any]:
     """Field name -> default of a config class (a :class:`ConfigModel` or a dataclass); required fields map to
     :data:`dataclasses.MISSING`."""
@@ -371,7 +376,7 @@ def write_yaml(path: str | Path, obj: Any) -> None:
     atomic_write_text(Path(path), to_yaml(obj))
 
 
-__all__ = ["DATACLASS_CONFIG", "MAX_ITEMS_ENV", "max_items_from_env", "Accelerator", "AfterValidator", "ConfigModel", "Field", "Precision", "TrainConfig", "allowed", "build_config", "config_fields", "config_types", "explain",
+__all__ = ["DATACLASS_CONFIG", "MAX_ITEMS_ENV", "MaxItems", "max_items_from_env", "Accelerator", "AfterValidator", "ConfigModel", "Field", "Precision", "TrainConfig", "allowed", "build_config", "config_fields", "config_types", "explain",
            "field_validator", "model_validator", "parse_overrides", "read_value", "read_yaml_mapping", "set_dotted",
            "low_to_high", "span", "to_dict", "to_yaml", "write_yaml"]
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from pretext.base import SSLData
-from pretext.config import ConfigModel, Field, build_config, max_items_from_env, model_validator, to_dict
+from pretext.config import ConfigModel, Field, MaxItems, build_config, model_validator, to_dict
 from pretext.data import encoder_for_data, load_data
 from pretext.errors import ConfigError, DataError
 from pretext.runfolder import claim, data_fingerprint, hold, state_hash
@@ -216,7 +216,7 @@ class EvalOptions(ConfigModel):
     k: int | None = Field(None, ge=2, examples=[5])
     fold: int = Field(0, ge=0)
     min_test_patients: int = Field(20, ge=0)
-    max_items: int | None = Field(default_factory=max_items_from_env, ge=1)
+    max_items: MaxItems
 
     @model_validator(mode="after")
     def _fold_of_k(self) -> EvalOptions:
@@ -293,8 +293,7 @@ def evaluate(
     """
     opts = build_config(EvalOptions, {"protocols": protocol, "fractions": fractions, "seeds": seeds,
                                       "baselines": baselines, "n_boot": n_boot, "k": k, "fold": fold,
-                                      "min_test_patients": min_test_patients,
-                                      **({"max_items": max_items} if max_items is not None else {})}, "evaluate")
+                                      "min_test_patients": min_test_patients, "max_items": max_items}, "evaluate")
     ft = finetune if isinstance(finetune, FinetuneConfig) else build_config(FinetuneConfig, finetune, "finetune")
     if save_models and not out:
         raise ConfigError("evaluate save_models=True needs an out folder to save the classifiers in")

@@ -18,10 +18,10 @@ from pydantic import ValidationInfo
 from pretext.config import (
     ConfigModel,
     Field,
+    MaxItems,
     TrainConfig,
     build_config,
     field_validator,
-    max_items_from_env,
     model_validator,
     parse_overrides,
     read_yaml_mapping,
@@ -83,7 +83,7 @@ class Recipe(ConfigModel):
     seeds: list[int] = [0, 1, 2]
     baselines: list[Literal["random", "scratch"]] = ["random", "scratch"]
     n_boot: int = Field(1000, ge=0)
-    max_items: int | None = Field(default_factory=max_items_from_env, ge=1)  # a quick check ($MEDSSL_MAX_ITEMS)
+    max_items: MaxItems  # a quick check ($MEDSSL_MAX_ITEMS)
     threads: int | None = Field(None, ge=1)
     strict_fractions: bool = False
     device: str = "cpu"

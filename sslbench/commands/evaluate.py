@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
     baselines = [] if args.baselines in ("", "none") else args.baselines
     opts = build_config(EvalOptions, {"protocols": args.protocol, "fractions": args.fractions, "seeds": args.seeds,
                                       "baselines": baselines, "n_boot": args.n_boot, "k": args.k, "fold": args.fold,
-                                      "min_test_patients": args.min_test_patients,
-                                      **({"max_items": args.max_items} if args.max_items is not None else {})},
+                                      "min_test_patients": args.min_test_patients, "max_items": args.max_items},
                       "evaluate", flags=EVAL_FLAGS)
     given = {"steps": args.finetune_steps, "lr": args.finetune_lr, "layer_decay": args.layer_decay,
              "k_blocks": args.k_blocks}
