@@ -176,7 +176,6 @@ def fit(
     batches = iter(loader)
 
     is_main = fabric.is_global_zero
-    logger = RunLogger(out, start_step=start_step, enabled=is_main)
     if out is not None and is_main:
         for folder in (out, out / "checkpoints"):  # partial copies a killed writer left (the run folder is ours)
             remove_partial_writes(folder)
@@ -186,7 +185,6 @@ def fit(
     evals: list[dict[str, float]] = []
     window: dict[str, list[float]] = defaultdict(list)
     meter = Throughput()
-    bar = progress_bar(cfg.steps, start_step, cfg.progress and is_main)
 
     def checkpoint(step: int) -> None:
         if out is None:
@@ -217,92 +215,94 @@ def fit(
         evals.append({"step": step, **metrics})
         logger.log(step, {f"val/{k}": v for k, v in metrics.items()})
 
-    model.train()
-    step = start_step
-    previous_sigterm = _install_sigterm()
-    try:
-        while step < cfg.steps:
-            bad = False
-            for a in range(cfg.accumulate):
-                t0 = time.perf_counter()
-                batch = next(batches)
-                meter.add(_batch_size(batch) * fabric.world_size, time.perf_counter() - t0)
-                gen = step_generator(cfg.seed, step * cfg.accumulate + a, fabric.global_rank)
-                with fabric.no_backward_sync(model, enabled=a < cfg.accumulate - 1):
-                    outputs = model(batch, generator=gen)
-                    loss = outputs["loss"].float()
-                    flag = fabric.all_reduce((~torch.isfinite(loss.detach())).float(), reduce_op="sum")
-                    if float(flag) > 0:
-                        bad = True
-                        break
-                    fabric.backward(loss / cfg.accumulate)
-                for k, v in outputs.items():
-                    if torch.is_tensor(v) and v.numel() == 1:
-                        window[k].append(float(v.detach().float()))
-            if bad:
-                optimizer.zero_grad(set_to_none=True)
-                nonfinite["skipped"] += 1
-                nonfinite["consecutive"] += 1
-                if nonfinite["consecutive"] >= cfg.max_nonfinite:
-                    raise NonFiniteLossError(
-                        f"loss was non-finite for {nonfinite['consecutive']} steps in a row (at step {step}); "
-                        "lower --lr, use --precision 32 or bf16-mixed instead of 16-mixed, or check the data for NaN"
-                    )
-            else:
-                nonfinite["consecutive"] = 0
-                if cfg.clip_grad > 0:
-                    gn = fabric.clip_gradients(model, optimizer, max_norm=cfg.clip_grad, error_if_nonfinite=False)
-                    if gn is not None:
-                        window["grad_norm"].append(float(gn))
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+    logger = RunLogger(out, start_step=start_step, enabled=is_main)
+    bar = progress_bar(cfg.steps, start_step, cfg.progress and is_main)
+    try:  # the progress bar and the TensorBoard writer thread are closed on every way out
+        model.train()
+        step = start_step
+        previous_sigterm = _install_sigterm()
+        try:
+            while step < cfg.steps:
+                bad = False
+                for a in range(cfg.accumulate):
+                    t0 = time.perf_counter()
+                    batch = next(batches)
+                    meter.add(_batch_size(batch) * fabric.world_size, time.perf_counter() - t0)
+                    gen = step_generator(cfg.seed, step * cfg.accumulate + a, fabric.global_rank)
+                    with fabric.no_backward_sync(model, enabled=a < cfg.accumulate - 1):
+                        outputs = model(batch, generator=gen)
+                        loss = outputs["loss"].float()
+                        flag = fabric.all_reduce((~torch.isfinite(loss.detach())).float(), reduce_op="sum")
+                        if float(flag) > 0:
+                            bad = True
+                            break
+                        fabric.backward(loss / cfg.accumulate)
+                    for k, v in outputs.items():
+                        if torch.is_tensor(v) and v.numel() == 1:
+                            window[k].append(float(v.detach().float()))
+                if bad:
+                    optimizer.zero_grad(set_to_none=True)
+                    nonfinite["skipped"] += 1
+                    nonfinite["consecutive"] += 1
+                    if nonfinite["consecutive"] >= cfg.max_nonfinite:
+                        raise NonFiniteLossError(
+                            f"loss was non-finite for {nonfinite['consecutive']} steps in a row (at step {step}); "
+                            "lower --lr, use --precision 32 or bf16-mixed instead of 16-mixed, or check the data for NaN"
+                        )
+                else:
+                    nonfinite["consecutive"] = 0
+                    if cfg.clip_grad > 0:
+                        gn = fabric.clip_gradients(model, optimizer, max_norm=cfg.clip_grad, error_if_nonfinite=False)
+                        if gn is not None:
+                            window["grad_norm"].append(float(gn))
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    if ema is not None:
+                        ema.update_parameters(_unwrap(task))
+                    run_hooks(hooks, step + 1, _unwrap(task), window)
+                with warnings.catch_warnings():  # a skipped step still advances the schedule
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                    scheduler.step()
+                step += 1
+                bar.update(1)
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    row: dict[str, Any] = {k: sum(v) / len(v) for k, v in window.items() if v}
+                    row.update(meter.read(), lr=scheduler.get_last_lr()[0], nonfinite_skipped=nonfinite["skipped"])
+                    window.clear()
+                    meter.reset()
+                    history.append({"step": step, **row})
+                    logger.log(step, row)
+                    bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}", sps=f"{row['samples_per_s']:.1f}",
+                                    wait=f"{row['data_wait_frac']:.0%}")
+                if eval_every and step % eval_every == 0 and step != cfg.steps:
+                    run_eval(step)
+                if step % cfg.ckpt_every == 0 and step != cfg.steps:
+                    checkpoint(step)
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Preempted) through the handler installed below
+            checkpoint(step)  # a step boundary: the run resumes exactly from here
+            if out is not None:
+                err.checkpoint, err.step = str(out / "checkpoints" / CKPT_NAME), step  # type: ignore[attr-defined]
+            raise
+        finally:
+            _restore_sigterm(previous_sigterm)
+        run_eval(step)
+        checkpoint(step)
+        if out is not None and is_main:
+            encoder = getattr(_unwrap(task), "encoder", None)
+            meta = {"run_config": json.dumps(resolved, default=str)}
+            if encoder is not None:
+                save_safetensors(out / "encoder.safetensors", encoder.state_dict(), meta)
                 if ema is not None:
-                    ema.update_parameters(_unwrap(task))
-                run_hooks(hooks, step + 1, _unwrap(task), window)
-            with warnings.catch_warnings():  # a skipped step still advances the schedule
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-                scheduler.step()
-            step += 1
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                row: dict[str, Any] = {k: sum(v) / len(v) for k, v in window.items() if v}
-                row.update(meter.read(), lr=scheduler.get_last_lr()[0], nonfinite_skipped=nonfinite["skipped"])
-                window.clear()
-                meter.reset()
-                history.append({"step": step, **row})
-                logger.log(step, row)
-                bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}", sps=f"{row['samples_per_s']:.1f}",
-                                wait=f"{row['data_wait_frac']:.0%}")
-            if eval_every and step % eval_every == 0 and step != cfg.steps:
-                run_eval(step)
-            if step % cfg.ckpt_every == 0 and step != cfg.steps:
-                checkpoint(step)
-    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Preempted) through the handler installed below
-        bar.close()
-        checkpoint(step)  # a step boundary: the run resumes exactly from here
-        logger.close()
-        if out is not None:
-            err.checkpoint, err.step = str(out / "checkpoints" / CKPT_NAME), step  # type: ignore[attr-defined]
-        raise
+                    ema_encoder = getattr(ema.module, "encoder", None)
+                    if ema_encoder is not None:
+                        save_safetensors(out / "encoder_ema.safetensors", ema_encoder.state_dict(), meta)
+            summary = {"steps": step, "nonfinite_skipped": nonfinite["skipped"], "elapsed_s": time.perf_counter() - t_start,
+                       "final": history[-1] if history else {}, "precision": str(precision)}
+            atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float))
+        return FitResult(history, evals, step, nonfinite["skipped"], out, time.perf_counter() - t_start)
     finally:
-        _restore_sigterm(previous_sigterm)
-    bar.close()
-    run_eval(step)
-    checkpoint(step)
-    if out is not None and is_main:
-        encoder = getattr(_unwrap(task), "encoder", None)
-        meta = {"run_config": json.dumps(resolved, default=str)}
-        if encoder is not None:
-            save_safetensors(out / "encoder.safetensors", encoder.state_dict(), meta)
-            if ema is not None:
-                ema_encoder = getattr(ema.module, "encoder", None)
-                if ema_encoder is not None:
-                    save_safetensors(out / "encoder_ema.safetensors", ema_encoder.state_dict(), meta)
-        summary = {"steps": step, "nonfinite_skipped": nonfinite["skipped"], "elapsed_s": time.perf_counter() - t_start,
-                   "final": history[-1] if history else {}, "precision": str(precision)}
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float))
-    logger.close()
-    return FitResult(history, evals, step, nonfinite["skipped"], out, time.perf_counter() - t_start)
+        bar.close()
+        logger.close()
 
 
 def _install_sigterm() -> Any:

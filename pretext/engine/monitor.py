@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +84,17 @@ class RunLogger:
                 self.tb.add_scalar(k, float(v), step)
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.flush()
-            self.tb.close()
+        """Flush and stop the TensorBoard writer (its thread would otherwise outlive a failed run and print a
+        traceback at exit). A TensorBoard write that fails here (full disk, ``ulimit -f``) warns instead of hiding
+        the error the run is already raising; ``metrics.csv`` is the record of the run."""
+        tb, self.tb = self.tb, None
+        if tb is None:
+            return
+        try:
+            tb.close()
+        except OSError as err:
+            warnings.warn(f"TensorBoard log {tb.log_dir} could not be closed: {err}; metrics.csv holds the same values",
+                          stacklevel=2)
 
 
 def progress_bar(total: int, initial: int, enabled: bool) -> tqdm:

@@ -71,6 +71,22 @@ def test_killed_run_resumes_to_identical_weights(tmp_path: Path) -> None:
 
 
 @pytest.mark.faults
+def test_a_failed_run_stops_its_tensorboard_writer(tmp_path: Path) -> None:
+    """A run that dies (here: in step 9) used to leave TensorBoard's writer thread running; at exit it could print
+    'Exception in thread Thread-1' and a traceback after the CLI's one-line error (seen in CI under ulimit -f)."""
+    import threading
+
+    def writers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread" and t.is_alive()]
+
+    before = set(writers())
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(_task(fail_at=9), RandomSplit(), _cfg(), out_dir=tmp_path)
+    assert list(tmp_path.glob("tensorboard/events.*")), "the run did log to TensorBoard"
+    assert set(writers()) <= before
+
+
+@pytest.mark.faults
 def test_keyboard_interrupt_checkpoints_then_resumes(tmp_path: Path) -> None:
     class Interrupting(ToyTask):
         def forward(self, batch, generator=None):
