@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pretext.config import TrainConfig
 from pretext.engine import load_checkpoint
@@ -113,19 +112,8 @@ def test_run_folder_evaluates_from_safetensors_without_last_ckpt(runs, tmp_path)
     assert len(df) == 1 and df.iloc[0]["arm"] == "ssl"
 
 
-def _recipe(tmp_path: Path, **over) -> Path:
-    rec = {"name": "tiny", "imports": ["tests.sslbench._tiny"], "datasets": {"tiny": {"data": SPEC}},
-           "tasks": [T.TASK], "encoders": {T.ENCODER: {"width": 8}},
-           "pretrain": {"steps": 3, "batch_size": 8, "precision": "32"}, "protocols": ["knn"], "fractions": [1.0],
-           "seeds": [0], "baselines": ["random"], "n_boot": 10, "audit": False, "threads": 1}
-    rec.update(over)
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(rec))
-    return path
-
-
 def test_run_refuses_other_budget_and_keeps_recipe_yaml(tmp_path):
-    recipe, out = _recipe(tmp_path), tmp_path / "out"
+    recipe, out = T.write_recipe(tmp_path, steps=3), tmp_path / "out"
     run_recipe(load_recipe(recipe), out, log=lambda _: None)
     saved = (out / "recipe.yaml").read_text()
     n = len((out / "results.jsonl").read_text().splitlines())

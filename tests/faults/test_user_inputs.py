@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from pretext.config import TrainConfig
 from pretext.data import cached_generated
@@ -100,17 +99,6 @@ def test_small_test_split_warns_and_shows_n_a(run, tmp_path, capsys):
 
 
 # -- run --dry-run checks what the real run checks -----------------------------------------------------------------
-def _recipe(tmp_path: Path, **over) -> Path:
-    rec = {"name": "tiny", "imports": ["tests.sslbench._tiny"], "datasets": {"tiny": {"data": SPEC}},
-           "tasks": [T.TASK], "encoders": {T.ENCODER: {"width": 8}},
-           "pretrain": {"steps": 2, "batch_size": 8, "precision": "32"}, "protocols": ["knn"], "fractions": [1.0],
-           "seeds": [0], "baselines": ["random"], "n_boot": 10, "audit": False, "threads": 1}
-    rec.update(over)
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(rec))
-    return path
-
-
 @pytest.mark.parametrize(("over", "message"), [
     ({"datasets": {"scans": {"data": "nifti:{tmp}/no-such-folder"}}}, "does not exist"),
     ({"tasks": {T.TASK: {"horizon": 3}}}, "horizon"),
@@ -118,10 +106,10 @@ def _recipe(tmp_path: Path, **over) -> Path:
 def test_dry_run_checks_data_and_task_options(tmp_path, capsys, over, message):
     over = json.loads(json.dumps(over).replace("{tmp}", str(tmp_path)))
     out = tmp_path / "out"
-    assert main(["run", str(_recipe(tmp_path, **over)), "--out", str(out), "--dry-run"]) == 2
+    assert main(["run", str(T.write_recipe(tmp_path, **over)), "--out", str(out), "--dry-run"]) == 2
     assert message in _err(capsys)
     assert not out.exists()
-    assert main(["run", str(_recipe(tmp_path)), "--out", str(out), "--dry-run"]) == 0  # a good recipe passes
+    assert main(["run", str(T.write_recipe(tmp_path)), "--out", str(out), "--dry-run"]) == 0  # a good recipe passes
     assert "recipe tiny: " in capsys.readouterr().out
     assert not out.exists()  # a dry run writes nothing
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from torch import nn
 
 from pretext.base import PretextTask, SSLData, SSLSplit
@@ -102,6 +106,19 @@ def register() -> None:
         register_encoder(ENCODER, modality="volume")(TinyEncoder)
     if TASK not in TASKS._items:
         register_task(TASK, modality="volume")(TinyTask)
+
+
+
+def write_recipe(folder: Path, steps: int = 2, **over: Any) -> Path:
+    """``folder/recipe.yaml``: the tiny kind, encoder and task, ``steps`` pretraining steps, a kNN probe at 100 %
+    with one seed against the random baseline; ``over`` replaces top-level recipe keys."""
+    rec = {"name": "tiny", "imports": ["tests.sslbench._tiny"], "datasets": {"tiny": {"data": f"{DATA_KIND}:"}},
+           "tasks": [TASK], "encoders": {ENCODER: {"width": 8}},
+           "pretrain": {"steps": steps, "batch_size": 8, "precision": "32"}, "protocols": ["knn"], "fractions": [1.0],
+           "seeds": [0], "baselines": ["random"], "n_boot": 10, "audit": False, "threads": 1, **over}
+    path = Path(folder) / "recipe.yaml"
+    path.write_text(yaml.safe_dump(rec))
+    return path
 
 
 register()
