@@ -20,6 +20,11 @@ protocol, fraction, seed) are both finished, :func:`attach_paired` (run at the e
   per-seed differences, ``lo``/``hi`` the percentile interval of that mean under the same patient resamples
   for every seed (bootstrap seed 0), ``seed_sd`` the spread of the per-seed differences (training / label
   draw variability, which the test-set interval does not contain), ``n_seeds`` and the ``seeds`` used.
+
+Where a folder holds several SSL tasks of one (dataset, encoder, protocol, fraction, fold), every task is also
+compared with every other on the same test patients: ``paired_tasks[<other task>]`` in each of its rows holds
+this task minus the other, combined over the seeds both have (the same fields as ``seeds`` above, plus
+``metric`` and ``seeds``), so "is SimCLR better than VICReg here?" has a paired interval, not two overlapping ones.
 """
 
 from __future__ import annotations
@@ -278,6 +283,7 @@ def attach_paired(folder: str | Path, *, n_boot: int = 1000, multilabel: bool | 
             for _, i in have:
                 rows[i]["paired"][b]["seeds"] = comb
                 changed.add(i)
+    changed |= _attach_task_pairs(rows, preds, is_ml, n_boot)
     if changed:
         if lines and len(lines) - 1 not in rows:
             try:
@@ -288,6 +294,53 @@ def attach_paired(folder: str | Path, *, n_boot: int = 1000, multilabel: bool | 
             lines[i] = json.dumps(_clean(rows[i]), sort_keys=False)
         atomic_write_text(path, "\n".join(lines) + "\n")
     return len(changed)
+
+
+def _negated(entry: dict[str, Any]) -> dict[str, Any]:
+    """``entry`` for the two arms swapped: the difference and its interval change sign (same resamples)."""
+    out = dict(entry)
+    for prefix in ("", "auprc_"):
+        out[f"{prefix}diff"] = -entry[f"{prefix}diff"]
+        out[f"{prefix}lo"], out[f"{prefix}hi"] = -entry[f"{prefix}hi"], -entry[f"{prefix}lo"]
+    return out
+
+
+def _attach_task_pairs(rows: dict[int, dict[str, Any]], preds: Callable[[dict[str, Any]], dict[str, np.ndarray] | None],
+                       is_ml: Callable[[dict[str, np.ndarray]], bool], n_boot: int) -> set[int]:
+    """Every SSL task against every other of its (dataset, encoder, protocol, fraction, fold), over the seeds both
+    have: ``paired_tasks`` (module docstring). Up-to-date entries (same seeds, same ``n_boot``) are kept."""
+    groups: dict[tuple[Any, ...], dict[str, dict[int, int]]] = {}
+    for i, r in rows.items():
+        if r["arm"] == "ssl":
+            key = tuple(r.get(k) for k in ("dataset", "encoder", "protocol", "fraction", "fold"))
+            groups.setdefault(key, {}).setdefault(str(r["task"]), {})[int(r["seed"])] = i
+    changed: set[int] = set()
+
+    def current(idx: list[int], other: str, seeds: list[int]) -> bool:
+        entries = [(rows[i].get("paired_tasks") or {}).get(other) or {} for i in idx]
+        return all(e.get("seeds") == seeds and e.get("n_boot") == n_boot for e in entries)
+
+    for by_task in groups.values():
+        names = sorted(by_task)
+        for k, a in enumerate(names):
+            for b in names[k + 1:]:
+                seeds = sorted(set(by_task[a]) & set(by_task[b]))
+                all_a, all_b = list(by_task[a].values()), list(by_task[b].values())  # every row shows the pair
+                if not seeds or (current(all_a, b, seeds) and current(all_b, a, seeds)):
+                    continue
+                pa, pb = [preds(rows[by_task[a][s]]) for s in seeds], [preds(rows[by_task[b][s]]) for s in seeds]
+                first = pa[0]
+                if first is None or any(p is None or not _same_records(first, p) for p in pa + pb):
+                    continue
+                ml = is_ml(first)
+                entry = combined_comparison(first["y"], [p["proba"] for p in pa], [p["proba"] for p in pb],  # type: ignore[index]
+                                            groups=first["groups"], multilabel=ml, n_boot=n_boot)
+                entry.update(metric="auroc" if _is_binary(first["proba"], ml) else "macro_auroc", seeds=seeds)
+                for idx, other, e in ((all_a, b, entry), (all_b, a, _negated(entry))):
+                    for i in idx:
+                        rows[i].setdefault("paired_tasks", {})[other] = e
+                        changed.add(i)
+    return changed
 
 
 __all__ = ["attach_paired", "combined_comparison", "delong_test", "load_predictions", "paired_comparison",

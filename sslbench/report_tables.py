@@ -187,6 +187,34 @@ def paired_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def task_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """SSL task minus SSL task on the same test patients (the rows' ``paired_tasks``), per fraction.
+
+    One row per pair of tasks (in the report's method order) and metric: the difference combined over the seeds
+    both have, with its paired bootstrap 95 % CI, ``*`` where it excludes 0, and the number of seeds.
+    """
+    fracs = sorted(df.fraction.unique())
+    header = ["task − task (paired, same test patients)"] + [f"{f:g} labels" for f in fracs]
+    rows: list[list[str]] = []
+    if "paired_tasks" not in df.columns:
+        return header, rows
+    ssl = [m for m in method_order(df.method.unique()) if m.startswith("ssl:")]
+    for k, a in enumerate(ssl):
+        for b in ssl[k + 1:]:
+            entries = []
+            for f in fracs:
+                found = [p[b[4:]] for p in df[(df.method == a) & (df.fraction == f)].paired_tasks
+                         if isinstance(p, dict) and isinstance(p.get(b[4:]), dict)]
+                entries.append(found[0] if found else None)
+            if not any(entries):
+                continue
+            macro = "" if next(e for e in entries if e).get("metric", "auroc") == "auroc" else "macro "
+            for metric, prefix in (("AUROC", ""), ("AUPRC", "auprc_")):
+                rows.append([f"{a} − {b} ({macro}{metric})"] + [
+                    f"{_diff_ci(e, prefix)} ({len(e.get('seeds') or [])} seeds)" if e else "" for e in entries])
+    return header, rows
+
+
 #: the baseline each protocol is judged against: frozen-feature probes against the same probe on a randomly
 #: initialised encoder, full fine-tuning against supervised training from scratch (random-init fine-tune)
 MATCHED_BASELINE = {"linear": "random", "knn": "random", "partial": "random", "finetune": "scratch"}
@@ -243,4 +271,4 @@ def subgroup_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]] | None
 
 
 __all__ = ["METRIC_COLS", "REQUIRED_FIELDS", "MalformedRowWarning", "cells_for", "delta_table", "efficiency_table", "headline_table", "load_results", "method_name",
-           "method_order", "metrics_table", "paired_table", "subgroup_table"]
+           "method_order", "metrics_table", "paired_table", "subgroup_table", "task_table"]

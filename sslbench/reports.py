@@ -36,6 +36,7 @@ from sslbench.report_tables import (  # noqa: F401  (MalformedRowWarning: re-exp
     metrics_table,
     paired_table,
     subgroup_table,
+    task_table,
 )
 
 Block = tuple[str, Any]
@@ -219,6 +220,12 @@ def build_blocks(df: pd.DataFrame, report_dir: Path, title: str) -> list[Block]:
                                     "DeLong's test for binary AUROC; macro AUROC (multi-class / multi-label) has "
                                     "the bootstrap interval only."))
                 blocks.append(("table", pt))
+            tt = task_table(sub)
+            if tt[1]:
+                blocks.append(("p", "Task against task on the same test patients: the first minus the second, mean "
+                                    "over the seeds both have [paired patient-level bootstrap 95 % CI]; * = the "
+                                    "interval excludes 0."))
+                blocks.append(("table", tt))
             blocks.append(("table", metrics_table(sub)))
             sg = subgroup_table(sub)
             if sg:

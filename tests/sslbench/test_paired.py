@@ -246,6 +246,40 @@ def test_attach_paired_fills_ssl_rows_once(tmp_path):
     assert attach_paired(tmp_path, n_boot=100) == 0  # idempotent
 
 
+def test_tasks_are_compared_with_each_other_on_the_same_patients(tmp_path):
+    """Two SSL tasks of one cell: each row carries the other task's paired difference, signs mirrored, combined
+    over the seeds both have; the report shows it as a task − task table."""
+    from sslbench.report_tables import load_results, task_table
+
+    y, a, b, g = _binary(seed=15)
+    _, a2, b2, _ = _binary(seed=16)
+    store = ResultStore(tmp_path)
+    probas = {("alpha", 0): a, ("alpha", 1): a2, ("beta", 0): b, ("beta", 1): b2, ("beta", 2): b}
+    for (task, seed), p in probas.items():
+        row = {**_cell("ssl", seed), "task": task}
+        save_predictions(tmp_path / "predictions" / predictions_name(row), y, np.stack([1 - p, p], 1), g)
+        store.append({**row, "auroc": 0.5})
+    assert attach_paired(tmp_path, n_boot=100) == 5
+    rows = store.rows()
+    alpha = [r for r in rows if r["task"] == "alpha"]
+    beta = {r["seed"]: r for r in rows if r["task"] == "beta"}
+    ref = combined_comparison(y, [a, a2], [b, b2], groups=g, n_boot=100)
+    for r in alpha:
+        e = r["paired_tasks"]["beta"]
+        assert e["seeds"] == [0, 1] and e["metric"] == "auroc" and e["n_boot"] == 100
+        assert (e["diff"], e["lo"], e["hi"]) == pytest.approx((ref["diff"], ref["lo"], ref["hi"]))
+    mirror = beta[0]["paired_tasks"]["alpha"]
+    assert (mirror["diff"], mirror["lo"], mirror["hi"]) == pytest.approx((-ref["diff"], -ref["hi"], -ref["lo"]))
+    assert mirror["excludes_zero"] == ref["excludes_zero"]
+    assert beta[2]["paired_tasks"]["alpha"]["seeds"] == [0, 1]  # seed 2 has no alpha partner, same entry
+    assert attach_paired(tmp_path, n_boot=100) == 0  # up to date
+    header, table = task_table(load_results(tmp_path))
+    assert header[1] == "1 labels" and [r[0] for r in table] == ["ssl:alpha − ssl:beta (AUROC)",
+                                                               "ssl:alpha − ssl:beta (AUPRC)"]
+    assert table[0][1].startswith(f"{ref['diff']:+.3f} [{ref['lo']:+.3f}, {ref['hi']:+.3f}]")
+    assert table[0][1].endswith("(2 seeds)")
+
+
 def test_harness_cells_write_predictions_that_attach_paired_pairs(tmp_path):
     """Evaluator cells (as evaluate / sslbench run build them) save test predictions keyed by cell."""
     from sslbench.evaluate import Evaluator
