@@ -41,9 +41,10 @@ SMALL = {
     "FRACTIONS": "1",        # label fractions
     "OVERLAP": "0",          # sliding-grid overlap of whole-scan features
     "MEDSSL_MAX_ITEMS": "48",  # a quick check: evaluation splits cut to ~48 records each, the monitor to 48 items
-    # extra overrides appended to `sslbench run RECIPE`: one seed, one fraction, linear probe, 2 steps
+    # extra overrides appended to `sslbench run RECIPE`: one seed, one fraction, linear probe, 2 steps, the audit's
+    # map by PCA (UMAP's numba compile costs ~10 s per process)
     "SMOKE": "--set seeds=[0] --set fractions=[1.0] --set protocols=[linear] --set pretrain.steps=2 "
-             "--set pretrain.warmup_steps=1 --set finetune.steps=2 --set n_boot=50",
+             "--set pretrain.warmup_steps=1 --set finetune.steps=2 --set n_boot=50 --set audit.method=pca",
 }
 
 
