@@ -144,9 +144,10 @@ def _diff_ci(top: dict[str, Any], prefix: str = "") -> str:
     return f"{_pm(top.get(f'{prefix}diff'))} [{_pm(lo)}, {_pm(hi)}]{' *' if _excl(lo, hi) else ''}"
 
 
-def _entries(sub: pd.DataFrame, fraction: float, baseline: str) -> list[dict[str, Any]]:
-    return [p[baseline] for p in sub[sub.fraction == fraction].paired
-            if isinstance(p, dict) and isinstance(p.get(baseline), dict)]
+def _entries(sub: pd.DataFrame, fraction: float, other: str, column: str = "paired") -> list[dict[str, Any]]:
+    """The comparisons with ``other`` (a baseline, or a task under ``paired_tasks``) of ``sub``'s rows at ``fraction``."""
+    return [p[other] for p in sub[sub.fraction == fraction][column]
+            if isinstance(p, dict) and isinstance(p.get(other), dict)]
 
 
 def paired_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -199,13 +200,11 @@ def task_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     if "paired_tasks" not in df.columns:
         return header, rows
     ssl = [m for m in method_order(df.method.unique()) if m.startswith("ssl:")]
+    task_of = {m: str(df[df.method == m].task.iloc[0]) for m in ssl}
     for k, a in enumerate(ssl):
         for b in ssl[k + 1:]:
-            entries = []
-            for f in fracs:
-                found = [p[b[4:]] for p in df[(df.method == a) & (df.fraction == f)].paired_tasks
-                         if isinstance(p, dict) and isinstance(p.get(b[4:]), dict)]
-                entries.append(found[0] if found else None)
+            found = [_entries(df[df.method == a], f, task_of[b], "paired_tasks") for f in fracs]
+            entries = [e[0] if e else None for e in found]  # every row of a task carries the same pair entry
             if not any(entries):
                 continue
             macro = "" if next(e for e in entries if e).get("metric", "auroc") == "auroc" else "macro "
